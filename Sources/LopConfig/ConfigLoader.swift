@@ -1,0 +1,224 @@
+import Foundation
+import Logging
+import Yams
+
+extension LopConfig {
+    /// The file used when none is named: `Config/lop.yaml` under the current directory, if present.
+    public static let defaultFileName = "Config/lop.yaml"
+
+    /// Loads the configuration: defaults, then `file` (or `LOP_CONFIG`, or `Config/lop.yaml` if present), then
+    /// `LOP_…` environment variables. Relative paths resolve against the file's directory (or the current one).
+    public static func load(
+        file explicitFile: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        currentDirectory: String = FileManager.default.currentDirectoryPath
+    ) throws -> (config: LopConfig, file: String?) {
+        var file = explicitFile ?? environment["LOP_CONFIG"]
+        if file == nil {
+            let candidate = (currentDirectory as NSString).appendingPathComponent(defaultFileName)
+            if FileManager.default.fileExists(atPath: candidate) { file = candidate }
+        }
+        var root: Node.Mapping? = nil
+        var baseDirectory = currentDirectory
+        if let file {
+            let path = (file as NSString).isAbsolutePath ? file : (currentDirectory as NSString).appendingPathComponent(file)
+            root = try parse(path: path, displayName: file)
+            baseDirectory = (path as NSString).deletingLastPathComponent
+        }
+        let source = file ?? "defaults"
+        var reader = TableReader(path: "", mapping: root, source: source, environment: environment)
+        var config = LopConfig()
+        try config.read(&reader, baseDirectory: baseDirectory, currentDirectory: currentDirectory)
+        try reader.finish()
+        return (config, file)
+    }
+
+    /// Parses YAML text from a file into its top-level mapping (an empty file is an empty mapping).
+    static func parse(path: String, displayName: String) throws -> Node.Mapping? {
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let decoded = String(data: data, encoding: .utf8) else {
+                throw ConfigError.unreadable(file: displayName, reason: "not UTF-8 text")
+            }
+            text = decoded
+        } catch let error as ConfigError {
+            throw error
+        } catch {
+            throw ConfigError.unreadable(file: displayName, reason: (error as NSError).localizedDescription)
+        }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw ConfigError.syntax(file: displayName, reason: "\(error)")
+        }
+        guard let node else { return nil }
+        guard case let .mapping(mapping) = node else {
+            throw ConfigError.wrongType(key: "(top level)", expected: "a mapping of sections", found: TableReader.describe(node), source: displayName)
+        }
+        return mapping
+    }
+
+    private mutating func read(_ reader: inout TableReader, baseDirectory: String, currentDirectory: String) throws {
+        // A path that comes from the file is relative to the file; from the environment or defaults, to the current directory.
+        func resolve(_ value: (String, fromFile: Bool)?, default current: String) -> String {
+            guard let (path, fromFile) = value else { return (currentDirectory as NSString).appendingPathComponent(current) }
+            if (path as NSString).isAbsolutePath { return path }
+            return ((fromFile ? baseDirectory : currentDirectory) as NSString).appendingPathComponent(path)
+        }
+        try reader.table("database") { t in
+            if let v = try t.string("url") { database.url = v.0 }
+            if let v = try t.int("pool_size", in: 1...1024) { database.poolSize = v }
+            if let v = try t.int("connect_timeout_seconds", in: 1...3600) { database.connectTimeoutSeconds = v }
+            if let v = try t.double("acquire_timeout_seconds", in: 0.001...86400) { database.acquireTimeoutSeconds = v }
+            database.migrations = resolve(try t.string("migrations"), default: database.migrations)
+            try t.table("reconnect") { r in
+                if let v = try r.int("max_attempts", in: 0...1000) { database.reconnect.maxAttempts = v }
+                if let v = try r.int("initial_delay_ms", in: 1...600_000) { database.reconnect.initialDelayMs = v }
+                if let v = try r.int("max_delay_ms", in: 1...3_600_000) { database.reconnect.maxDelayMs = v }
+            }
+        }
+        if database.reconnect.maxDelayMs < database.reconnect.initialDelayMs {
+            throw ConfigError.invalidValue(key: "database.reconnect.max_delay_ms", reason: "must not be below initial_delay_ms", source: reader.source)
+        }
+        try reader.table("artifacts") { t in
+            artifacts.root = resolve(try t.string("root"), default: artifacts.root)
+        }
+        try reader.table("log") { t in
+            if let v = try t.string("level") {
+                guard let level = Logger.Level(rawValue: v.0) else {
+                    throw ConfigError.invalidValue(key: "log.level", reason: "'\(v.0)' is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))", source: t.source)
+                }
+                log.level = level
+            }
+        }
+        try reader.table("blas") { t in
+            if let v = try t.int("threads", in: 0...4096) { blas.threads = v }
+        }
+    }
+}
+
+/// Reads one mapping of the config file, tracking which keys were used so that unknown ones are errors,
+/// and letting `LOP_<PATH>` environment variables override each key.
+struct TableReader {
+    let path: String
+    let mapping: Node.Mapping?
+    let source: String
+    let environment: [String: String]
+    private var used: Set<String> = []
+
+    init(path: String, mapping: Node.Mapping?, source: String, environment: [String: String]) {
+        self.path = path
+        self.mapping = mapping
+        self.source = source
+        self.environment = environment
+    }
+
+    private func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    private func environmentName(_ key: String) -> String {
+        "LOP_" + keyPath(key).uppercased().replacingOccurrences(of: ".", with: "_")
+    }
+
+    private mutating func node(_ key: String) -> Node? {
+        used.insert(key)
+        return mapping?[key]
+    }
+
+    /// Reads a nested mapping; absent is fine (its keys may still come from the environment).
+    mutating func table(_ key: String, _ body: (inout TableReader) throws -> Void) throws {
+        var child: Node.Mapping? = nil
+        if let node = node(key) {
+            guard case let .mapping(m) = node else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "a mapping", found: Self.describe(node), source: source)
+            }
+            child = m
+        }
+        var reader = TableReader(path: keyPath(key), mapping: child, source: source, environment: environment)
+        try body(&reader)
+        try reader.finish()
+    }
+
+    /// A string value and whether it came from the file (for resolving relative paths).
+    mutating func string(_ key: String) throws -> (String, fromFile: Bool)? {
+        let fileNode = node(key)
+        if let value = environment[environmentName(key)] { return (value, false) }
+        guard let node = fileNode else { return nil }
+        guard node.tag.rawValue == Tag.Name.str.rawValue, let s = node.string else {
+            throw ConfigError.wrongType(key: keyPath(key), expected: "a string", found: Self.describe(node), source: source)
+        }
+        return (s, true)
+    }
+
+    mutating func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        let env = environmentName(key)
+        let fileNode = node(key)
+        let value: Int
+        let origin: String
+        if let raw = environment[env] {
+            guard let v = Int(raw.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "an integer", found: "'\(raw)'", source: "environment variable \(env)")
+            }
+            value = v; origin = "environment variable \(env)"
+        } else {
+            guard let node = fileNode else { return nil }
+            guard node.tag.rawValue == Tag.Name.int.rawValue, let v = node.int else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "an integer", found: Self.describe(node), source: source)
+            }
+            value = v; origin = source
+        }
+        guard range.contains(value) else {
+            throw ConfigError.invalidValue(key: keyPath(key), reason: "\(value) is outside \(range.lowerBound)...\(range.upperBound)", source: origin)
+        }
+        return value
+    }
+
+    mutating func double(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
+        let env = environmentName(key)
+        let fileNode = node(key)
+        let value: Double
+        let origin: String
+        if let raw = environment[env] {
+            guard let v = Double(raw.trimmingCharacters(in: .whitespaces)), v.isFinite else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "a number", found: "'\(raw)'", source: "environment variable \(env)")
+            }
+            value = v; origin = "environment variable \(env)"
+        } else {
+            guard let node = fileNode else { return nil }
+            guard node.tag.rawValue == Tag.Name.int.rawValue || node.tag.rawValue == Tag.Name.float.rawValue, let v = node.float, v.isFinite else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "a number", found: Self.describe(node), source: source)
+            }
+            value = v; origin = source
+        }
+        guard range.contains(value) else {
+            throw ConfigError.invalidValue(key: keyPath(key), reason: "\(value) is outside \(range.lowerBound)...\(range.upperBound)", source: origin)
+        }
+        return value
+    }
+
+    /// Fails on the first key of this mapping that nothing read.
+    func finish() throws {
+        guard let mapping else { return }
+        for (keyNode, _) in mapping {
+            guard let key = keyNode.string else {
+                throw ConfigError.wrongType(key: keyPath("?"), expected: "a string key", found: Self.describe(keyNode), source: source)
+            }
+            if !used.contains(key) { throw ConfigError.unknownKey(key: keyPath(key), file: source) }
+        }
+    }
+
+    /// A short, value-free description of a YAML node for error messages.
+    static func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        case let .scalar(s):
+            let kinds: [String: String] = [
+                Tag.Name.str.rawValue: "a string", Tag.Name.int.rawValue: "an integer", Tag.Name.float.rawValue: "a number",
+                Tag.Name.bool.rawValue: "a boolean", Tag.Name.null.rawValue: "null",
+            ]
+            let kind = kinds[node.tag.rawValue] ?? "a value"
+            return "\(kind) '\(s.string)'"
+        }
+    }
+}

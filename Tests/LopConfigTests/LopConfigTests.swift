@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+@testable import LopConfig
+
+@Suite struct LopConfigTests {
+    /// A scratch directory holding one config file.
+    private func write(_ yaml: String) throws -> (dir: String, file: String) {
+        let dir = NSTemporaryDirectory() + "lop-config-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let file = dir + "/lop.yaml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        return (dir, file)
+    }
+
+    /// The repository root, found from this source file's path.
+    private var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    @Test func shippedFileEqualsCompiledDefaults() throws {
+        let root = repositoryRoot
+        let (fromFile, file) = try LopConfig.load(file: nil, environment: [:], currentDirectory: root)
+        #expect(file != nil, "Config/lop.yaml was not found under \(root)")
+        var expected = LopConfig()
+        // Compiled relative paths resolve against the current directory, the file's against Config/: both land in the root.
+        expected.database.migrations = root + "/SQL"
+        expected.artifacts.root = root + "/var/artifacts"
+        var normalized = fromFile
+        normalized.database.migrations = URL(fileURLWithPath: fromFile.database.migrations).standardized.path
+        normalized.artifacts.root = URL(fileURLWithPath: fromFile.artifacts.root).standardized.path
+        #expect(normalized == expected)
+    }
+
+    @Test func environmentOverridesFile() throws {
+        let (_, file) = try write("database:\n  pool_size: 3\n  url: \"postgresql://a/b\"\n")
+        let env = ["LOP_DATABASE_POOL_SIZE": "9", "LOP_LOG_LEVEL": "debug", "LOP_DATABASE_RECONNECT_MAX_ATTEMPTS": "2"]
+        let (config, _) = try LopConfig.load(file: file, environment: env, currentDirectory: "/")
+        #expect(config.database.poolSize == 9)
+        #expect(config.database.url == "postgresql://a/b")
+        #expect(config.log.level == .debug)
+        #expect(config.database.reconnect.maxAttempts == 2)
+    }
+
+    @Test func relativePathsResolveAgainstTheFile() throws {
+        let (dir, file) = try write("database:\n  migrations: \"sql\"\nartifacts:\n  root: \"/abs/art\"\n")
+        let (config, _) = try LopConfig.load(file: file, environment: [:], currentDirectory: "/elsewhere")
+        #expect(config.database.migrations == dir + "/sql")
+        #expect(config.artifacts.root == "/abs/art")
+    }
+
+    @Test(arguments: [
+        ("database:\n  pool_sise: 3\n", ConfigError.unknownKey(key: "database.pool_sise", file: "F")),
+        ("databse:\n  url: \"x\"\n", ConfigError.unknownKey(key: "databse", file: "F")),
+        ("database:\n  pool_size: \"4\"\n", ConfigError.wrongType(key: "database.pool_size", expected: "an integer", found: "a string '4'", source: "F")),
+        ("database:\n  url: 5\n", ConfigError.wrongType(key: "database.url", expected: "a string", found: "an integer '5'", source: "F")),
+        ("database: 7\n", ConfigError.wrongType(key: "database", expected: "a mapping", found: "an integer '7'", source: "F")),
+        ("database:\n  pool_size: 0\n", ConfigError.invalidValue(key: "database.pool_size", reason: "0 is outside 1...1024", source: "F")),
+        ("log:\n  level: loud\n", ConfigError.invalidValue(key: "log.level", reason: "'loud' is not one of trace, debug, info, notice, warning, error, critical", source: "F")),
+        ("database:\n  acquire_timeout_seconds: [1]\n", ConfigError.wrongType(key: "database.acquire_timeout_seconds", expected: "a number", found: "a list", source: "F")),
+    ])
+    func badFilesNameTheKey(yaml: String, expected: ConfigError) throws {
+        let (_, file) = try write(yaml)
+        let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
+        #expect(error?.description == expected.description.replacingOccurrences(of: " F", with: " \(file)"))
+    }
+
+    @Test func badEnvironmentNamesTheVariable() throws {
+        let error = #expect(throws: ConfigError.self) {
+            try LopConfig.load(file: nil, environment: ["LOP_DATABASE_POOL_SIZE": "many"], currentDirectory: "/nonexistent")
+        }
+        #expect(error?.description.contains("LOP_DATABASE_POOL_SIZE") == true)
+        #expect(error?.description.contains("'many'") == true)
+    }
+
+    @Test func syntaxErrorsAndMissingFilesAreReported() throws {
+        let (_, file) = try write("database: [unclosed\n")
+        #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
+        let missing = #expect(throws: ConfigError.self) { try LopConfig.load(file: "/nonexistent/lop.yaml", environment: [:], currentDirectory: "/") }
+        #expect(missing?.description.contains("/nonexistent/lop.yaml") == true)
+    }
+}
