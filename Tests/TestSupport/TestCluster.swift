@@ -1,0 +1,141 @@
+import Foundation
+import Store
+
+/// A throwaway PostgreSQL cluster for tests: `initdb` in a temporary directory, listening only on a Unix
+/// socket there, run as the `postgres` user when the tests run as root (PostgreSQL refuses root).
+public final class TestCluster: Sendable {
+    public let directory: String
+    public let port = 5432
+    /// Superuser connection to the `postgres` database of this cluster.
+    public let target: ConnectionTarget
+
+    private var dataDirectory: String { directory + "/data" }
+    private var socketDirectory: String { directory + "/socket" }
+    private var logFile: String { directory + "/server.log" }
+
+    /// Creates and starts a new cluster (a few seconds).
+    public static func start() throws -> TestCluster {
+        let cluster = try TestCluster()
+        try cluster.initialize()
+        try cluster.pgctl(["start", "-w", "-t", "60"])
+        return cluster
+    }
+
+    private init() throws {
+        // Short path: a Unix socket path must fit in 107 bytes.
+        var template = Array("/tmp/lop-pg-XXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw TestClusterError("mkdtemp failed") }
+        directory = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        target = try ConnectionTarget("host=\(directory)/socket port=\(port) user=postgres dbname=postgres")
+    }
+
+    private func initialize() throws {
+        try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
+        if geteuid() == 0 { try Self.run("/bin/chown", ["-R", "postgres:postgres", directory]) }
+        try Self.run(try Self.binary("initdb"), ["-D", dataDirectory, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"],
+                     asPostgres: true)
+    }
+
+    /// `pg_ctl restart`: every open connection loses its server.
+    public func restart() throws { try pgctl(["restart", "-w", "-t", "60", "-m", "fast"]) }
+
+    /// Stops the server (immediately) and deletes its files.
+    public func stop() {
+        try? pgctl(["stop", "-m", "immediate", "-w", "-t", "30"])
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func pgctl(_ arguments: [String]) throws {
+        let options = "-k \(socketDirectory) -p \(port) -c listen_addresses='' -c fsync=off -c max_connections=200"
+        try Self.run(try Self.binary("pg_ctl"), arguments + ["-D", dataDirectory, "-l", logFile, "-o", options], asPostgres: true)
+    }
+
+    /// `LOP_PG_BIN`, then the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
+    static func binary(_ name: String) throws -> String {
+        var candidates: [String] = []
+        if let dir = ProcessInfo.processInfo.environment["LOP_PG_BIN"] { candidates.append(dir) }
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        candidates += versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }.map { "/usr/lib/postgresql/\($0)/bin" }
+        candidates += (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        for dir in candidates where FileManager.default.isExecutableFile(atPath: dir + "/" + name) { return dir + "/" + name }
+        throw TestClusterError("PostgreSQL's \(name) was not found (install postgresql, or set LOP_PG_BIN)")
+    }
+
+    /// Runs a command to completion with posix_spawn and waitpid (Foundation's Process can miss the exit of a
+    /// child whose own children, like the PostgreSQL server, outlive it); output goes to a file shown on failure.
+    static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false) throws {
+        let argv = (asPostgres && geteuid() == 0) ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments
+                                                  : [executable] + arguments
+        let outputPath = NSTemporaryDirectory() + "lop-cmd-\(UUID().uuidString).log"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
+        guard spawned == 0 else { throw TestClusterError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        guard exited && (status >> 8) & 0xff == 0 else {
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            throw TestClusterError("\((executable as NSString).lastPathComponent) \(arguments.first ?? "") failed (status \(status)): \(text)")
+        }
+    }
+}
+
+public struct TestClusterError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The server shared by all tests of a process: `LOP_TEST_DATABASE_URL` if set, else a cluster started once.
+/// Each test gets a database of its own from `TestDatabase.create()`.
+public enum TestDatabase {
+    private static let shared: Result<ConnectionTarget, any Error> = Result {
+        if let url = ProcessInfo.processInfo.environment["LOP_TEST_DATABASE_URL"], !url.isEmpty {
+            return try ConnectionTarget(url)
+        }
+        let cluster = try TestCluster.start()
+        ownedClusterDirectory.withLock { $0 = cluster.directory }
+        atexit {
+            if let directory = TestDatabase.ownedClusterDirectory.withLock({ $0 }) {
+                let dataDirectory = directory + "/data"
+                try? TestCluster.run(try TestCluster.binary("pg_ctl"), ["stop", "-D", dataDirectory, "-m", "immediate"], asPostgres: true)
+                try? FileManager.default.removeItem(atPath: directory)
+            }
+        }
+        return cluster.target
+    }
+
+    static let ownedClusterDirectory = LockedValue<String?>(nil)
+
+    /// The shared server's maintenance connection target.
+    public static func server() throws -> ConnectionTarget { try shared.get() }
+
+    /// A fresh, empty database on the shared server; its target connects to it.
+    public static func create() throws -> ConnectionTarget {
+        let server = try server()
+        let name = "lop_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16)
+        let admin = try Connection(server)
+        try admin.executeScript(unsafe: "CREATE DATABASE \(try SQL.quoteIdentifier(String(name)))")
+        return server.with("dbname", String(name))
+    }
+}
+
+/// A value behind a lock, for the few globals the test helper keeps.
+public final class LockedValue<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    public init(_ value: Value) { self.value = value }
+    public func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+}
