@@ -61,11 +61,22 @@ public final class TestCluster: Sendable {
         throw TestClusterError("PostgreSQL's \(name) was not found (install postgresql, or set LOP_PG_BIN)")
     }
 
-    /// Runs a command to completion with posix_spawn and waitpid (Foundation's Process can miss the exit of a
-    /// child whose own children, like the PostgreSQL server, outlive it); output goes to a file shown on failure.
     static func run(_ executable: String, _ arguments: [String], asPostgres: Bool = false) throws {
         let argv = (asPostgres && geteuid() == 0) ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments
                                                   : [executable] + arguments
+        let result = try TestProcess.run(argv)
+        guard result.status == 0 else {
+            throw TestClusterError("\((executable as NSString).lastPathComponent) \(arguments.first ?? "") failed (exit \(result.status)): \(result.output)")
+        }
+    }
+}
+
+/// Runs programs for tests with posix_spawn and waitpid. (Foundation's Process can miss the exit of a child
+/// whose own children, like the PostgreSQL server that pg_ctl starts, outlive it.)
+public enum TestProcess {
+    /// Runs `argv` to completion with `environment` added to this process's; returns its exit status and
+    /// its standard output and error together (or stdout alone when `separateStandardError`).
+    public static func run(_ argv: [String], environment: [String: String] = [:], separateStandardError: Bool = false) throws -> (status: Int32, output: String) {
         let outputPath = NSTemporaryDirectory() + "lop-cmd-\(UUID().uuidString).log"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         var actions = posix_spawn_file_actions_t()
@@ -73,19 +84,25 @@ public final class TestCluster: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if separateStandardError {
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { $1 }
+        let cEnvironment = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
         let cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, cEnvironment)
         guard spawned == 0 else { throw TestClusterError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exited = (status & 0x7f) == 0
-        guard exited && (status >> 8) & 0xff == 0 else {
-            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-            throw TestClusterError("\((executable as NSString).lastPathComponent) \(arguments.first ?? "") failed (status \(status)): \(text)")
-        }
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        // Exit code if it exited, 128 + signal if it was killed (as shells report it).
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, output)
     }
 }
 
