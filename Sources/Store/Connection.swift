@@ -227,9 +227,9 @@ public final class Connection {
         throw StoreError.connectFailed(target: "\(target)", reason: "\(lastReason) (gave up after \(reconnectPolicy.maxAttempts) attempts)")
     }
 
-    /// Session settings the value decoders rely on.
+    /// Session settings the value decoders rely on; NOTICEs ("already exists, skipping") are not worth printing.
     private func setUpSession() throws {
-        _ = try consume(PQexec(handle, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'"), statement: "(session set-up)")
+        _ = try consume(PQexec(handle, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET client_min_messages = warning"), statement: "(session set-up)")
     }
 
     // MARK: Results
