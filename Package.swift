@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "lop", targets: ["lop"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "LopConfig", targets: ["LopConfig"]),
+        .library(name: "Tensor", targets: ["Tensor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -31,6 +32,7 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
@@ -54,6 +56,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -1,0 +1,145 @@
+import Foundation
+
+// Multi-head attention (with grouped-query heads) and rotary position embeddings.
+
+extension Graph {
+    /// softmax(q·kᵀ/√d [+ causal mask]) · v per head.
+    ///
+    /// `q` is `[batch, queries, heads·headDim]`; `k` and `v` are `[batch, keys, kvHeads·headDim]`, each key/value
+    /// head shared by `heads / kvHeads` query heads. Heads are addressed in place through BLAS leading
+    /// dimensions. With `causal`, query t sees keys up to t + (keys − queries).
+    public func attention(_ q: Value, _ k: Value, _ v: Value, heads: Int, kvHeads: Int, causal: Bool) -> Value {
+        precondition(q.shape.count == 3 && k.shape.count == 3 && v.shape == k.shape, "attention: shapes \(q.shape), \(k.shape), \(v.shape)")
+        let (batch, queries, width) = (q.shape[0], q.shape[1], q.shape[2])
+        let keys = k.shape[1]
+        precondition(k.shape[0] == batch && heads > 0 && kvHeads > 0 && heads % kvHeads == 0 && width % heads == 0,
+                     "attention: \(heads) heads over \(kvHeads) key/value heads do not fit \(q.shape), \(k.shape)")
+        let headDim = width / heads
+        precondition(k.shape[2] == kvHeads * headDim, "attention: keys are \(k.shape[2]) wide, expected \(kvHeads * headDim)")
+        let group = heads / kvHeads
+        let kvWidth = kvHeads * headDim
+        let scale = 1 / Float(headDim).squareRoot()
+        let offset = keys - queries
+        var probabilities = [Float](repeating: 0, count: batch * heads * queries * keys)
+        var out = Tensor(zeros: q.shape)
+        q.tensor.data.withUnsafeBufferPointer { pq in
+            k.tensor.data.withUnsafeBufferPointer { pk in
+                v.tensor.data.withUnsafeBufferPointer { pv in
+                    probabilities.withUnsafeMutableBufferPointer { pp in
+                        out.data.withUnsafeMutableBufferPointer { po in
+                            for b in 0..<batch {
+                                for h in 0..<heads {
+                                    let qh = pq.baseAddress! + b * queries * width + h * headDim
+                                    let kh = pk.baseAddress! + b * keys * kvWidth + (h / group) * headDim
+                                    let vh = pv.baseAddress! + b * keys * kvWidth + (h / group) * headDim
+                                    let p = pp.baseAddress! + (b * heads + h) * queries * keys
+                                    BLAS.gemm(transposeA: false, transposeB: true, m: queries, n: keys, k: headDim, alpha: scale,
+                                              a: qh, lda: width, b: kh, ldb: kvWidth, c: p, ldc: keys)
+                                    for t in 0..<queries {
+                                        let row = p + t * keys
+                                        let firstHidden = max(0, t + offset + 1)
+                                        if causal && firstHidden < keys { for s in firstHidden..<keys { row[s] = -.infinity } }
+                                        softmaxRow(row, count: keys)
+                                    }
+                                    BLAS.gemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: keys,
+                                              a: p, lda: keys, b: vh, ldb: kvWidth,
+                                              c: po.baseAddress! + b * queries * width + h * headDim, ldc: width)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let (qt, kt, vt, saved) = (q.tensor, k.tensor, v.tensor, probabilities)
+        return record(out, [q, k, v]) { g in
+            var dq = Tensor(zeros: qt.shape), dk = Tensor(zeros: kt.shape), dv = Tensor(zeros: vt.shape)
+            var scores = [Float](repeating: 0, count: queries * keys)
+            g.data.withUnsafeBufferPointer { pg in
+                qt.data.withUnsafeBufferPointer { pq in
+                    kt.data.withUnsafeBufferPointer { pk in
+                        vt.data.withUnsafeBufferPointer { pv in
+                            saved.withUnsafeBufferPointer { pp in
+                                dq.data.withUnsafeMutableBufferPointer { pdq in
+                                    dk.data.withUnsafeMutableBufferPointer { pdk in
+                                        dv.data.withUnsafeMutableBufferPointer { pdv in
+                                            scores.withUnsafeMutableBufferPointer { ds in
+                                                for b in 0..<batch {
+                                                    for h in 0..<heads {
+                                                        let qOffset = b * queries * width + h * headDim
+                                                        let kvOffset = b * keys * kvWidth + (h / group) * headDim
+                                                        let p = pp.baseAddress! + (b * heads + h) * queries * keys
+                                                        let go = pg.baseAddress! + qOffset
+                                                        // dP = dO·vᵀ; dV += Pᵀ·dO
+                                                        BLAS.gemm(transposeA: false, transposeB: true, m: queries, n: keys, k: headDim,
+                                                                  a: go, lda: width, b: pv.baseAddress! + kvOffset, ldb: kvWidth,
+                                                                  c: ds.baseAddress!, ldc: keys)
+                                                        BLAS.gemm(transposeA: true, transposeB: false, m: keys, n: headDim, k: queries,
+                                                                  a: p, lda: keys, b: go, ldb: width,
+                                                                  beta: 1, c: pdv.baseAddress! + kvOffset, ldc: kvWidth)
+                                                        // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                                                        for t in 0..<queries {
+                                                            var dot: Float = 0
+                                                            for s in 0..<keys { dot += ds[t * keys + s] * p[t * keys + s] }
+                                                            for s in 0..<keys { ds[t * keys + s] = p[t * keys + s] * (ds[t * keys + s] - dot) }
+                                                        }
+                                                        // dQ = scale·dS·k; dK += scale·dSᵀ·q
+                                                        BLAS.gemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: keys, alpha: scale,
+                                                                  a: ds.baseAddress!, lda: keys, b: pk.baseAddress! + kvOffset, ldb: kvWidth,
+                                                                  c: pdq.baseAddress! + qOffset, ldc: width)
+                                                        BLAS.gemm(transposeA: true, transposeB: false, m: keys, n: headDim, k: queries, alpha: scale,
+                                                                  a: ds.baseAddress!, lda: keys, b: pq.baseAddress! + qOffset, ldb: width,
+                                                                  beta: 1, c: pdk.baseAddress! + kvOffset, ldc: kvWidth)
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return [dq, dk, dv]
+        }
+    }
+
+    /// Rotary position embedding as Llama applies it (`rotate_half`: element i pairs with i + headDim/2).
+    /// `x` is `[batch, positions, heads·headDim]`; position t is rotated by angle (positionOffset + t)·θ^(−2i/headDim).
+    public func rope(_ x: Value, heads: Int, theta: Float, positionOffset: Int = 0) -> Value {
+        precondition(x.shape.count == 3 && x.shape[2] % heads == 0 && (x.shape[2] / heads) % 2 == 0,
+                     "rope: shape \(x.shape) does not split into \(heads) heads of even size")
+        let (batch, positions, width) = (x.shape[0], x.shape[1], x.shape[2])
+        let headDim = width / heads, half = headDim / 2
+        var cosines = [Float](repeating: 0, count: positions * half), sines = cosines
+        for t in 0..<positions {
+            for i in 0..<half {
+                let frequency = 1 / pow(Double(theta), Double(2 * i) / Double(headDim))
+                let angle = Double(positionOffset + t) * frequency
+                cosines[t * half + i] = Float(cos(angle))
+                sines[t * half + i] = Float(sin(angle))
+            }
+        }
+        func rotate(_ input: Tensor, inverse: Bool) -> Tensor {
+            var out = input
+            let sign: Float = inverse ? -1 : 1
+            for b in 0..<batch {
+                for t in 0..<positions {
+                    for h in 0..<heads {
+                        let base = (b * positions + t) * width + h * headDim
+                        for i in 0..<half {
+                            let (c, s) = (cosines[t * half + i], sign * sines[t * half + i])
+                            let (x1, x2) = (input.data[base + i], input.data[base + i + half])
+                            out.data[base + i] = x1 * c - x2 * s
+                            out.data[base + i + half] = x2 * c + x1 * s
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        // The rotation is orthogonal: its gradient is the inverse rotation.
+        return record(rotate(x.tensor, inverse: false), [x]) { g in [rotate(g, inverse: true)] }
+    }
+}

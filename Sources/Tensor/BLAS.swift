@@ -1,0 +1,52 @@
+import COpenBLAS
+import Foundation
+import Synchronization
+
+/// The one door to matrix multiplication: every product in lop goes through `BLAS.gemm` (OpenBLAS sgemm).
+public enum BLAS {
+    /// Sets OpenBLAS's thread count; 0 means one per core.
+    public static func setThreads(_ count: Int) {
+        let n = count > 0 ? count : ProcessInfo.processInfo.activeProcessorCount
+        openblas_set_num_threads(Int32(n))
+    }
+
+    public static var threads: Int { Int(openblas_get_num_threads()) }
+
+    /// Time and work spent inside sgemm, counted only while `profiling` is on (benchmarks turn it on).
+    public static let profiling = Atomic<Bool>(false)
+    static let nanoseconds = Atomic<Int>(0)
+    static let flops = Atomic<Int>(0)
+
+    /// Seconds and floating-point operations spent in sgemm since the last reset.
+    public static var counters: (seconds: Double, flops: Int) {
+        (Double(nanoseconds.load(ordering: .relaxed)) / 1e9, flops.load(ordering: .relaxed))
+    }
+
+    public static func resetCounters() {
+        nanoseconds.store(0, ordering: .relaxed)
+        flops.store(0, ordering: .relaxed)
+    }
+
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, with leading dimensions (so sub-blocks need no copy).
+    @inline(__always)
+    static func gemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        guard m > 0 && n > 0 else { return }
+        guard k > 0 else {
+            // An empty inner dimension: C = beta · C.
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } }
+            return
+        }
+        let profiled = profiling.load(ordering: .relaxed)
+        let start = profiled ? DispatchTime.now().uptimeNanoseconds : 0
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        if profiled {
+            nanoseconds.add(Int(DispatchTime.now().uptimeNanoseconds - start), ordering: .relaxed)
+            flops.add(2 * m * n * k, ordering: .relaxed)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Synchronization
+
+/// A trainable tensor with its accumulated gradient.
+public final class Parameter {
+    public let name: String
+    public var value: Tensor
+    /// Sum of the gradients of every `backward` since the last `zeroGradient` (nil until one reaches it).
+    public var gradient: Tensor?
+    /// Whether AdamW's weight decay applies (matrices yes; norms' scales and biases usually not).
+    public var decays: Bool
+
+    public init(_ name: String, _ value: Tensor, decays: Bool? = nil) {
+        self.name = name
+        self.value = value
+        self.decays = decays ?? (value.rank >= 2)
+    }
+
+    public func zeroGradient() { gradient = nil }
+}
+
+/// A tensor produced inside a `Graph`, remembering (when recording) which tape entry made it.
+public struct Value {
+    public let tensor: Tensor
+    /// Index of the tape entry that computes the gradient, nil for constants and in no-grad mode.
+    let node: Int?
+    public var shape: [Int] { tensor.shape }
+}
+
+/// The tape of reverse-mode autodiff.
+///
+/// Ops are methods of a graph. A recording graph keeps, for each op whose inputs need gradients, a pullback
+/// that maps the output's gradient to its inputs' gradients; `backward` replays them in reverse and adds the
+/// results into the parameters' `gradient`. A graph made with `recording: false` (inference) records nothing
+/// and allocates no gradient storage.
+public final class Graph {
+    public let isRecording: Bool
+    private var nodes: [Node] = []
+
+    struct Node {
+        let inputs: [Int]
+        let pullback: ((Tensor) -> [Tensor?])?
+        let parameter: Parameter?
+    }
+
+    public init(recording: Bool = true) {
+        isRecording = recording
+    }
+
+    /// Tape entries recorded so far (0 in no-grad mode).
+    public var recordedCount: Int { nodes.count }
+
+    /// A value that gradients do not flow into (data, targets, masks).
+    public func constant(_ tensor: Tensor) -> Value {
+        Value(tensor: tensor, node: nil)
+    }
+
+    /// A parameter's current value; when recording, gradients flow back into `parameter.gradient`.
+    public func parameter(_ parameter: Parameter) -> Value {
+        guard isRecording else { return Value(tensor: parameter.value, node: nil) }
+        nodes.append(Node(inputs: [], pullback: nil, parameter: parameter))
+        return Value(tensor: parameter.value, node: nodes.count - 1)
+    }
+
+    /// Records an op's output. `pullback` receives the output's gradient and returns one gradient (or nil) per
+    /// input, in order; it is only kept if some input needs a gradient.
+    func record(_ output: Tensor, _ inputs: [Value], pullback: @escaping (Tensor) -> [Tensor?]) -> Value {
+        guard isRecording, inputs.contains(where: { $0.node != nil }) else { return Value(tensor: output, node: nil) }
+        nodes.append(Node(inputs: inputs.map { $0.node ?? -1 }, pullback: pullback, parameter: nil))
+        return Value(tensor: output, node: nodes.count - 1)
+    }
+
+    /// Back-propagates from a scalar and adds gradients into every parameter it reached.
+    public func backward(_ loss: Value) {
+        precondition(isRecording, "backward needs a recording graph")
+        precondition(loss.tensor.count == 1, "backward starts from a scalar, got shape \(loss.shape)")
+        guard let root = loss.node else { return }
+        var gradients = [Tensor?](repeating: nil, count: nodes.count)
+        gradients[root] = Tensor(repeating: 1, shape: loss.shape)
+        for index in stride(from: root, through: 0, by: -1) {
+            guard let gradient = gradients[index] else { continue }
+            gradients[index] = nil
+            let node = nodes[index]
+            if let parameter = node.parameter {
+                if parameter.gradient == nil {
+                    GradientStatistics.allocatedBytes.add(gradient.count * 4, ordering: .relaxed)
+                    parameter.gradient = gradient
+                } else {
+                    parameter.gradient!.accumulate(gradient)
+                }
+                continue
+            }
+            guard let pullback = node.pullback else { continue }
+            let inputGradients = pullback(gradient)
+            for (input, inputGradient) in zip(node.inputs, inputGradients) where input >= 0 {
+                guard let inputGradient else { continue }
+                GradientStatistics.allocatedBytes.add(inputGradient.count * 4, ordering: .relaxed)
+                if gradients[input] == nil { gradients[input] = inputGradient } else { gradients[input]!.accumulate(inputGradient) }
+            }
+        }
+        nodes.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Bytes of gradient tensors created by `backward`, for the test that no-grad inference creates none.
+public enum GradientStatistics {
+    public static let allocatedBytes = Atomic<Int>(0)
+}
+
+extension Tensor {
+    /// self += other (same shape).
+    mutating func accumulate(_ other: Tensor) {
+        precondition(shape == other.shape, "gradient shape \(other.shape) does not match \(shape)")
+        data.withUnsafeMutableBufferPointer { d in
+            other.data.withUnsafeBufferPointer { o in
+                for i in 0..<d.count { d[i] += o[i] }
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+
+// Normalisations and softmax over the last axis.
+
+extension Graph {
+    /// x / sqrt(mean(x²) + eps) · weight, over the last axis (Llama's RMSNorm).
+    public func rmsNorm(_ x: Value, weight: Value, eps: Float) -> Value {
+        let d = x.tensor.lastDimension, rows = x.tensor.leadingCount
+        precondition(weight.shape == [d], "rmsNorm: weight \(weight.shape) does not match features \(d)")
+        var normalized = x.tensor
+        var inverseRMS = [Float](repeating: 0, count: rows)
+        normalized.data.withUnsafeMutableBufferPointer { p in
+            for r in 0..<rows {
+                var sum: Float = 0
+                for j in 0..<d { sum += p[r * d + j] * p[r * d + j] }
+                let inv = 1 / (sum / Float(d) + eps).squareRoot()
+                inverseRMS[r] = inv
+                for j in 0..<d { p[r * d + j] *= inv }
+            }
+        }
+        let xhat = normalized
+        let w = weight.tensor
+        var out = normalized
+        out.data.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] *= w.data[i % d] }
+        }
+        return record(out, [x, weight]) { g in
+            var dx = Tensor(zeros: xhat.shape)
+            var dw = [Float](repeating: 0, count: d)
+            for r in 0..<rows {
+                // dx = inv · (ĝ − x̂ · mean(ĝ ⊙ x̂)), with ĝ = g ⊙ w.
+                var dot: Float = 0
+                for j in 0..<d {
+                    let gh = g.data[r * d + j] * w.data[j]
+                    dot += gh * xhat.data[r * d + j]
+                    dw[j] += g.data[r * d + j] * xhat.data[r * d + j]
+                }
+                let mean = dot / Float(d)
+                for j in 0..<d {
+                    dx.data[r * d + j] = inverseRMS[r] * (g.data[r * d + j] * w.data[j] - xhat.data[r * d + j] * mean)
+                }
+            }
+            return [dx, Tensor(shape: [d], data: dw)]
+        }
+    }
+
+    /// (x − mean) / sqrt(var + eps) · weight + bias, over the last axis.
+    public func layerNorm(_ x: Value, weight: Value, bias: Value, eps: Float) -> Value {
+        let d = x.tensor.lastDimension, rows = x.tensor.leadingCount
+        precondition(weight.shape == [d] && bias.shape == [d], "layerNorm: weight/bias do not match features \(d)")
+        var xhat = x.tensor
+        var inverseStd = [Float](repeating: 0, count: rows)
+        xhat.data.withUnsafeMutableBufferPointer { p in
+            for r in 0..<rows {
+                var mean: Float = 0
+                for j in 0..<d { mean += p[r * d + j] }
+                mean /= Float(d)
+                var variance: Float = 0
+                for j in 0..<d { let c = p[r * d + j] - mean; variance += c * c }
+                let inv = 1 / (variance / Float(d) + eps).squareRoot()
+                inverseStd[r] = inv
+                for j in 0..<d { p[r * d + j] = (p[r * d + j] - mean) * inv }
+            }
+        }
+        let (w, b) = (weight.tensor, bias.tensor)
+        var out = xhat
+        out.data.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = o[i] * w.data[i % d] + b.data[i % d] }
+        }
+        let normalized = xhat
+        return record(out, [x, weight, bias]) { g in
+            var dx = Tensor(zeros: normalized.shape)
+            var dw = [Float](repeating: 0, count: d), db = [Float](repeating: 0, count: d)
+            for r in 0..<rows {
+                // dx = inv · (ĝ − mean(ĝ) − x̂ · mean(ĝ ⊙ x̂)), with ĝ = g ⊙ w.
+                var sum: Float = 0, dot: Float = 0
+                for j in 0..<d {
+                    let gh = g.data[r * d + j] * w.data[j]
+                    sum += gh
+                    dot += gh * normalized.data[r * d + j]
+                    dw[j] += g.data[r * d + j] * normalized.data[r * d + j]
+                    db[j] += g.data[r * d + j]
+                }
+                let (meanG, meanDot) = (sum / Float(d), dot / Float(d))
+                for j in 0..<d {
+                    let gh = g.data[r * d + j] * w.data[j]
+                    dx.data[r * d + j] = inverseStd[r] * (gh - meanG - normalized.data[r * d + j] * meanDot)
+                }
+            }
+            return [dx, Tensor(shape: [d], data: dw), Tensor(shape: [d], data: db)]
+        }
+    }
+
+    /// Softmax over the last axis.
+    public func softmax(_ x: Value) -> Value {
+        let d = x.tensor.lastDimension, rows = x.tensor.leadingCount
+        var out = x.tensor
+        out.data.withUnsafeMutableBufferPointer { p in
+            for r in 0..<rows { softmaxRow(p.baseAddress! + r * d, count: d) }
+        }
+        let y = out
+        return record(out, [x]) { g in
+            var dx = g
+            for r in 0..<rows {
+                var dot: Float = 0
+                for j in 0..<d { dot += g.data[r * d + j] * y.data[r * d + j] }
+                for j in 0..<d { dx.data[r * d + j] = y.data[r * d + j] * (g.data[r * d + j] - dot) }
+            }
+            return [dx]
+        }
+    }
+}
+
+/// In-place, numerically stable softmax of `count` values; an all −∞ row becomes all zeros.
+@inline(__always)
+func softmaxRow(_ p: UnsafeMutablePointer<Float>, count: Int) {
+    var maximum = -Float.infinity
+    for j in 0..<count { maximum = max(maximum, p[j]) }
+    guard maximum > -.infinity else {
+        for j in 0..<count { p[j] = 0 }
+        return
+    }
+    var sum: Float = 0
+    for j in 0..<count { p[j] = exp(p[j] - maximum); sum += p[j] }
+    let inv = 1 / sum
+    for j in 0..<count { p[j] *= inv }
+}
