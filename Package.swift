@@ -32,7 +32,10 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: strict),
+        // Numeric kernels are optimised in debug builds too: tests train and evaluate real models with them.
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // Workloads and tables behind `lop bench`.
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS"], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
@@ -45,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store",
+                "LopConfig", "Store", "Tensor", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -56,7 +59,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor"], swiftSettings: strict),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 // Multi-head attention (with grouped-query heads) and rotary position embeddings.
 
@@ -20,8 +21,11 @@ extension Graph {
         let kvWidth = kvHeads * headDim
         let scale = 1 / Float(headDim).squareRoot()
         let offset = keys - queries
-        var probabilities = [Float](repeating: 0, count: batch * heads * queries * keys)
-        var out = Tensor(zeros: q.shape)
+        // Training keeps every head's probabilities for the backward pass; inference reuses one buffer.
+        let keepsProbabilities = isRecording && [q, k, v].contains { $0.node != nil }
+        let probabilityCount = (keepsProbabilities ? batch * heads : 1) * queries * keys
+        var probabilities = [Float](unsafeUninitializedCapacity: probabilityCount) { _, n in n = probabilityCount }
+        var out = Tensor(uninitialized: q.shape)
         q.tensor.data.withUnsafeBufferPointer { pq in
             k.tensor.data.withUnsafeBufferPointer { pk in
                 v.tensor.data.withUnsafeBufferPointer { pv in
@@ -32,14 +36,15 @@ extension Graph {
                                     let qh = pq.baseAddress! + b * queries * width + h * headDim
                                     let kh = pk.baseAddress! + b * keys * kvWidth + (h / group) * headDim
                                     let vh = pv.baseAddress! + b * keys * kvWidth + (h / group) * headDim
-                                    let p = pp.baseAddress! + (b * heads + h) * queries * keys
+                                    let p = pp.baseAddress! + (keepsProbabilities ? (b * heads + h) * queries * keys : 0)
                                     BLAS.gemm(transposeA: false, transposeB: true, m: queries, n: keys, k: headDim, alpha: scale,
                                               a: qh, lda: width, b: kh, ldb: kvWidth, c: p, ldc: keys)
                                     for t in 0..<queries {
+                                        // Causal rows normalise over the keys they may see; the rest stay 0.
+                                        let visible = causal ? min(max(t + offset + 1, 0), keys) : keys
                                         let row = p + t * keys
-                                        let firstHidden = max(0, t + offset + 1)
-                                        if causal && firstHidden < keys { for s in firstHidden..<keys { row[s] = -.infinity } }
-                                        softmaxRow(row, count: keys)
+                                        softmaxRow(row, count: visible)
+                                        for s in visible..<keys { row[s] = 0 }
                                     }
                                     BLAS.gemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: keys,
                                               a: p, lda: keys, b: vh, ldb: kvWidth,
@@ -112,15 +117,7 @@ extension Graph {
                      "rope: shape \(x.shape) does not split into \(heads) heads of even size")
         let (batch, positions, width) = (x.shape[0], x.shape[1], x.shape[2])
         let headDim = width / heads, half = headDim / 2
-        var cosines = [Float](repeating: 0, count: positions * half), sines = cosines
-        for t in 0..<positions {
-            for i in 0..<half {
-                let frequency = 1 / pow(Double(theta), Double(2 * i) / Double(headDim))
-                let angle = Double(positionOffset + t) * frequency
-                cosines[t * half + i] = Float(cos(angle))
-                sines[t * half + i] = Float(sin(angle))
-            }
-        }
+        let (cosines, sines) = RotaryTables.shared.tables(positions: positions, headDim: headDim, theta: theta, offset: positionOffset)
         func rotate(_ input: Tensor, inverse: Bool) -> Tensor {
             var out = input
             let sign: Float = inverse ? -1 : 1
@@ -141,5 +138,33 @@ extension Graph {
         }
         // The rotation is orthogonal: its gradient is the inverse rotation.
         return record(rotate(x.tensor, inverse: false), [x]) { g in [rotate(g, inverse: true)] }
+    }
+}
+
+/// cos/sin tables of rotary embeddings, computed once per (positions, head size, θ, offset): a forward pass
+/// asks for the same tables in every layer, and a search asks for them thousands of times.
+final class RotaryTables: Sendable {
+    static let shared = RotaryTables()
+    private struct Key: Hashable { let positions: Int, headDim: Int, theta: Float, offset: Int }
+    private let cache = Mutex<[Key: (cos: [Float], sin: [Float])]>([:])
+
+    func tables(positions: Int, headDim: Int, theta: Float, offset: Int) -> (cos: [Float], sin: [Float]) {
+        let key = Key(positions: positions, headDim: headDim, theta: theta, offset: offset)
+        if let hit = cache.withLock({ $0[key] }) { return hit }
+        let half = headDim / 2
+        var cosines = [Float](repeating: 0, count: positions * half), sines = cosines
+        for i in 0..<half {
+            let frequency = 1 / pow(Double(theta), Double(2 * i) / Double(headDim))
+            for t in 0..<positions {
+                let angle = Double(offset + t) * frequency
+                cosines[t * half + i] = Float(cos(angle))
+                sines[t * half + i] = Float(sin(angle))
+            }
+        }
+        cache.withLock { table in
+            if table.count > 64 { table.removeAll() }  // bounded: shapes vary little in practice
+            table[key] = (cosines, sines)
+        }
+        return (cosines, sines)
     }
 }

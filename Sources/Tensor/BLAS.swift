@@ -4,10 +4,16 @@ import Synchronization
 
 /// The one door to matrix multiplication: every product in lop goes through `BLAS.gemm` (OpenBLAS sgemm).
 public enum BLAS {
-    /// Sets OpenBLAS's thread count; 0 means one per core.
+    /// Sets OpenBLAS's thread count (0 means one per core) and keeps freed tensor memory in the process:
+    /// a forward pass allocates and frees megabyte-sized buffers per op, and returning them to the kernel
+    /// each time (glibc's default for large blocks) costs a page fault per page on every reuse.
     public static func setThreads(_ count: Int) {
         let n = count > 0 ? count : ProcessInfo.processInfo.activeProcessorCount
         openblas_set_num_threads(Int32(n))
+        #if os(Linux)
+        _ = mallopt(M_MMAP_THRESHOLD, 512 << 20)
+        _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        #endif
     }
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
@@ -36,8 +42,8 @@ public enum BLAS {
     ) {
         guard m > 0 && n > 0 else { return }
         guard k > 0 else {
-            // An empty inner dimension: C = beta · C.
-            for i in 0..<m { for j in 0..<n { c[i * ldc + j] *= beta } }
+            // An empty inner dimension: C = beta · C (C may be uninitialised when beta is 0).
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : c[i * ldc + j] * beta } }
             return
         }
         let profiled = profiling.load(ordering: .relaxed)

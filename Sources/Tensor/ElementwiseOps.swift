@@ -7,11 +7,7 @@ extension Graph {
     public func add(_ a: Value, _ b: Value) -> Value {
         let period = broadcastPeriod(a.shape, b.shape, op: "add")
         var out = a.tensor
-        out.data.withUnsafeMutableBufferPointer { o in
-            b.tensor.data.withUnsafeBufferPointer { pb in
-                for i in 0..<o.count { o[i] += pb[i % period] }
-            }
-        }
+        forEachPeriod(&out.data, b.tensor.data) { $0 += $1 }
         let bShape = b.shape
         return record(out, [a, b]) { g in [g, reduceToPeriod(g, period: period, shape: bShape)] }
     }
@@ -19,17 +15,11 @@ extension Graph {
     public func mul(_ a: Value, _ b: Value) -> Value {
         let period = broadcastPeriod(a.shape, b.shape, op: "mul")
         var out = a.tensor
-        out.data.withUnsafeMutableBufferPointer { o in
-            b.tensor.data.withUnsafeBufferPointer { pb in
-                for i in 0..<o.count { o[i] *= pb[i % period] }
-            }
-        }
+        forEachPeriod(&out.data, b.tensor.data) { $0 *= $1 }
         let (at, bt) = (a.tensor, b.tensor)
         return record(out, [a, b]) { g in
             var da = g, gb = g
-            da.data.withUnsafeMutableBufferPointer { d in
-                bt.data.withUnsafeBufferPointer { pb in for i in 0..<d.count { d[i] *= pb[i % period] } }
-            }
+            forEachPeriod(&da.data, bt.data) { $0 *= $1 }
             gb.data.withUnsafeMutableBufferPointer { d in
                 at.data.withUnsafeBufferPointer { pa in for i in 0..<d.count { d[i] *= pa[i] } }
             }
@@ -42,15 +32,38 @@ extension Graph {
         unary(a, { $0 * s }, { _, _ in s })
     }
 
+    /// x · σ(x) (Llama's FFN activation), in one vectorised pass; the backward pass recomputes σ.
     public func silu(_ x: Value) -> Value {
-        unary(x, { $0 / (1 + exp(-$0)) }, { x, _ in
-            let s = 1 / (1 + exp(-x))
-            return s * (1 + x * (1 - s))
-        })
+        var out = x.tensor
+        out.data.withUnsafeMutableBufferPointer { o in
+            let raw = UnsafeMutableRawPointer(o.baseAddress!)
+            var i = 0
+            while i + 8 <= o.count {
+                let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                raw.storeBytes(of: v / (1 + exp8(-v)), toByteOffset: i * 4, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < o.count { o[i] /= 1 + fastExp(-o[i]); i += 1 }
+        }
+        let xt = x.tensor
+        return record(out, [x]) { g in
+            let s = Graph.logistic(xt)
+            var dx = g
+            dx.data.withUnsafeMutableBufferPointer { d in
+                for i in 0..<d.count { d[i] *= s.data[i] * (1 + xt.data[i] * (1 - s.data[i])) }
+            }
+            return [dx]
+        }
     }
 
+    /// σ(x) = 1 / (1 + e^−x).
     public func sigmoid(_ x: Value) -> Value {
-        unary(x, { 1 / (1 + exp(-$0)) }, { _, y in y * (1 - y) })
+        let y = Graph.logistic(x.tensor)
+        return record(y, [x]) { g in
+            var dx = g
+            dx.data.withUnsafeMutableBufferPointer { d in for i in 0..<d.count { d[i] *= y.data[i] * (1 - y.data[i]) } }
+            return [dx]
+        }
     }
 
     public func relu(_ x: Value) -> Value {
@@ -76,7 +89,19 @@ extension Graph {
         })
     }
 
+    /// σ of every element, with the vectorised exp.
+    static func logistic(_ x: Tensor) -> Tensor {
+        var out = x
+        out.data.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = -o[i] }
+            _ = expInPlace(o.baseAddress!, count: o.count)
+            for i in 0..<o.count { o[i] = 1 / (1 + o[i]) }
+        }
+        return out
+    }
+
     /// y = f(x) elementwise; `derivative(x, y)` gives dy/dx.
+    @inline(__always)
     func unary(_ x: Value, _ f: (Float) -> Float, _ derivative: @escaping (Float, Float) -> Float) -> Value {
         var out = x.tensor
         out.data.withUnsafeMutableBufferPointer { o in for i in 0..<o.count { o[i] = f(o[i]) } }
@@ -103,12 +128,34 @@ func broadcastPeriod(_ a: [Int], _ b: [Int], op: String) -> Int {
     return count
 }
 
+/// Applies `body(&a[i], b[i mod b.count])` over `a`, walking `b` in blocks (no division per element).
+@inline(__always)
+func forEachPeriod(_ a: inout [Float], _ b: [Float], _ body: (inout Float, Float) -> Void) {
+    let period = b.count
+    guard period > 0 else { return }
+    a.withUnsafeMutableBufferPointer { pa in
+        b.withUnsafeBufferPointer { pb in
+            var start = 0
+            while start < pa.count {
+                for j in 0..<period { body(&pa[start + j], pb[j]) }
+                start += period
+            }
+        }
+    }
+}
+
 /// Sums a gradient over the repeats of a broadcast operand.
 func reduceToPeriod(_ g: Tensor, period: Int, shape: [Int]) -> Tensor {
     if g.count == period { return g.reshaped(shape) }
     var out = [Float](repeating: 0, count: period)
     g.data.withUnsafeBufferPointer { pg in
-        for i in 0..<pg.count { out[i % period] += pg[i] }
+        out.withUnsafeMutableBufferPointer { po in
+            var start = 0
+            while start < pg.count {
+                for j in 0..<period { po[j] += pg[start + j] }
+                start += period
+            }
+        }
     }
     return Tensor(shape: shape, data: out)
 }

@@ -35,7 +35,7 @@ extension Graph {
         let kb = transposeB ? cb : rb, n = transposeB ? rb : cb
         precondition(k == kb, "matmul inner sizes differ: \(sa)\(transposeA ? "ᵀ" : "") · \(sb)\(transposeB ? "ᵀ" : "")")
 
-        var out = Tensor(zeros: batchShape + [m, n])
+        var out = Tensor(uninitialized: batchShape + [m, n])
         let bStride = shared ? 0 : rb * cb
         a.tensor.data.withUnsafeBufferPointer { pa in
             b.tensor.data.withUnsafeBufferPointer { pb in
@@ -106,7 +106,7 @@ extension Graph {
     public func linear(_ x: Value, _ view: MatrixView) -> Value {
         precondition(x.shape.last == view.columns, "linear: input \(x.shape) does not match a view of \(view.columns) columns")
         let rows = x.tensor.leadingCount
-        var out = Tensor(zeros: Array(x.shape.dropLast()) + [view.rows])
+        var out = Tensor(uninitialized: Array(x.shape.dropLast()) + [view.rows])
         x.tensor.data.withUnsafeBufferPointer { px in
             view.base.data.withUnsafeBufferPointer { pw in
                 out.data.withUnsafeMutableBufferPointer { po in

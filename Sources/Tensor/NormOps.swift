@@ -21,9 +21,7 @@ extension Graph {
         let xhat = normalized
         let w = weight.tensor
         var out = normalized
-        out.data.withUnsafeMutableBufferPointer { o in
-            for i in 0..<o.count { o[i] *= w.data[i % d] }
-        }
+        forEachPeriod(&out.data, w.data) { $0 *= $1 }
         return record(out, [x, weight]) { g in
             var dx = Tensor(zeros: xhat.shape)
             var dw = [Float](repeating: 0, count: d)
@@ -64,9 +62,8 @@ extension Graph {
         }
         let (w, b) = (weight.tensor, bias.tensor)
         var out = xhat
-        out.data.withUnsafeMutableBufferPointer { o in
-            for i in 0..<o.count { o[i] = o[i] * w.data[i % d] + b.data[i % d] }
-        }
+        forEachPeriod(&out.data, w.data) { $0 *= $1 }
+        forEachPeriod(&out.data, b.data) { $0 += $1 }
         let normalized = xhat
         return record(out, [x, weight, bias]) { g in
             var dx = Tensor(zeros: normalized.shape)
@@ -120,8 +117,6 @@ func softmaxRow(_ p: UnsafeMutablePointer<Float>, count: Int) {
         for j in 0..<count { p[j] = 0 }
         return
     }
-    var sum: Float = 0
-    for j in 0..<count { p[j] = exp(p[j] - maximum); sum += p[j] }
-    let inv = 1 / sum
+    let inv = 1 / expInPlace(p, count: count, shift: maximum)
     for j in 0..<count { p[j] *= inv }
 }

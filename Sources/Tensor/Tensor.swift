@@ -22,6 +22,13 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
         self.init(shape: shape, data: [Float](repeating: value, count: shape.reduce(1, *)))
     }
 
+    /// A tensor whose elements the caller overwrites before reading (outputs of sgemm with beta = 0).
+    init(uninitialized shape: [Int]) {
+        let count = shape.reduce(1, *)
+        self.shape = shape
+        data = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
     /// A rank-0 tensor.
     public init(scalar: Float) {
         self.init(shape: [], data: [scalar])

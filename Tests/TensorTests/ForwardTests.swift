@@ -233,4 +233,23 @@ import Testing
         #expect(lastAxis.shape == [2, 3, 8])
         #expect(g.slice(lastAxis, axis: 2, 4..<8).tensor == image)
     }
+
+    @Test func vectorisedExpMatchesLibm() {
+        var worst = 0.0
+        var x: Float = -87
+        while x < 88.5 {
+            let got = Double(fastExp(x)), want = exp(Double(x))
+            worst = max(worst, abs(got - want) / want)
+            x += 0.0137
+        }
+        #expect(worst < 3e-7, "worst relative error \(worst)")
+        #expect(fastExp(-100) == 0)
+        #expect(fastExp(100) == .infinity)
+        #expect(fastExp(.nan).isNaN)
+        var values: [Float] = (0..<21).map { Float($0) - 10 }
+        let sum = values.withUnsafeMutableBufferPointer { expInPlace($0.baseAddress!, count: 21, shift: 1) }
+        let reference = (0..<21).map { exp(Double($0) - 11) }
+        #expect(relativeError(values, reference) < 1e-6)
+        #expect(abs(Double(sum) - reference.reduce(0, +)) / reference.reduce(0, +) < 1e-6)
+    }
 }
