@@ -119,17 +119,22 @@ extension Graph {
         let headDim = width / heads, half = headDim / 2
         let (cosines, sines) = RotaryTables.shared.tables(positions: positions, headDim: headDim, theta: theta, offset: positionOffset)
         func rotate(_ input: Tensor, inverse: Bool) -> Tensor {
-            var out = input
+            var out = Tensor(uninitialized: input.shape)
             let sign: Float = inverse ? -1 : 1
-            for b in 0..<batch {
-                for t in 0..<positions {
-                    for h in 0..<heads {
-                        let base = (b * positions + t) * width + h * headDim
-                        for i in 0..<half {
-                            let (c, s) = (cosines[t * half + i], sign * sines[t * half + i])
-                            let (x1, x2) = (input.data[base + i], input.data[base + i + half])
-                            out.data[base + i] = x1 * c - x2 * s
-                            out.data[base + i + half] = x2 * c + x1 * s
+            input.data.withUnsafeBufferPointer { pin in
+                out.data.withUnsafeMutableBufferPointer { pout in
+                    for b in 0..<batch {
+                        for t in 0..<positions {
+                            let c = cosines.withUnsafeBufferPointer { $0.baseAddress! + t * half }
+                            let sn = sines.withUnsafeBufferPointer { $0.baseAddress! + t * half }
+                            for h in 0..<heads {
+                                let base = (b * positions + t) * width + h * headDim
+                                for i in 0..<half {
+                                    let (x1, x2) = (pin[base + i], pin[base + i + half])
+                                    pout[base + i] = x1 * c[i] - x2 * sign * sn[i]
+                                    pout[base + i + half] = x2 * c[i] + x1 * sign * sn[i]
+                                }
+                            }
                         }
                     }
                 }

@@ -6,16 +6,14 @@ import Foundation
 extension Graph {
     public func add(_ a: Value, _ b: Value) -> Value {
         let period = broadcastPeriod(a.shape, b.shape, op: "add")
-        var out = a.tensor
-        forEachPeriod(&out.data, b.tensor.data) { $0 += $1 }
+        let out = combine(a.tensor, b.tensor, +)
         let bShape = b.shape
         return record(out, [a, b]) { g in [g, reduceToPeriod(g, period: period, shape: bShape)] }
     }
 
     public func mul(_ a: Value, _ b: Value) -> Value {
         let period = broadcastPeriod(a.shape, b.shape, op: "mul")
-        var out = a.tensor
-        forEachPeriod(&out.data, b.tensor.data) { $0 *= $1 }
+        let out = combine(a.tensor, b.tensor, *)
         let (at, bt) = (a.tensor, b.tensor)
         return record(out, [a, b]) { g in
             var da = g, gb = g
@@ -34,16 +32,18 @@ extension Graph {
 
     /// x · σ(x) (Llama's FFN activation), in one vectorised pass; the backward pass recomputes σ.
     public func silu(_ x: Value) -> Value {
-        var out = x.tensor
-        out.data.withUnsafeMutableBufferPointer { o in
-            let raw = UnsafeMutableRawPointer(o.baseAddress!)
-            var i = 0
-            while i + 8 <= o.count {
-                let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                raw.storeBytes(of: v / (1 + exp8(-v)), toByteOffset: i * 4, as: SIMD8<Float>.self)
-                i += 8
+        var out = Tensor(uninitialized: x.shape)
+        x.tensor.data.withUnsafeBufferPointer { px in
+            out.data.withUnsafeMutableBufferPointer { o in
+                let source = UnsafeRawPointer(px.baseAddress!), target = UnsafeMutableRawPointer(o.baseAddress!)
+                var i = 0
+                while i + 8 <= o.count {
+                    let v = source.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                    target.storeBytes(of: v / (1 + exp8(-v)), toByteOffset: i * 4, as: SIMD8<Float>.self)
+                    i += 8
+                }
+                while i < o.count { o[i] = px[i] / (1 + fastExp(-px[i])); i += 1 }
             }
-            while i < o.count { o[i] /= 1 + fastExp(-o[i]); i += 1 }
         }
         let xt = x.tensor
         return record(out, [x]) { g in
@@ -126,6 +126,26 @@ func broadcastPeriod(_ a: [Int], _ b: [Int], op: String) -> Int {
     let fits = b == a || count == 1 || (b.count <= a.count && Array(a.suffix(b.count)) == b)
     precondition(fits, "\(op): shape \(b) does not broadcast onto \(a)")
     return count
+}
+
+/// A new tensor of `a`'s shape with elements `op(a[i], b[i mod b.count])`, in one pass over fresh memory.
+@inline(__always)
+func combine(_ a: Tensor, _ b: Tensor, _ op: (Float, Float) -> Float) -> Tensor {
+    var out = Tensor(uninitialized: a.shape)
+    let period = b.count
+    guard period > 0 else { return out }
+    out.data.withUnsafeMutableBufferPointer { po in
+        a.data.withUnsafeBufferPointer { pa in
+            b.data.withUnsafeBufferPointer { pb in
+                var start = 0
+                while start < pa.count {
+                    for j in 0..<period { po[start + j] = op(pa[start + j], pb[j]) }
+                    start += period
+                }
+            }
+        }
+    }
+    return out
 }
 
 /// Applies `body(&a[i], b[i mod b.count])` over `a`, walking `b` in blocks (no division per element).

@@ -7,21 +7,29 @@ extension Graph {
     public func rmsNorm(_ x: Value, weight: Value, eps: Float) -> Value {
         let d = x.tensor.lastDimension, rows = x.tensor.leadingCount
         precondition(weight.shape == [d], "rmsNorm: weight \(weight.shape) does not match features \(d)")
-        var normalized = x.tensor
+        // One pass writes both x̂ (kept for the backward pass) and x̂ ⊙ w.
+        var normalized = Tensor(uninitialized: x.shape), out = Tensor(uninitialized: x.shape)
         var inverseRMS = [Float](repeating: 0, count: rows)
-        normalized.data.withUnsafeMutableBufferPointer { p in
-            for r in 0..<rows {
-                var sum: Float = 0
-                for j in 0..<d { sum += p[r * d + j] * p[r * d + j] }
-                let inv = 1 / (sum / Float(d) + eps).squareRoot()
-                inverseRMS[r] = inv
-                for j in 0..<d { p[r * d + j] *= inv }
+        let w = weight.tensor
+        x.tensor.data.withUnsafeBufferPointer { px in
+            normalized.data.withUnsafeMutableBufferPointer { pn in
+                out.data.withUnsafeMutableBufferPointer { po in
+                    w.data.withUnsafeBufferPointer { pw in
+                        for r in 0..<rows {
+                            var sum: Float = 0
+                            for j in 0..<d { sum += px[r * d + j] * px[r * d + j] }
+                            let inv = 1 / (sum / Float(d) + eps).squareRoot()
+                            inverseRMS[r] = inv
+                            for j in 0..<d {
+                                pn[r * d + j] = px[r * d + j] * inv
+                                po[r * d + j] = pn[r * d + j] * pw[j]
+                            }
+                        }
+                    }
+                }
             }
         }
         let xhat = normalized
-        let w = weight.tensor
-        var out = normalized
-        forEachPeriod(&out.data, w.data) { $0 *= $1 }
         return record(out, [x, weight]) { g in
             var dx = Tensor(zeros: xhat.shape)
             var dw = [Float](repeating: 0, count: d)
@@ -111,8 +119,15 @@ extension Graph {
 /// In-place, numerically stable softmax of `count` values; an all −∞ row becomes all zeros.
 @inline(__always)
 func softmaxRow(_ p: UnsafeMutablePointer<Float>, count: Int) {
-    var maximum = -Float.infinity
-    for j in 0..<count { maximum = max(maximum, p[j]) }
+    var lanes = SIMD8<Float>(repeating: -.infinity)
+    var j = 0
+    let raw = UnsafeRawPointer(p)
+    while j + 8 <= count {
+        lanes = pointwiseMax(lanes, raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
+        j += 8
+    }
+    var maximum = lanes.max()
+    while j < count { maximum = max(maximum, p[j]); j += 1 }
     guard maximum > -.infinity else {
         for j in 0..<count { p[j] = 0 }
         return
