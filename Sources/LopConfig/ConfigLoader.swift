@@ -150,42 +150,34 @@ struct TableReader {
     }
 
     mutating func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
-        let env = environmentName(key)
-        let fileNode = node(key)
-        let value: Int
-        let origin: String
-        if let raw = environment[env] {
-            guard let v = Int(raw.trimmingCharacters(in: .whitespaces)) else {
-                throw ConfigError.wrongType(key: keyPath(key), expected: "an integer", found: "'\(raw)'", source: "environment variable \(env)")
-            }
-            value = v; origin = "environment variable \(env)"
-        } else {
-            guard let node = fileNode else { return nil }
-            guard node.tag.rawValue == Tag.Name.int.rawValue, let v = node.int else {
-                throw ConfigError.wrongType(key: keyPath(key), expected: "an integer", found: Self.describe(node), source: source)
-            }
-            value = v; origin = source
-        }
-        guard range.contains(value) else {
-            throw ConfigError.invalidValue(key: keyPath(key), reason: "\(value) is outside \(range.lowerBound)...\(range.upperBound)", source: origin)
-        }
-        return value
+        try number(key, in: range, expected: "an integer", fromText: { Int($0) },
+                   fromNode: { $0.tag.rawValue == Tag.Name.int.rawValue ? $0.int : nil })
     }
 
     mutating func double(_ key: String, in range: ClosedRange<Double>) throws -> Double? {
+        try number(key, in: range, expected: "a number", fromText: { Double($0).flatMap { $0.isFinite ? $0 : nil } }, fromNode: {
+            [Tag.Name.int.rawValue, Tag.Name.float.rawValue].contains($0.tag.rawValue) ? $0.float.flatMap { $0.isFinite ? $0 : nil } : nil
+        })
+    }
+
+    /// A number from `LOP_<PATH>` or the file, checked against its type and range.
+    private mutating func number<T: Comparable>(
+        _ key: String, in range: ClosedRange<T>, expected: String,
+        fromText: (String) -> T?, fromNode: (Node) -> T?
+    ) throws -> T? {
         let env = environmentName(key)
         let fileNode = node(key)
-        let value: Double
+        let value: T
         let origin: String
         if let raw = environment[env] {
-            guard let v = Double(raw.trimmingCharacters(in: .whitespaces)), v.isFinite else {
-                throw ConfigError.wrongType(key: keyPath(key), expected: "a number", found: "'\(raw)'", source: "environment variable \(env)")
+            guard let v = fromText(raw.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: expected, found: "'\(raw)'", source: "environment variable \(env)")
             }
             value = v; origin = "environment variable \(env)"
         } else {
             guard let node = fileNode else { return nil }
-            guard node.tag.rawValue == Tag.Name.int.rawValue || node.tag.rawValue == Tag.Name.float.rawValue, let v = node.float, v.isFinite else {
-                throw ConfigError.wrongType(key: keyPath(key), expected: "a number", found: Self.describe(node), source: source)
+            guard let v = fromNode(node) else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: expected, found: Self.describe(node), source: source)
             }
             value = v; origin = source
         }

@@ -13,10 +13,7 @@ struct Migrate: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let config = try options.load()
-            let logger = Logger(label: "lop.migrate")
-            let migrator = Migrator(migrations: try Migrator.load(directory: config.database.migrations), logger: logger)
-            let pool = try config.makePool(logger: logger)
+            let (migrator, pool) = try options.migratorAndPool(label: "lop.migrate")
             let applied = try pool.withConnection { try migrator.migrate($0) }
             if options.json {
                 try printJSON(MigrateReport(applied: applied.map { MigrationInfo($0) }, known: migrator.migrations.count))
@@ -43,10 +40,7 @@ struct Database: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
-                let config = try options.load()
-                let logger = Logger(label: "lop.db")
-                let migrator = Migrator(migrations: try Migrator.load(directory: config.database.migrations), logger: logger)
-                let pool = try config.makePool(logger: logger)
+                let (migrator, pool) = try options.migratorAndPool(label: "lop.db")
                 let (version, applied) = try pool.withConnection { ($0.serverVersion, try Migrator.applied(on: $0)) }
                 let done = Set(applied.map(\.version))
                 let pending = migrator.migrations.filter { !done.contains($0.version) }
@@ -66,6 +60,16 @@ struct Database: ParsableCommand {
                 try migrator.verify(applied)
             }
         }
+    }
+}
+
+extension GlobalOptions {
+    /// The migrations of the configured directory and a pool for the configured database.
+    func migratorAndPool(label: String) throws -> (Migrator, ConnectionPool) {
+        let config = try load()
+        let logger = Logger(label: label)
+        let migrator = Migrator(migrations: try Migrator.load(directory: config.database.migrations), logger: logger)
+        return (migrator, try config.makePool(logger: logger))
     }
 }
 
