@@ -45,6 +45,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Queue",
+            dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "lop",
             dependencies: [

@@ -10,7 +10,8 @@ public final class ConnectionPool: @unchecked Sendable {
     public let size: Int
     public let acquireTimeout: Double
     private let connectTimeoutSeconds: Int
-    private let reconnect: ReconnectPolicy
+    /// The reconnect policy its connections use.
+    public let reconnectPolicy: ReconnectPolicy
     private let logger: Logger
     private let condition = NSCondition()
     private var idle: [Connection] = []
@@ -26,7 +27,7 @@ public final class ConnectionPool: @unchecked Sendable {
         self.size = size
         self.acquireTimeout = acquireTimeout
         self.connectTimeoutSeconds = connectTimeoutSeconds
-        self.reconnect = reconnect
+        self.reconnectPolicy = reconnect
         self.logger = logger
     }
 
@@ -79,7 +80,7 @@ public final class ConnectionPool: @unchecked Sendable {
                 open += 1
                 condition.unlock()
                 do {
-                    return try Connection(target, connectTimeoutSeconds: connectTimeoutSeconds, reconnect: reconnect, logger: logger)
+                    return try Connection(target, connectTimeoutSeconds: connectTimeoutSeconds, reconnect: reconnectPolicy, logger: logger)
                 } catch {
                     condition.lock()
                     open -= 1

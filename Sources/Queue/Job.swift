@@ -1,0 +1,167 @@
+import Foundation
+import Store
+
+/// Where a job is in its life; the last three are final.
+public enum JobState: String, Sendable, CaseIterable, Codable, PostgresDecodable {
+    case available, scheduled, running, retryable, completed, cancelled, discarded
+
+    public var isFinal: Bool { self == .completed || self == .cancelled || self == .discarded }
+
+    public init(postgresText text: String, type: Oid) throws {
+        guard let state = JobState(rawValue: text) else { throw DecodeFailure("not a job state") }
+        self = state
+    }
+}
+
+/// One failed attempt, as kept in `lop.jobs.errors`.
+public struct JobError: Sendable, Codable, Equatable {
+    public let attempt: Int
+    public let at: String
+    public let error: String
+    public let worker: String?
+}
+
+/// A row of `lop.jobs`.
+public struct Job: Sendable {
+    public let id: Int64
+    public let kind: String
+    public let queue: String
+    public let state: JobState
+    public let priority: Int
+    public let args: JSONB
+    public let attempt: Int
+    public let maxAttempts: Int
+    public let scheduledAt: Date
+    public let attemptedAt: Date?
+    public let attemptedBy: String?
+    public let leaseExpiresAt: Date?
+    public let progress: Double
+    public let progressMessage: String?
+    public let result: JSONB?
+    public let errors: [JobError]
+    public let uniqueKey: String?
+    public let cancelRequestedAt: Date?
+    public let createdAt: Date
+    public let finalizedAt: Date?
+
+    /// The column list every query that returns jobs selects, in this order.
+    static let columns = """
+        id, kind, queue, state, priority, args, attempt, max_attempts, scheduled_at, attempted_at, attempted_by,
+        lease_expires_at, progress, progress_message, result, errors, unique_key, cancel_requested_at, created_at, finalized_at
+        """
+
+    init(row: Row) throws {
+        id = try row.decode("id")
+        kind = try row.decode("kind")
+        queue = try row.decode("queue")
+        state = try row.decode("state")
+        priority = try row.decode("priority")
+        args = try row.decode("args")
+        attempt = try row.decode("attempt")
+        maxAttempts = try row.decode("max_attempts")
+        scheduledAt = try row.decode("scheduled_at")
+        attemptedAt = try row.decode("attempted_at")
+        attemptedBy = try row.decode("attempted_by")
+        leaseExpiresAt = try row.decode("lease_expires_at")
+        progress = try row.decode("progress")
+        progressMessage = try row.decode("progress_message")
+        result = try row.decode("result")
+        errors = try row.decode("errors", as: JSONB.self).decode([JobError].self)
+        uniqueKey = try row.decode("unique_key")
+        cancelRequestedAt = try row.decode("cancel_requested_at")
+        createdAt = try row.decode("created_at")
+        finalizedAt = try row.decode("finalized_at")
+    }
+}
+
+extension Job: Encodable {
+    enum CodingKeys: String, CodingKey {
+        case id, kind, queue, state, priority, args, attempt, maxAttempts = "max_attempts", scheduledAt = "scheduled_at"
+        case attemptedAt = "attempted_at", attemptedBy = "attempted_by", leaseExpiresAt = "lease_expires_at", progress
+        case progressMessage = "progress_message", result, errors, uniqueKey = "unique_key"
+        case cancelRequestedAt = "cancel_requested_at", createdAt = "created_at", finalizedAt = "finalized_at"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(queue, forKey: .queue)
+        try c.encode(state, forKey: .state)
+        try c.encode(priority, forKey: .priority)
+        try c.encode(RawJSON(args.text), forKey: .args)
+        try c.encode(attempt, forKey: .attempt)
+        try c.encode(maxAttempts, forKey: .maxAttempts)
+        try c.encode(scheduledAt, forKey: .scheduledAt)
+        try c.encodeIfPresent(attemptedAt, forKey: .attemptedAt)
+        try c.encodeIfPresent(attemptedBy, forKey: .attemptedBy)
+        try c.encodeIfPresent(leaseExpiresAt, forKey: .leaseExpiresAt)
+        try c.encode(progress, forKey: .progress)
+        try c.encodeIfPresent(progressMessage, forKey: .progressMessage)
+        try c.encodeIfPresent(result.map { RawJSON($0.text) }, forKey: .result)
+        try c.encode(errors, forKey: .errors)
+        try c.encodeIfPresent(uniqueKey, forKey: .uniqueKey)
+        try c.encodeIfPresent(cancelRequestedAt, forKey: .cancelRequestedAt)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encodeIfPresent(finalizedAt, forKey: .finalizedAt)
+    }
+}
+
+/// JSON text re-emitted as a JSON value when encoding (so `args` print as objects, not strings).
+struct RawJSON: Encodable {
+    let text: String
+    init(_ text: String) { self.text = text }
+    func encode(to encoder: any Encoder) throws {
+        let value = try JSONDecoder().decode(AnyJSON.self, from: Data(text.utf8))
+        try value.encode(to: encoder)
+    }
+}
+
+/// Any JSON value, for passing through.
+public enum AnyJSON: Codable, Sendable, Equatable {
+    case null, bool(Bool), number(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([AnyJSON].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: AnyJSON].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case let .bool(b): try c.encode(b)
+        case let .number(n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case let .string(s): try c.encode(s)
+        case let .array(a): try c.encode(a)
+        case let .object(o): try c.encode(o)
+        }
+    }
+}
+
+/// What to submit.
+public struct NewJob: Sendable {
+    public var kind: String
+    public var args: JSONB
+    public var queue: String
+    public var priority: Int
+    public var scheduledAt: Date?
+    public var uniqueKey: String?
+    public var maxAttempts: Int?
+
+    public init(kind: String, args: JSONB = JSONB(text: "{}"), queue: String = "default", priority: Int = 2,
+                scheduledAt: Date? = nil, uniqueKey: String? = nil, maxAttempts: Int? = nil) {
+        self.kind = kind
+        self.args = args
+        self.queue = queue
+        self.priority = priority
+        self.scheduledAt = scheduledAt
+        self.uniqueKey = uniqueKey
+        self.maxAttempts = maxAttempts
+    }
+}

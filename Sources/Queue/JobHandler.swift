@@ -1,0 +1,102 @@
+import Foundation
+import Store
+
+/// Runs one kind of job. Handlers are values shared by the worker's threads.
+public protocol JobHandler: Sendable {
+    /// The `lop.jobs.kind` this handler runs.
+    var kind: String { get }
+    /// Checks `args` before any work; throws `ArgumentError` (the job is discarded at once, never retried).
+    func validate(_ args: JSONB) throws
+    /// Does the work. Long work calls `context.progress` and `context.checkCancelled()` now and then.
+    func run(_ job: Job, context: JobContext) throws -> JobResult
+}
+
+/// A handler's successful outcome: the job's result, and side effects to commit in the same transaction
+/// that completes the job (so a crash never leaves one without the other).
+public struct JobResult: Sendable {
+    public var result: JSONB
+    public var finalize: (@Sendable (Connection) throws -> Void)?
+
+    public init(result: JSONB, finalize: (@Sendable (Connection) throws -> Void)? = nil) {
+        self.result = result
+        self.finalize = finalize
+    }
+}
+
+/// Arguments that can never work: names the field and why.
+public struct ArgumentError: Error, CustomStringConvertible, Equatable {
+    public let field: String
+    public let reason: String
+    public init(_ field: String, _ reason: String) {
+        self.field = field
+        self.reason = reason
+    }
+    public var description: String { "invalid args: '\(field)' \(reason)" }
+}
+
+/// Thrown by `JobContext.checkCancelled()` when the job must stop: cancelled, taken away, or shutting down.
+public struct JobStopped: Error, CustomStringConvertible {
+    public let reason: String
+    public var description: String { "stopped: \(reason)" }
+}
+
+/// What a running handler can see and say: its progress (written to the row at a bounded rate) and whether it
+/// should stop.
+public final class JobContext: @unchecked Sendable {
+    public let job: Job
+    private let queue: JobQueue
+    private let worker: String
+    private let minimumInterval: Double
+    private let lock = NSLock()
+    private var lastWrite = Date.distantPast
+    private var stopReason: StopReason?
+
+    enum StopReason: Equatable {
+        case cancelRequested, lost, shuttingDown
+    }
+
+    init(job: Job, queue: JobQueue, worker: String, progressInterval: Double) {
+        self.job = job
+        self.queue = queue
+        self.worker = worker
+        minimumInterval = progressInterval
+    }
+
+    /// Reports progress (0…1) with a short message. Writes at most once per progress interval, except the
+    /// final 1.0, which is always written. A failed write is not the handler's problem: it is dropped.
+    public func progress(_ fraction: Double, _ message: String? = nil) {
+        lock.lock()
+        let now = Date()
+        let due = fraction >= 1 || now.timeIntervalSince(lastWrite) >= minimumInterval
+        if due { lastWrite = now }
+        lock.unlock()
+        if due { _ = try? queue.progress(job: job.id, worker: worker, fraction: fraction, message: message) }
+    }
+
+    /// Whether the handler should stop (cancel asked, job taken away, or worker shutting down).
+    public var shouldStop: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopReason != nil
+    }
+
+    /// Throws `JobStopped` if the handler should stop.
+    public func checkCancelled() throws {
+        lock.lock()
+        let reason = stopReason
+        lock.unlock()
+        if let reason { throw JobStopped(reason: "\(reason)") }
+    }
+
+    func requestStop(_ reason: StopReason) {
+        lock.lock()
+        if stopReason == nil || reason == .lost { stopReason = reason }
+        lock.unlock()
+    }
+
+    var reasonToStop: StopReason? {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopReason
+    }
+}
