@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -135,6 +135,18 @@ public enum TestDatabase {
     /// The shared server's maintenance connection target.
     public static func server() throws -> ConnectionTarget { try shared.get() }
 
+    /// The repository root (for SQL/ and Config/).
+    public static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// A fresh database with all of lop's migrations applied.
+    public static func createMigrated() throws -> ConnectionTarget {
+        let target = try create()
+        let connection = try Connection(target)
+        try Migrator(migrations: try Migrator.load(directory: repositoryRoot + "/SQL")).migrate(connection)
+        return target
+    }
+
     /// A fresh, empty database on the shared server; its target connects to it.
     public static func create() throws -> ConnectionTarget {
         let server = try server()
