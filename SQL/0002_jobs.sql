@@ -70,3 +70,14 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_notify_insert AFTER INSERT ON lop.jobs FOR EACH ROW EXECUTE FUNCTION lop.jobs_notify_insert();
+
+-- Periodic jobs: one row per (schedule, fire time), inserted in the same transaction as the job it enqueues,
+-- so a fire time is enqueued exactly once however many workers race for it (and never again after the job
+-- completes, which a unique key on live jobs alone would allow).
+CREATE TABLE lop.periodic_runs (
+    name       text NOT NULL,
+    fire_time  timestamptz NOT NULL,
+    job_id     bigint REFERENCES lop.jobs (id) ON DELETE SET NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, fire_time)
+);

@@ -94,6 +94,7 @@ extension LopConfig {
         try reader.table("blas") { t in
             if let v = try t.int("threads", in: 0...4096) { blas.threads = v }
         }
+        try reader.table("queue") { try $0.readQueue(into: &queue) }
     }
 }
 
@@ -113,7 +114,7 @@ struct TableReader {
         self.environment = environment
     }
 
-    private func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     private func environmentName(_ key: String) -> String {
         "LOP_" + keyPath(key).uppercased().replacingOccurrences(of: ".", with: "_")
@@ -136,6 +137,68 @@ struct TableReader {
         var reader = TableReader(path: keyPath(key), mapping: child, source: source, environment: environment)
         try body(&reader)
         try reader.finish()
+    }
+
+    /// Reads every entry of a mapping whose keys are names (e.g. job kinds), each itself a mapping.
+    mutating func tables(_ key: String, _ body: (String, inout TableReader) throws -> Void) throws {
+        guard let node = node(key) else { return }
+        guard case let .mapping(m) = node else {
+            throw ConfigError.wrongType(key: keyPath(key), expected: "a mapping", found: Self.describe(node), source: source)
+        }
+        for (nameNode, value) in m {
+            guard let name = nameNode.string else { continue }
+            guard case let .mapping(child) = value else {
+                throw ConfigError.wrongType(key: keyPath(key) + "." + name, expected: "a mapping", found: Self.describe(value), source: source)
+            }
+            var reader = TableReader(path: keyPath(key) + "." + name, mapping: child, source: source, environment: [:])
+            try body(name, &reader)
+            try reader.finish()
+        }
+    }
+
+    /// Reads a list of mappings.
+    mutating func list(_ key: String, _ body: (Int, inout TableReader) throws -> Void) throws {
+        guard let node = node(key) else { return }
+        guard case let .sequence(items) = node else {
+            throw ConfigError.wrongType(key: keyPath(key), expected: "a list", found: Self.describe(node), source: source)
+        }
+        for (index, item) in items.enumerated() {
+            guard case let .mapping(child) = item else {
+                throw ConfigError.wrongType(key: "\(keyPath(key))[\(index)]", expected: "a mapping", found: Self.describe(item), source: source)
+            }
+            var reader = TableReader(path: "\(keyPath(key))[\(index)]", mapping: child, source: source, environment: [:])
+            try body(index, &reader)
+            try reader.finish()
+        }
+    }
+
+    /// A list of strings from the file, or a comma-separated environment variable.
+    mutating func stringList(_ key: String) throws -> [String]? {
+        let fileNode = node(key)
+        if let raw = environment[environmentName(key)] {
+            return raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        guard let node = fileNode else { return nil }
+        guard case let .sequence(items) = node else {
+            throw ConfigError.wrongType(key: keyPath(key), expected: "a list of strings", found: Self.describe(node), source: source)
+        }
+        return try items.map { item in
+            guard item.tag.rawValue == Tag.Name.str.rawValue, let s = item.string else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: "a list of strings", found: Self.describe(item), source: source)
+            }
+            return s
+        }
+    }
+
+    /// A mapping from the file as JSON object text (job arguments).
+    mutating func json(_ key: String) throws -> String? {
+        guard let node = node(key) else { return nil }
+        guard case .mapping = node, let object = node.any as? [String: Any],
+              JSONSerialization.isValidJSONObject(object),
+              let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
+            throw ConfigError.wrongType(key: keyPath(key), expected: "a mapping of JSON values", found: Self.describe(node), source: source)
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// A string value and whether it came from the file (for resolving relative paths).

@@ -10,6 +10,7 @@ public struct LopConfig: Sendable, Equatable {
     public var artifacts = Artifacts()
     public var log = Log()
     public var blas = Blas()
+    public var queue = Queue()
 
     public init() {}
 

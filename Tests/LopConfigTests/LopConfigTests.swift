@@ -78,4 +78,36 @@ import Testing
         let missing = #expect(throws: ConfigError.self) { try LopConfig.load(file: "/nonexistent/lop.yaml", environment: [:], currentDirectory: "/") }
         #expect(missing?.description.contains("/nonexistent/lop.yaml") == true)
     }
+
+    @Test func queueSectionWithPeriodicJobsAndRetryOverrides() throws {
+        let (_, file) = try write("""
+            queue:
+              queues: ["default", "gpu"]
+              retry_by_kind:
+                search: {base_seconds: 5.0, cap_seconds: 60.0}
+              periodic:
+                - {name: nightly-train, cron: "0 3 * * *", kind: train, args: {model: tiny-llama, margin: 0.01}}
+            """)
+        let (config, _) = try LopConfig.load(file: file, environment: ["LOP_QUEUE_CONCURRENCY": "7"], currentDirectory: "/")
+        #expect(config.queue.queues == ["default", "gpu"])
+        #expect(config.queue.concurrency == 7)
+        #expect(config.queue.retryByKind["search"]?.baseSeconds == 5 && config.queue.retryByKind["search"]?.exponent == 4)
+        #expect(config.queue.periodic == [LopConfig.Periodic(name: "nightly-train", cron: "0 3 * * *", kind: "train",
+                                                              args: "{\"margin\":0.01,\"model\":\"tiny-llama\"}")])
+        let fromEnvironment = try LopConfig.load(file: nil, environment: ["LOP_QUEUE_QUEUES": "a, b"], currentDirectory: "/nonexistent").config
+        #expect(fromEnvironment.queue.queues == ["a", "b"])
+    }
+
+    @Test(arguments: [
+        ("queue:\n  retry_by_kind:\n    mining: {base_seconds: 1.0}\n", "'mining' is not a job kind"),
+        ("queue:\n  periodic:\n    - {name: x, cron: \"* * * * *\"}\n", "queue.periodic[0].kind"),
+        ("queue:\n  periodic:\n    - {name: x, cron: \"* * * * *\", kind: noop, colour: red}\n", "queue.periodic[0].colour"),
+        ("queue:\n  heartbeat_seconds: 60.0\n", "shorter than lease_seconds"),
+        ("queue:\n  queues: [\"Bad Name\"]\n", "queue.queues"),
+    ])
+    func badQueueSettingsNameTheKey(yaml: String, expected: String) throws {
+        let (_, file) = try write(yaml)
+        let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
 }
