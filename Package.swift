@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "lop", targets: ["lop"]),
+        .executable(name: "lop-worker", targets: ["lop-worker"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "LopConfig", targets: ["LopConfig"]),
         .library(name: "Tensor", targets: ["Tensor"]),
@@ -50,10 +51,21 @@ let package = Package(
             dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .target(name: "Jobs", dependencies: ["Queue", "Store"], swiftSettings: strict),
+        .executableTarget(
+            name: "lop-worker",
+            dependencies: [
+                "Jobs", "Queue", "Store", "LopConfig", "Tensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Workers/lop-worker",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks",
+                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -65,8 +77,8 @@ let package = Package(
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
-        .testTarget(name: "QueueTests", dependencies: ["Queue", "Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["lop", "Store", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

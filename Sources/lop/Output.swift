@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LopConfig
+import Queue
 import Store
 
 /// Exit codes from sysexits(3), so that scripts can tell a bad setup from a bad database.
@@ -21,6 +22,8 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         fail(error.description, code: error.isConnectionLoss ? Exit.unavailable : Exit.failure)
     } catch let error as MigrationError {
         fail(error.description, code: Exit.dataError)
+    } catch let error as QueueError {
+        fail(error.description, code: Exit.failure)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import Queue
 import Store
 import TestSupport
@@ -28,23 +29,6 @@ struct FailingHandler: JobHandler {
         struct Broken: Error, CustomStringConvertible { let description: String }
         throw Broken(description: "attempt \(job.attempt) broke")
     }
-}
-
-/// Sleeps in small steps until told to stop; `seconds` in args.
-struct SleepHandler: JobHandler {
-    let kind = "sleep"
-    func validate(_ args: JSONB) throws {}
-    func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let seconds = (try? args(job)["seconds"] as? Double) ?? 5
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            try context.checkCancelled()
-            context.progress(1 - end.timeIntervalSinceNow / seconds, "sleeping")
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        return JobResult(result: JSONB(text: "{}"))
-    }
-    private func args(_ job: Job) throws -> [String: Any] { (try job.args.object() as? [String: Any]) ?? [:] }
 }
 
 /// A test database with the queue schema and a completions side table.

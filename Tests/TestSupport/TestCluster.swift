@@ -71,9 +71,72 @@ public final class TestCluster: Sendable {
     }
 }
 
+/// A program running in the background for a test; killed (SIGKILL) when dropped if still running.
+public final class BackgroundProcess: @unchecked Sendable {
+    public let pid: pid_t
+    public let logPath: String
+    private let lock = NSLock()
+    private var exitStatus: Int32?
+
+    init(pid: pid_t, logPath: String) {
+        self.pid = pid
+        self.logPath = logPath
+    }
+
+    deinit {
+        if exitStatus == nil { kill(pid, SIGKILL); var s: Int32 = 0; waitpid(pid, &s, 0) }
+    }
+
+    /// Sends a signal (SIGKILL for "the machine died", SIGTERM for a graceful stop).
+    public func signal(_ number: Int32) { kill(pid, number) }
+
+    /// Waits for the exit (up to `timeout` seconds); returns the exit code (128 + signal if killed), nil on timeout.
+    @discardableResult
+    public func wait(timeout: Double = 60) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            lock.lock()
+            if let exitStatus { lock.unlock(); return exitStatus }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+                exitStatus = code
+                lock.unlock()
+                return code
+            }
+            lock.unlock()
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return nil
+    }
+
+    /// What it has written to stdout and stderr so far.
+    public var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+}
+
 /// Runs programs for tests with posix_spawn and waitpid. (Foundation's Process can miss the exit of a child
 /// whose own children, like the PostgreSQL server that pg_ctl starts, outlive it.)
 public enum TestProcess {
+    /// Starts `argv` in the background, output to a log file.
+    public static func start(_ argv: [String], environment: [String: String] = [:]) throws -> BackgroundProcess {
+        let logPath = NSTemporaryDirectory() + "lop-bg-\(UUID().uuidString).log"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { $1 }
+        let cEnvironment = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, cEnvironment)
+        guard spawned == 0 else { throw TestClusterError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
+        return BackgroundProcess(pid: pid, logPath: logPath)
+    }
+
     /// Runs `argv` to completion with `environment` added to this process's; returns its exit status and
     /// its standard output and error together (or stdout alone when `separateStandardError`).
     public static func run(_ argv: [String], environment: [String: String] = [:], separateStandardError: Bool = false) throws -> (status: Int32, output: String) {

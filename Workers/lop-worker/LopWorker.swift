@@ -1,0 +1,133 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Jobs
+import LopConfig
+import Logging
+import Queue
+import Store
+import Tensor
+
+/// `lop-worker`: claims jobs from lop.jobs and runs them until SIGTERM or SIGINT.
+@main
+struct LopWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lop-worker",
+        abstract: "Claim lop's jobs from PostgreSQL and run them.",
+        discussion: """
+            Settings come from Config/lop.yaml (or --config / LOP_CONFIG) and LOP_… variables; flags override them.
+            SIGTERM or SIGINT: stop claiming, let running jobs finish within queue.shutdown_grace_seconds, then
+            release the rest to other workers. Exit codes: 0 after a clean shutdown, 69 database unreachable,
+            78 bad configuration.
+            """)
+
+    @Option(name: .long, help: "Configuration file.")
+    var config: String?
+
+    @Option(name: .long, help: "Comma-separated queues to take jobs from (default: queue.queues).")
+    var queues: String?
+
+    @Option(name: .long, help: "Jobs run at once (default: queue.concurrency).")
+    var concurrency: Int?
+
+    @Option(name: .long, help: "Comma-separated kinds to run (default: every kind this worker has a handler for).")
+    var kinds: String?
+
+    @Option(name: .long, help: "Name recorded in attempted_by (default: host-pid-random).")
+    var name: String?
+
+    func validate() throws {
+        if let concurrency, !(1...256).contains(concurrency) { throw ValidationError("--concurrency must be between 1 and 256") }
+        if let kinds {
+            let available = Set(JobHandlers.all().map(\.kind))
+            for kind in kinds.split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces) }) where !available.contains(kind) {
+                throw ValidationError("--kinds: this worker has no handler for '\(kind)' (it has: \(available.sorted().joined(separator: ", ")))")
+            }
+        }
+        if let queues, queues.split(separator: ",").isEmpty { throw ValidationError("--queues needs at least one queue name") }
+    }
+
+    func run() throws {
+        let settings: LopConfig
+        do { settings = try LopConfig.load(file: config).config } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = settings.log.level
+            return handler
+        }
+        BLAS.setThreads(settings.blas.threads)
+        let logger = Logger(label: "lop.worker")
+        let q = settings.queue
+        var options = WorkerOptions(name: name ?? WorkerOptions.defaultName())
+        options.queues = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? q.queues
+        options.concurrency = concurrency ?? q.concurrency
+        options.leaseSeconds = q.leaseSeconds
+        options.heartbeatSeconds = q.heartbeatSeconds
+        options.pollSeconds = q.pollSeconds
+        options.rescueSeconds = q.rescueSeconds
+        options.progressSeconds = q.progressSeconds
+        options.shutdownGraceSeconds = q.shutdownGraceSeconds
+        options.retry = RetryPolicy(q.retry)
+        options.retryByKind = q.retryByKind.mapValues(RetryPolicy.init)
+        let wanted = kinds.map { Set($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }) }
+        let handlers = JobHandlers.all().filter { wanted?.contains($0.kind) ?? true }
+
+        let target: ConnectionTarget
+        do { target = try ConnectionTarget(settings.database.url) } catch {
+            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
+        let pool = ConnectionPool(
+            target: target, size: max(settings.database.poolSize, 3), acquireTimeout: settings.database.acquireTimeoutSeconds,
+            connectTimeoutSeconds: settings.database.connectTimeoutSeconds,
+            reconnect: ReconnectPolicy(maxAttempts: settings.database.reconnect.maxAttempts,
+                                       initialDelay: Double(settings.database.reconnect.initialDelayMs) / 1000,
+                                       maxDelay: Double(settings.database.reconnect.maxDelayMs) / 1000),
+            logger: logger)
+        let queue = JobQueue(pool: pool)
+        do { _ = try pool.withConnection { try $0.query("SELECT 1") } } catch {
+            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        var periodic: [PeriodicJob] = []
+        for spec in q.periodic {
+            let schedule: CronSchedule
+            do { schedule = try CronSchedule(spec.cron) } catch {
+                FileHandle.standardError.write(Data("lop-worker: error: queue.periodic '\(spec.name)': \(error)\n".utf8))
+                throw ExitCode(78)
+            }
+            let job = NewJob(kind: spec.kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
+            periodic.append(PeriodicJob(name: spec.name, schedule: schedule, job: job))
+        }
+        let scheduler = PeriodicScheduler(queue: queue, jobs: periodic, catchUpSeconds: q.periodicCatchUpSeconds)
+        var tick: (@Sendable () throws -> Void)? = nil
+        if !periodic.isEmpty {
+            tick = { _ = try scheduler.tick() }
+        }
+        let worker = Worker(queue: queue, handlers: handlers, options: options, listenTarget: target, logger: logger, tick: tick)
+
+        // Signals arrive on a dispatch queue, never in the middle of a libpq call.
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                logger.notice("shutting down", metadata: ["signal": "\(signalNumber)"])
+                worker.stop()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        worker.run()
+        sources.forEach { $0.cancel() }
+    }
+}
+
+extension RetryPolicy {
+    init(_ retry: LopConfig.Retry) {
+        self.init(baseSeconds: retry.baseSeconds, exponent: retry.exponent, capSeconds: retry.capSeconds)
+    }
+}
