@@ -36,7 +36,7 @@ let package = Package(
         // Numeric kernels are optimised in debug builds too: tests train and evaluate real models with them.
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS"], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [

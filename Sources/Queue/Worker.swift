@@ -48,6 +48,8 @@ public final class Worker: @unchecked Sendable {
     // Guarded by `lock`.
     private let lock = NSCondition()
     private var running: [Int64: JobContext] = [:]
+    /// Slot threads alive; each runs jobs back to back while it can claim one.
+    private var busySlots = 0
     private var stopping = false
 
     public init(queue: JobQueue, handlers: [any JobHandler], options: WorkerOptions, listenTarget: ConnectionTarget,
@@ -107,7 +109,7 @@ public final class Worker: @unchecked Sendable {
                     }
                 }
                 if let tick { try tick() }
-                let free = options.concurrency - runningCount
+                let free = options.concurrency - busySlotCount
                 var claimed = 0
                 if free > 0 {
                     let jobs = try queue.claim(worker: options.name, queues: options.queues, kinds: Array(handlers.keys),
@@ -139,16 +141,22 @@ public final class Worker: @unchecked Sendable {
                 context(of: id)?.requestStop(.cancelRequested)
                 continue
             }
-            if options.queues.contains(note.payload) && runningCount < options.concurrency { return }
+            if options.queues.contains(note.payload) && busySlotCount < options.concurrency { return }
         }
     }
 
     private func waitForFreeSlot() {
         lock.lock()
-        while running.count >= options.concurrency && !stopping {
+        while busySlots >= options.concurrency && !stopping {
             _ = lock.wait(until: Date().addingTimeInterval(options.pollSeconds))
         }
         lock.unlock()
+    }
+
+    private var busySlotCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return busySlots
     }
 
     private func context(of id: Int64) -> JobContext? {
@@ -157,19 +165,32 @@ public final class Worker: @unchecked Sendable {
         return running[id]
     }
 
+    /// Starts a slot thread for `job`. The slot then claims its next job itself, so a busy worker runs
+    /// claim → run → complete back to back without waking the claim loop or starting a thread per job.
     private func start(_ job: Job) {
-        let context = JobContext(job: job, queue: queue, worker: options.name, progressInterval: options.progressSeconds)
         lock.lock()
-        running[job.id] = context
+        busySlots += 1
         lock.unlock()
         let thread = Thread { [self] in
-            execute(job, context: context)
+            var next: Job? = job
+            while let current = next {
+                let context = JobContext(job: current, queue: queue, worker: options.name, progressInterval: options.progressSeconds)
+                lock.lock()
+                running[current.id] = context
+                lock.unlock()
+                execute(current, context: context)
+                lock.lock()
+                running[current.id] = nil
+                lock.unlock()
+                next = isStopping ? nil : (try? queue.claim(worker: options.name, queues: options.queues, kinds: Array(handlers.keys),
+                                                           limit: 1, leaseSeconds: options.leaseSeconds))?.first
+            }
             lock.lock()
-            running[job.id] = nil
+            busySlots -= 1
             lock.broadcast()
             lock.unlock()
         }
-        thread.name = "lop-job-\(job.id)"
+        thread.name = "lop-slot"
         thread.start()
     }
 

@@ -1,13 +1,14 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import Store
 import Tensor
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self])
+        subcommands: [TensorBench.self, QueueBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -31,6 +32,41 @@ struct Bench: ParsableCommand {
                 FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
                 #endif
                 let table = TensorBenchmark.run(repeats: repeats)
+                if options.json { try printJSON(table.rows) } else { print(table.markdown) }
+            }
+        }
+    }
+
+    struct QueueBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "queue",
+            abstract: "No-op jobs through lop's workers beside the same claim and complete statements run by pgbench.",
+            discussion: "Uses the configured (migrated) database; its jobs go to queue 'lop-bench' and are deleted afterwards.")
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "Jobs per run.")
+        var jobs = 5000
+
+        @Option(help: "Workers (each with its own listener and pool use).")
+        var workers = 2
+
+        @Option(help: "Slots per worker.")
+        var concurrency = 4
+
+        @Option(help: "Rounds of lop then pgbench; medians are reported.")
+        var rounds = 3
+
+        func validate() throws {
+            guard (100...1_000_000).contains(jobs) else { throw ValidationError("--jobs must be between 100 and 1000000") }
+            guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 50") }
+            guard (1...64).contains(workers), (1...64).contains(concurrency) else { throw ValidationError("--workers and --concurrency must be between 1 and 64") }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                let config = try options.load()
+                let table = try QueueBenchmark.run(target: try ConnectionTarget(config.database.url), jobs: jobs, workers: workers, concurrency: concurrency, rounds: rounds)
                 if options.json { try printJSON(table.rows) } else { print(table.markdown) }
             }
         }
