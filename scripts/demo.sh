@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The main job end to end on a fresh machine: install, start a throwaway PostgreSQL, build lop,
-# migrate the database and check it. Later stages (queue, pruning, search, predictor) extend this script.
+# The main job end to end on a fresh machine: install, start a throwaway PostgreSQL, build lop, migrate,
+# start a worker, submit jobs by SQL INSERT and by the CLI, and follow them to completion.
+# Later stages (pruning, search, predictor, webhooks) extend this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 dir=$(mktemp -d /tmp/lop-demo-pg.XXXXXX)
-trap 'bash scripts/pg.sh stop "$dir"' EXIT
+worker_pid=
+trap '[ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null; wait 2>/dev/null; bash scripts/pg.sh stop "$dir"' EXIT
 server=$(bash scripts/pg.sh start "$dir")
 psql "$server" -qc "CREATE DATABASE lop" >/dev/null
 export LOP_DATABASE_URL="${server/dbname=postgres/dbname=lop}"
@@ -17,3 +19,16 @@ echo "== lop migrate (again: a no-op)"
 "$lop" migrate
 echo "== lop db check"
 "$lop" db check
+echo "== lop-worker (in the background)"
+"$(dirname "$lop")/lop-worker" --concurrency 2 2>"$dir/worker.log" &
+worker_pid=$!
+echo "== submit by SQL INSERT and by the CLI"
+sql_job=$(psql "$LOP_DATABASE_URL" -qtAc "INSERT INTO lop.jobs (kind, args) VALUES ('sleep', '{\"seconds\": 2}') RETURNING id")
+cli_job=$("$lop" submit sleep --arg seconds=1 --priority 1)
+echo "submitted jobs $sql_job (SQL) and $cli_job (CLI)"
+"$lop" watch "$sql_job"
+"$lop" watch "$cli_job"
+"$lop" list
+kill -TERM "$worker_pid"; wait "$worker_pid"; worker_pid=
+echo "== worker log"
+cat "$dir/worker.log"

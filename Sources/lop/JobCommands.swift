@@ -143,10 +143,14 @@ struct List: ParsableCommand {
         try runReportingErrors {
             let jobs = try options.jobQueue().list(state: state.flatMap(JobState.init), kind: kind, limit: limit)
             if options.json { try printJSON(jobs); return }
-            print(String(format: "%-8@ %-9@ %-10@ %-10@ %-8@ %-9@ %@", "ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "CREATED"))
+            func row(_ cells: [String]) -> String {
+                zip(cells, [8, 9, 10, 10, 8, 9, 0]).map { cell, width in cell.padding(toLength: max(width, cell.count), withPad: " ", startingAt: 0) }
+                    .joined(separator: " ")
+            }
+            print(row(["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "CREATED"]))
             for job in jobs {
-                print(String(format: "%-8@ %-9@ %-10@ %-10@ %-8@ %-9@ %@", "\(job.id)", job.kind, job.queue, job.state.rawValue,
-                             "\(job.attempt)/\(job.maxAttempts)", String(format: "%.0f%%", job.progress * 100), "\(job.createdAt)"))
+                print(row(["\(job.id)", job.kind, job.queue, job.state.rawValue, "\(job.attempt)/\(job.maxAttempts)",
+                           String(format: "%.0f%%", job.progress * 100), "\(job.createdAt)"]))
             }
         }
     }

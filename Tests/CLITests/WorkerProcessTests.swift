@@ -52,6 +52,9 @@ import Testing
         #expect(bad.output.contains("'seconds' must be a number"))
         let workers = [try worker("p1", env), try worker("p2", env)]
         #expect(try waitUntil { try queue.list(state: .completed, limit: 100).count == 20 })
+        // Each ran once: one attempt, no error entries, completed by one of the two processes.
+        let finished = try queue.list(limit: 100)
+        #expect(finished.allSatisfy { $0.attempt == 1 && $0.errors.isEmpty && ["p1", "p2"].contains($0.attemptedBy ?? "") })
         let status = try lop(["status", "\(ids[1])"], env)
         #expect(status.status == 0 && status.output.contains("state:    completed") && status.output.contains("100%"))
         let watch = try lop(["watch", "\(ids[1])"], env)
