@@ -1,5 +1,7 @@
+import Foundation
+
 /// When a failed attempt runs again: `base · attempt^exponent` seconds, capped, with ±10 % jitter
-/// (attempt⁴ like River and Oban: 1 s, 16 s, 81 s, 4 min, 10 min, …).
+/// (attempt⁴ like River and Oban: 1 s, 16 s, 81 s, 4 min, 10 min, …). The queue evaluates it in SQL.
 public struct RetryPolicy: Sendable, Equatable {
     public var baseSeconds: Double
     public var exponent: Double
@@ -13,19 +15,6 @@ public struct RetryPolicy: Sendable, Equatable {
 
     /// The delay after failed attempt number `attempt` (1-based), before jitter.
     public func delay(afterAttempt attempt: Int) -> Double {
-        min(capSeconds, baseSeconds * Double.pow(Double(max(attempt, 1)), exponent))
+        min(capSeconds, baseSeconds * pow(Double(max(attempt, 1)), exponent))
     }
 }
-
-extension Double {
-    static func pow(_ x: Double, _ y: Double) -> Double {
-        var result = 1.0
-        if y == y.rounded(), y >= 0, y < 64 {
-            for _ in 0..<Int(y) { result *= x }
-            return result
-        }
-        return Foundation.pow(x, y)
-    }
-}
-
-import Foundation

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LopConfig
 import Logging
+import Queue
 import Store
 
 @main
@@ -68,14 +69,8 @@ final class LockedFlag: @unchecked Sendable {
 }
 
 extension LopConfig {
-    /// The pool every command and worker uses to reach the database.
+    /// The pool every command uses to reach the database.
     func makePool(logger: Logger) throws -> ConnectionPool {
-        ConnectionPool(
-            target: try ConnectionTarget(database.url), size: database.poolSize,
-            acquireTimeout: database.acquireTimeoutSeconds, connectTimeoutSeconds: database.connectTimeoutSeconds,
-            reconnect: ReconnectPolicy(maxAttempts: database.reconnect.maxAttempts,
-                                       initialDelay: Double(database.reconnect.initialDelayMs) / 1000,
-                                       maxDelay: Double(database.reconnect.maxDelayMs) / 1000),
-            logger: logger)
+        try ConnectionPool(config: database, logger: logger)
     }
 }

@@ -120,21 +120,7 @@ public enum TestProcess {
     /// Starts `argv` in the background, output to a log file.
     public static func start(_ argv: [String], environment: [String: String] = [:]) throws -> BackgroundProcess {
         let logPath = NSTemporaryDirectory() + "lop-bg-\(UUID().uuidString).log"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var merged = ProcessInfo.processInfo.environment
-        merged.merge(environment) { $1 }
-        let cEnvironment = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        let cArguments = argv.map { strdup($0) } + [nil]
-        defer { (cArguments + cEnvironment).forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, cEnvironment)
-        guard spawned == 0 else { throw TestClusterError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
-        return BackgroundProcess(pid: pid, logPath: logPath)
+        return BackgroundProcess(pid: try spawn(argv, environment: environment, outputPath: logPath, separateStandardError: false), logPath: logPath)
     }
 
     /// Runs `argv` to completion with `environment` added to this process's; returns its exit status and
@@ -142,6 +128,17 @@ public enum TestProcess {
     public static func run(_ argv: [String], environment: [String: String] = [:], separateStandardError: Bool = false) throws -> (status: Int32, output: String) {
         let outputPath = NSTemporaryDirectory() + "lop-cmd-\(UUID().uuidString).log"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let pid = try spawn(argv, environment: environment, outputPath: outputPath, separateStandardError: separateStandardError)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        // Exit code if it exited, 128 + signal if it was killed (as shells report it).
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, output)
+    }
+
+    /// posix_spawn with stdin from /dev/null and stdout (and stderr, unless separate: then discarded) to a file.
+    private static func spawn(_ argv: [String], environment: [String: String], outputPath: String, separateStandardError: Bool) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -160,12 +157,7 @@ public enum TestProcess {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, cEnvironment)
         guard spawned == 0 else { throw TestClusterError("cannot start \(argv[0]): \(String(cString: strerror(spawned)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        // Exit code if it exited, 128 + signal if it was killed (as shells report it).
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return (code, output)
+        return pid
     }
 }
 

@@ -61,32 +61,19 @@ struct LopWorker: ParsableCommand {
         BLAS.setThreads(settings.blas.threads)
         let logger = Logger(label: "lop.worker")
         let q = settings.queue
-        var options = WorkerOptions(name: name ?? WorkerOptions.defaultName())
-        options.queues = queues.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? q.queues
-        options.concurrency = concurrency ?? q.concurrency
-        options.leaseSeconds = q.leaseSeconds
-        options.heartbeatSeconds = q.heartbeatSeconds
-        options.pollSeconds = q.pollSeconds
-        options.rescueSeconds = q.rescueSeconds
-        options.progressSeconds = q.progressSeconds
-        options.shutdownGraceSeconds = q.shutdownGraceSeconds
-        options.retry = RetryPolicy(q.retry)
-        options.retryByKind = q.retryByKind.mapValues(RetryPolicy.init)
+        var options = WorkerOptions(config: q, name: name ?? WorkerOptions.defaultName())
+        if let queues { options.queues = queues.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        if let concurrency { options.concurrency = concurrency }
         let wanted = kinds.map { Set($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }) }
         let handlers = JobHandlers.all().filter { wanted?.contains($0.kind) ?? true }
 
-        let target: ConnectionTarget
-        do { target = try ConnectionTarget(settings.database.url) } catch {
+        // Each slot, the claim loop and the heartbeat may hold a connection at once.
+        let pool: ConnectionPool
+        do { pool = try ConnectionPool(config: settings.database, minimumSize: options.concurrency + 2, logger: logger) } catch {
             FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
             throw ExitCode(78)
         }
-        let pool = ConnectionPool(
-            target: target, size: max(settings.database.poolSize, 3), acquireTimeout: settings.database.acquireTimeoutSeconds,
-            connectTimeoutSeconds: settings.database.connectTimeoutSeconds,
-            reconnect: ReconnectPolicy(maxAttempts: settings.database.reconnect.maxAttempts,
-                                       initialDelay: Double(settings.database.reconnect.initialDelayMs) / 1000,
-                                       maxDelay: Double(settings.database.reconnect.maxDelayMs) / 1000),
-            logger: logger)
+        let target = pool.target
         let queue = JobQueue(pool: pool)
         do { _ = try pool.withConnection { try $0.query("SELECT 1") } } catch {
             FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
@@ -123,11 +110,5 @@ struct LopWorker: ParsableCommand {
         }
         worker.run()
         sources.forEach { $0.cancel() }
-    }
-}
-
-extension RetryPolicy {
-    init(_ retry: LopConfig.Retry) {
-        self.init(baseSeconds: retry.baseSeconds, exponent: retry.exponent, capSeconds: retry.capSeconds)
     }
 }
