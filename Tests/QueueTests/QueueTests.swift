@@ -180,7 +180,11 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
             delays.append(at.timeIntervalSinceNow)
         }
         // 10·1², 10·2², 10·3² seconds, ±10 % jitter.
-        for (delay, expected) in zip(delays, [10.0, 40, 90]) { #expect(abs(delay - expected) <= expected * 0.1 + 1) }
+        #expect((1...3).map { policy.delay(afterAttempt: $0) } == [10, 40, 90])
+        for (attempt, delay) in zip(1..., delays) {
+            let expected = policy.delay(afterAttempt: attempt)
+            #expect(abs(delay - expected) <= expected * 0.1 + 1, "SQL backoff after attempt \(attempt): \(delay) s")
+        }
     }
 
     @Test func invalidArgsAreDiscardedAtOnceWithTheField() throws {
