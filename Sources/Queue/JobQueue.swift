@@ -58,7 +58,7 @@ public struct JobQueue: Sendable {
                     lease_expires_at = now() + make_interval(secs => \(leaseSeconds)),
                     progress = 0, progress_message = NULL
                 FROM picked WHERE j.id = picked.id
-                RETURNING \(fragment: SQL(unsafe: Job.columns.split(separator: ",").map { "j." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", ")))
+                RETURNING j.*
                 """).map { try Job(row: $0) }.sorted { ($0.priority, $0.scheduledAt, $0.id) < ($1.priority, $1.scheduledAt, $1.id) }
         }
     }

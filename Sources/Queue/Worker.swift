@@ -203,7 +203,11 @@ public final class Worker: @unchecked Sendable {
         log.info("job started", metadata: ["attempt": "\(job.attempt)/\(job.maxAttempts)"])
         let outcome: JobQueue.Finalization
         let policy = options.retryPolicy(for: job.kind)
-        guard let handler = handlers[job.kind] else { return }
+        guard let handler = handlers[job.kind] else {
+            // Unreachable through claim (it filters by kind); recorded rather than left to a lease expiry.
+            _ = writeOutcome(log) { try queue.fail(job: job.id, worker: options.name, error: "this worker has no handler for '\(job.kind)'", retry: policy) }
+            return
+        }
         do {
             try handler.validate(job.args)
             let result = try handler.run(job, context: context)
