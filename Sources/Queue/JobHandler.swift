@@ -73,13 +73,6 @@ public final class JobContext: @unchecked Sendable {
         if due { _ = try? queue.progress(job: job.id, worker: worker, fraction: fraction, message: message) }
     }
 
-    /// Whether the handler should stop (cancel asked, job taken away, or worker shutting down).
-    public var shouldStop: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopReason != nil
-    }
-
     /// Throws `JobStopped` if the handler should stop.
     public func checkCancelled() throws {
         lock.lock()

@@ -75,5 +75,4 @@ public struct ServerError: Sendable, CustomStringConvertible, CustomDebugStringC
     public var isCheckViolation: Bool { sqlState == "23514" }
     public var isNotNullViolation: Bool { sqlState == "23502" }
     public var isForeignKeyViolation: Bool { sqlState == "23503" }
-    public var isSerializationFailure: Bool { sqlState == "40001" || sqlState == "40P01" }
 }

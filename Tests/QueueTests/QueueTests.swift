@@ -223,9 +223,9 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         let job = try queue.enqueue(NewJob(kind: "noop")).job
         _ = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 30)
         #expect(try queue.cancel(job: job.id) == .requested)
-        let wrote = LockedFlagBox()
-        #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{}")) { _ in wrote.set() } == .cancelled)
-        #expect(!wrote.value, "side effects of a cancelled job must not be committed")
+        let wrote = LockedValue(false)
+        #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{}")) { _ in wrote.withLock { $0 = true } } == .cancelled)
+        #expect(!wrote.withLock { $0 }, "side effects of a cancelled job must not be committed")
         #expect(try queue.get(job.id)?.state == .cancelled)
     }
 
@@ -262,12 +262,4 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         #expect(try queue.get(job.id) == nil)
         #expect(try count(queue, "SELECT count(*) FROM lop.jobs") == 5)
     }
-}
-
-/// A flag set from a @Sendable closure.
-final class LockedFlagBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var flag = false
-    func set() { lock.lock(); flag = true; lock.unlock() }
-    var value: Bool { lock.lock(); defer { lock.unlock() }; return flag }
 }
