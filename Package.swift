@@ -1,6 +1,23 @@
 // swift-tools-version:6.0
 // lop: on-demand structured pruning of multimodal LLMs (LOP), run as a PostgreSQL-backed job queue.
+import Foundation
 import PackageDescription
+
+/// The Tensor target's vector code (exp, softmax, SiLU, norms) is compiled for AVX2 + FMA when the building
+/// machine has them: eight float lanes per instruction instead of four make the passes between BLAS calls
+/// about twice as fast. `LOP_PORTABLE=1` builds for any x86-64 (for binaries copied to older machines).
+let vectorFlags: [String] = {
+    #if arch(x86_64) && os(Linux)
+    guard ProcessInfo.processInfo.environment["LOP_PORTABLE"] != "1",
+          let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flags = cpu.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+          ["avx2", "fma", "bmi2", "f16c"].allSatisfy({ flags.split(separator: " ").contains(Substring($0)) })
+    else { return [] }
+    return ["-target-cpu", "haswell"]
+    #else
+    return []
+    #endif
+}()
 
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -34,7 +51,10 @@ let package = Package(
             swiftSettings: strict
         ),
         // Numeric kernels are optimised in debug builds too: tests train and evaluate real models with them.
-        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(
+            name: "Tensor", dependencies: ["COpenBLAS"],
+            swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug)), .unsafeFlags(vectorFlags)]
+        ),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(

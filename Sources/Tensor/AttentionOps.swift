@@ -4,6 +4,9 @@ import Synchronization
 // Multi-head attention (with grouped-query heads) and rotary position embeddings.
 
 extension Graph {
+    /// Query rows per block of causal attention: small enough to skip most masked scores, large enough for BLAS.
+    static let causalBlock = 64
+
     /// softmax(q·kᵀ/√d [+ causal mask]) · v per head.
     ///
     /// `q` is `[batch, queries, heads·headDim]`; `k` and `v` are `[batch, keys, kvHeads·headDim]`, each key/value
@@ -37,18 +40,26 @@ extension Graph {
                                     let kh = pk.baseAddress! + b * keys * kvWidth + (h / group) * headDim
                                     let vh = pv.baseAddress! + b * keys * kvWidth + (h / group) * headDim
                                     let p = pp.baseAddress! + (keepsProbabilities ? (b * heads + h) * queries * keys : 0)
-                                    BLAS.gemm(transposeA: false, transposeB: true, m: queries, n: keys, k: headDim, alpha: scale,
-                                              a: qh, lda: width, b: kh, ldb: kvWidth, c: p, ldc: keys)
-                                    for t in 0..<queries {
-                                        // Causal rows normalise over the keys they may see; the rest stay 0.
-                                        let visible = causal ? min(max(t + offset + 1, 0), keys) : keys
-                                        let row = p + t * keys
-                                        softmaxRow(row, count: visible)
-                                        for s in visible..<keys { row[s] = 0 }
+                                    let o = po.baseAddress! + b * queries * width + h * headDim
+                                    // Causal attention goes in blocks of query rows: a block's scores and values stop
+                                    // at the last key its last row may see, so about half the work is never done.
+                                    let block = causal ? Self.causalBlock : queries
+                                    for start in stride(from: 0, to: queries, by: block) {
+                                        let rows = min(block, queries - start)
+                                        let reach = causal ? min(max(start + rows + offset, 0), keys) : keys
+                                        let scores = p + start * keys
+                                        BLAS.gemm(transposeA: false, transposeB: true, m: rows, n: reach, k: headDim, alpha: scale,
+                                                  a: qh + start * width, lda: width, b: kh, ldb: kvWidth, c: scores, ldc: keys)
+                                        for t in start..<(start + rows) {
+                                            // Causal rows normalise over the keys they may see; the rest stay 0.
+                                            let visible = causal ? min(max(t + offset + 1, 0), keys) : keys
+                                            let row = p + t * keys
+                                            softmaxRow(row, count: visible)
+                                            for s in visible..<keys { row[s] = 0 }
+                                        }
+                                        BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: headDim, k: reach,
+                                                  a: scores, lda: keys, b: vh, ldb: kvWidth, c: o + start * width, ldc: width)
                                     }
-                                    BLAS.gemm(transposeA: false, transposeB: false, m: queries, n: headDim, k: keys,
-                                              a: p, lda: keys, b: vh, ldb: kvWidth,
-                                              c: po.baseAddress! + b * queries * width + h * headDim, ldc: width)
                                 }
                             }
                         }

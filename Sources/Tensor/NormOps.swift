@@ -7,8 +7,9 @@ extension Graph {
     public func rmsNorm(_ x: Value, weight: Value, eps: Float) -> Value {
         let d = x.tensor.lastDimension, rows = x.tensor.leadingCount
         precondition(weight.shape == [d], "rmsNorm: weight \(weight.shape) does not match features \(d)")
-        // One pass writes both x̂ (kept for the backward pass) and x̂ ⊙ w.
-        var normalized = Tensor(uninitialized: x.shape), out = Tensor(uninitialized: x.shape)
+        // One pass writes x̂ ⊙ w, and x̂ itself only when the backward pass will need it.
+        let keepsNormalized = isRecording && (x.node != nil || weight.node != nil)
+        var normalized = Tensor(uninitialized: keepsNormalized ? x.shape : [0]), out = Tensor(uninitialized: x.shape)
         var inverseRMS = [Float](repeating: 0, count: rows)
         let w = weight.tensor
         x.tensor.data.withUnsafeBufferPointer { px in
@@ -16,13 +17,14 @@ extension Graph {
                 out.data.withUnsafeMutableBufferPointer { po in
                     w.data.withUnsafeBufferPointer { pw in
                         for r in 0..<rows {
-                            var sum: Float = 0
-                            for j in 0..<d { sum += px[r * d + j] * px[r * d + j] }
-                            let inv = 1 / (sum / Float(d) + eps).squareRoot()
+                            let row = px.baseAddress! + r * d
+                            let inv = 1 / (sumOfSquares(row, count: d) / Float(d) + eps).squareRoot()
                             inverseRMS[r] = inv
-                            for j in 0..<d {
-                                pn[r * d + j] = px[r * d + j] * inv
-                                po[r * d + j] = pn[r * d + j] * pw[j]
+                            let target = po.baseAddress! + r * d
+                            for j in 0..<d { target[j] = row[j] * inv * pw[j] }
+                            if keepsNormalized {
+                                let kept = pn.baseAddress! + r * d
+                                for j in 0..<d { kept[j] = row[j] * inv }
                             }
                         }
                     }
@@ -119,19 +121,11 @@ extension Graph {
 /// In-place, numerically stable softmax of `count` values; an all −∞ row becomes all zeros.
 @inline(__always)
 func softmaxRow(_ p: UnsafeMutablePointer<Float>, count: Int) {
-    var lanes = SIMD8<Float>(repeating: -.infinity)
-    var j = 0
-    let raw = UnsafeRawPointer(p)
-    while j + 8 <= count {
-        lanes = pointwiseMax(lanes, raw.loadUnaligned(fromByteOffset: j * 4, as: SIMD8<Float>.self))
-        j += 8
-    }
-    var maximum = lanes.max()
-    while j < count { maximum = max(maximum, p[j]); j += 1 }
-    guard maximum > -.infinity else {
+    let largest = maximum(p, count: count)
+    guard largest > -.infinity else {
         for j in 0..<count { p[j] = 0 }
         return
     }
-    let inv = 1 / expInPlace(p, count: count, shift: maximum)
+    let inv = 1 / expInPlace(p, count: count, shift: largest)
     for j in 0..<count { p[j] *= inv }
 }

@@ -63,3 +63,35 @@ func expInPlace(_ p: UnsafeMutablePointer<Float>, count: Int, shift: Float = 0) 
     }
     return sum
 }
+
+/// Σ p[i]² over `count` values, in eight lanes (a scalar loop does not vectorise: float addition is not associative).
+@inline(__always)
+func sumOfSquares(_ p: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD8<Float>(repeating: 0)
+    var i = 0
+    let raw = UnsafeRawPointer(p)
+    while i + 8 <= count {
+        let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        lanes += v * v
+        i += 8
+    }
+    var sum = lanes.sum()
+    while i < count { sum += p[i] * p[i]; i += 1 }
+    return sum
+}
+
+/// max of p[0..<count] (−∞ when empty), in eight lanes.
+@inline(__always)
+func maximum(_ p: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD8<Float>(repeating: -.infinity)
+    var i = 0
+    let raw = UnsafeRawPointer(p)
+    while i + 8 <= count {
+        let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        lanes.replace(with: v, where: v .> lanes)
+        i += 8
+    }
+    var result = lanes.max()
+    while i < count { result = max(result, p[i]); i += 1 }
+    return result
+}

@@ -152,7 +152,9 @@ import Testing
         return out
     }
 
-    @Test(arguments: [(4, 4, true, 7, 7), (4, 2, true, 5, 5), (6, 1, false, 3, 9), (2, 2, true, 3, 8), (3, 3, false, 1, 1)])
+    // The last three cross causal attention's 64-row blocks (with and without cached keys before the queries).
+    @Test(arguments: [(4, 4, true, 7, 7), (4, 2, true, 5, 5), (6, 1, false, 3, 9), (2, 2, true, 3, 8), (3, 3, false, 1, 1),
+                      (2, 1, true, 150, 150), (2, 2, true, 70, 133), (1, 1, false, 65, 129)])
     func attentionMatchesNaive(heads: Int, kvHeads: Int, causal: Bool, queries: Int, keys: Int) {
         var maker = Maker(seed: 6)
         let d = 6

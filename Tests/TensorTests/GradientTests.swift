@@ -58,11 +58,12 @@ import Testing
         expectClose(checkGradients([x]) { g, v in g.softmax(v[0]) }, "softmax")
     }
 
-    @Test(arguments: [(2, 2, true), (4, 2, true), (2, 1, false)])
-    func attention(heads: Int, kvHeads: Int, causal: Bool) {
+    // The last case spans two causal blocks of 64 query rows.
+    @Test(arguments: [(2, 2, true, 3, 4), (4, 2, true, 3, 4), (2, 1, false, 3, 4), (1, 1, true, 66, 67)])
+    func attention(heads: Int, kvHeads: Int, causal: Bool, queries: Int, keys: Int) {
         var maker = Maker(seed: 15)
         let d = 4
-        expectClose(checkGradients([maker.tensor([2, 3, heads * d]), maker.tensor([2, 4, kvHeads * d]), maker.tensor([2, 4, kvHeads * d])]) { g, x in
+        expectClose(checkGradients([maker.tensor([1, queries, heads * d]), maker.tensor([1, keys, kvHeads * d]), maker.tensor([1, keys, kvHeads * d])]) { g, x in
             g.attention(x[0], x[1], x[2], heads: heads, kvHeads: kvHeads, causal: causal)
         }, "attention \(heads)/\(kvHeads)")
     }
