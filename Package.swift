@@ -55,6 +55,8 @@ let package = Package(
             name: "Tensor", dependencies: ["COpenBLAS"],
             swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug)), .unsafeFlags(vectorFlags)]
         ),
+        // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
+        .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(

@@ -1,0 +1,318 @@
+import Foundation
+
+/// A `config.json` key that is missing, of the wrong type, or out of range.
+public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
+    public let key: String
+    public let problem: String
+    public var description: String { "config.json: \(key): \(problem)" }
+}
+
+/// Typed reads of one JSON object, with errors naming the full key path.
+struct ConfigFields {
+    let members: [String: JSON]
+    let path: String
+
+    init(_ json: JSON, path: String = "") throws(ModelConfigError) {
+        guard let members = json.objectValue else { throw ModelConfigError(key: path.isEmpty ? "(top level)" : path, problem: "is not an object") }
+        self.members = members
+        self.path = path
+    }
+
+    func key(_ name: String) -> String { path.isEmpty ? name : path + "." + name }
+
+    func int(_ name: String, default fallback: Int? = nil, minimum: Int = 1) throws(ModelConfigError) -> Int {
+        guard let value = members[name], value != .null else {
+            guard let fallback else { throw ModelConfigError(key: key(name), problem: "is missing") }
+            return fallback
+        }
+        guard let v = value.intValue else { throw ModelConfigError(key: key(name), problem: "\(value.serialized()) is not an integer") }
+        guard v >= minimum else { throw ModelConfigError(key: key(name), problem: "\(v) is below \(minimum)") }
+        return v
+    }
+
+    func double(_ name: String, default fallback: Double) throws(ModelConfigError) -> Double {
+        guard let value = members[name], value != .null else { return fallback }
+        guard let v = value.doubleValue, v.isFinite, v > 0 else { throw ModelConfigError(key: key(name), problem: "\(value.serialized()) is not a positive number") }
+        return v
+    }
+
+    func bool(_ name: String, default fallback: Bool) throws(ModelConfigError) -> Bool {
+        guard let value = members[name], value != .null else { return fallback }
+        guard let v = value.boolValue else { throw ModelConfigError(key: key(name), problem: "\(value.serialized()) is not true or false") }
+        return v
+    }
+
+    func string(_ name: String, default fallback: String? = nil, allowed: [String]? = nil) throws(ModelConfigError) -> String {
+        guard let value = members[name], value != .null else {
+            guard let fallback else { throw ModelConfigError(key: key(name), problem: "is missing") }
+            return fallback
+        }
+        guard let v = value.stringValue else { throw ModelConfigError(key: key(name), problem: "\(value.serialized()) is not a string") }
+        if let allowed, !allowed.contains(v) {
+            throw ModelConfigError(key: key(name), problem: "\"\(v)\" is not supported (expected one of \(allowed.joined(separator: ", ")))")
+        }
+        return v
+    }
+
+    /// lop's per-layer FFN widths: absent means every layer has `full`.
+    func layerWidths(_ name: String, layers: Int, full: Int) throws(ModelConfigError) -> [Int] {
+        guard let value = members[name], value != .null else { return Array(repeating: full, count: layers) }
+        guard let items = value.arrayValue, items.count == layers else {
+            throw ModelConfigError(key: key(name), problem: "must list one width per layer (\(layers))")
+        }
+        var widths: [Int] = []
+        for item in items {
+            guard let w = item.intValue, w >= 1, w <= full else {
+                throw ModelConfigError(key: key(name), problem: "\(item.serialized()) is not a width in 1...\(full)")
+            }
+            widths.append(w)
+        }
+        return widths
+    }
+
+    func child(_ name: String) throws(ModelConfigError) -> ConfigFields {
+        guard let value = members[name] else { throw ModelConfigError(key: key(name), problem: "is missing") }
+        return try ConfigFields(value, path: key(name))
+    }
+}
+
+/// The key lop adds to a pruned model's config: one FFN width per layer. `intermediate_size` keeps the base
+/// model's width (the upper bound of every entry), so the base shape stays visible.
+public let ffnSizesKey = "lop_ffn_sizes"
+
+/// A Llama-family decoder's `config.json` (`LlamaForCausalLM`; Qwen2 and Mistral differ by one flag each).
+public struct LlamaConfig: Equatable, Sendable {
+    public var modelType: String
+    public var vocabularySize: Int
+    public var hiddenSize: Int
+    /// The base model's FFN width.
+    public var intermediateSize: Int
+    /// Each layer's FFN width (all `intermediateSize` unless pruned).
+    public var ffnSizes: [Int]
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Double
+    public var ropeTheta: Double
+    public var tiedEmbeddings: Bool
+    /// Biases on q/k/v projections (Qwen2; Llama's `attention_bias`).
+    public var qkvBias: Bool
+    /// A bias on the output projection (Llama's `attention_bias`; not Qwen2).
+    public var outputBias: Bool
+    public var maxPositions: Int
+
+    public init(vocabularySize: Int, hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, kvHeads: Int,
+                rmsNormEps: Double = 1e-5, ropeTheta: Double = 10000, tiedEmbeddings: Bool = false, maxPositions: Int = 2048) {
+        modelType = "llama"
+        self.vocabularySize = vocabularySize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        ffnSizes = Array(repeating: intermediateSize, count: layers)
+        self.layers = layers
+        self.heads = heads
+        self.kvHeads = kvHeads
+        headDim = hiddenSize / heads
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.tiedEmbeddings = tiedEmbeddings
+        qkvBias = false
+        outputBias = false
+        self.maxPositions = maxPositions
+    }
+
+    public init(json: JSON) throws(ModelConfigError) {
+        try self.init(fields: ConfigFields(json))
+    }
+
+    init(fields f: ConfigFields) throws(ModelConfigError) {
+        modelType = try f.string("model_type", default: "llama", allowed: ["llama", "qwen2", "mistral"])
+        vocabularySize = try f.int("vocab_size")
+        hiddenSize = try f.int("hidden_size")
+        intermediateSize = try f.int("intermediate_size")
+        layers = try f.int("num_hidden_layers")
+        heads = try f.int("num_attention_heads")
+        kvHeads = try f.int("num_key_value_heads", default: heads)
+        guard heads % kvHeads == 0 else {
+            throw ModelConfigError(key: f.key("num_key_value_heads"), problem: "\(kvHeads) does not divide num_attention_heads \(heads)")
+        }
+        guard hiddenSize % heads == 0 || f.members["head_dim"] != nil else {
+            throw ModelConfigError(key: f.key("num_attention_heads"), problem: "\(heads) does not divide hidden_size \(hiddenSize)")
+        }
+        headDim = try f.int("head_dim", default: hiddenSize / heads)
+        guard headDim % 2 == 0 else { throw ModelConfigError(key: f.key("head_dim"), problem: "\(headDim) is odd; rotary embeddings need pairs") }
+        rmsNormEps = try f.double("rms_norm_eps", default: 1e-6)
+        ropeTheta = try f.double("rope_theta", default: 10000)
+        tiedEmbeddings = try f.bool("tie_word_embeddings", default: false)
+        let attentionBias = try f.bool("attention_bias", default: false)
+        qkvBias = modelType == "qwen2" || attentionBias
+        outputBias = modelType != "qwen2" && attentionBias
+        maxPositions = try f.int("max_position_embeddings", default: 2048)
+        _ = try f.string("hidden_act", default: "silu", allowed: ["silu"])
+        if try f.bool("mlp_bias", default: false) { throw ModelConfigError(key: f.key("mlp_bias"), problem: "FFN biases are not supported") }
+        if let scaling = f.members["rope_scaling"], scaling != .null {
+            throw ModelConfigError(key: f.key("rope_scaling"), problem: "rotary scaling \(scaling.serialized()) is not supported")
+        }
+        ffnSizes = try f.layerWidths(ffnSizesKey, layers: layers, full: intermediateSize)
+    }
+
+    /// Whether some layer's FFN is narrower than the base width.
+    public var isPruned: Bool { ffnSizes.contains { $0 != intermediateSize } }
+
+    public var json: JSON {
+        var members: [String: JSON] = [
+            "architectures": .array([.string(modelType == "qwen2" ? "Qwen2ForCausalLM" : modelType == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM")]),
+            "model_type": .string(modelType),
+            "vocab_size": .int(vocabularySize),
+            "hidden_size": .int(hiddenSize),
+            "intermediate_size": .int(intermediateSize),
+            "num_hidden_layers": .int(layers),
+            "num_attention_heads": .int(heads),
+            "num_key_value_heads": .int(kvHeads),
+            "head_dim": .int(headDim),
+            "rms_norm_eps": .double(rmsNormEps),
+            "rope_theta": .double(ropeTheta),
+            "tie_word_embeddings": .bool(tiedEmbeddings),
+            "max_position_embeddings": .int(maxPositions),
+            "hidden_act": .string("silu"),
+            "torch_dtype": .string("float32"),
+        ]
+        if modelType != "qwen2" { members["attention_bias"] = .bool(outputBias) }
+        if isPruned { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
+        return .object(members)
+    }
+}
+
+/// The activations vision encoders and projectors use, by their Hugging Face names.
+public enum Activation: String, Sendable, CaseIterable {
+    case gelu, quickGelu = "quick_gelu", geluTanh = "gelu_pytorch_tanh", geluNew = "gelu_new", silu, relu
+}
+
+/// A CLIP/ViT vision encoder's config (`clip_vision_model`): pre-LayerNorm blocks with a `fc1`/`fc2` MLP.
+public struct VisionConfig: Equatable, Sendable {
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var ffnSizes: [Int]
+    public var layers: Int
+    public var heads: Int
+    public var imageSize: Int
+    public var patchSize: Int
+    public var channels: Int
+    public var layerNormEps: Double
+    public var activation: Activation
+
+    public init(hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, imageSize: Int, patchSize: Int,
+                channels: Int = 3, layerNormEps: Double = 1e-5, activation: Activation = .quickGelu) {
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        ffnSizes = Array(repeating: intermediateSize, count: layers)
+        self.layers = layers
+        self.heads = heads
+        self.imageSize = imageSize
+        self.patchSize = patchSize
+        self.channels = channels
+        self.layerNormEps = layerNormEps
+        self.activation = activation
+    }
+
+    public var patchesPerSide: Int { imageSize / patchSize }
+    public var patchCount: Int { patchesPerSide * patchesPerSide }
+
+    init(fields f: ConfigFields) throws(ModelConfigError) {
+        _ = try f.string("model_type", default: "clip_vision_model", allowed: ["clip_vision_model", "vit"])
+        hiddenSize = try f.int("hidden_size")
+        intermediateSize = try f.int("intermediate_size")
+        layers = try f.int("num_hidden_layers")
+        heads = try f.int("num_attention_heads")
+        guard hiddenSize % heads == 0 else {
+            throw ModelConfigError(key: f.key("num_attention_heads"), problem: "\(heads) does not divide hidden_size \(hiddenSize)")
+        }
+        imageSize = try f.int("image_size")
+        patchSize = try f.int("patch_size")
+        guard imageSize % patchSize == 0 else {
+            throw ModelConfigError(key: f.key("patch_size"), problem: "\(patchSize) does not divide image_size \(imageSize)")
+        }
+        channels = try f.int("num_channels", default: 3)
+        layerNormEps = try f.double("layer_norm_eps", default: 1e-5)
+        let act = try f.string("hidden_act", default: "quick_gelu", allowed: Activation.allCases.map(\.rawValue))
+        activation = Activation(rawValue: act)!
+        ffnSizes = try f.layerWidths(ffnSizesKey, layers: layers, full: intermediateSize)
+    }
+
+    var json: JSON {
+        var members: [String: JSON] = [
+            "model_type": .string("clip_vision_model"),
+            "hidden_size": .int(hiddenSize),
+            "intermediate_size": .int(intermediateSize),
+            "num_hidden_layers": .int(layers),
+            "num_attention_heads": .int(heads),
+            "image_size": .int(imageSize),
+            "patch_size": .int(patchSize),
+            "num_channels": .int(channels),
+            "layer_norm_eps": .double(layerNormEps),
+            "hidden_act": .string(activation.rawValue),
+        ]
+        if ffnSizes.contains(where: { $0 != intermediateSize }) { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
+        return .object(members)
+    }
+}
+
+/// A LLaVA-style MLLM's config (`LlavaForConditionalGeneration`): vision encoder → MLP projector → decoder.
+public struct LlavaConfig: Equatable, Sendable {
+    public var text: LlamaConfig
+    public var vision: VisionConfig
+    /// The token id whose positions receive image features, one position per feature.
+    public var imageTokenIndex: Int
+    public var projectorActivation: Activation
+    /// Which vision hidden state feeds the projector: −1 is the last layer's output, −2 the one before it (HF).
+    public var visionFeatureLayer: Int
+    /// "default" drops the class token's feature, "full" keeps it.
+    public var visionFeatureSelect: String
+
+    public init(text: LlamaConfig, vision: VisionConfig, imageTokenIndex: Int, visionFeatureLayer: Int = -1,
+                visionFeatureSelect: String = "default", projectorActivation: Activation = .gelu) {
+        self.text = text
+        self.vision = vision
+        self.imageTokenIndex = imageTokenIndex
+        self.visionFeatureLayer = visionFeatureLayer
+        self.visionFeatureSelect = visionFeatureSelect
+        self.projectorActivation = projectorActivation
+    }
+
+    public init(json: JSON) throws(ModelConfigError) {
+        let f = try ConfigFields(json)
+        _ = try f.string("model_type", default: "llava", allowed: ["llava"])
+        text = try LlamaConfig(fields: f.child("text_config"))
+        vision = try VisionConfig(fields: f.child("vision_config"))
+        imageTokenIndex = try f.int("image_token_index", minimum: 0)
+        guard imageTokenIndex < text.vocabularySize else {
+            throw ModelConfigError(key: "image_token_index", problem: "\(imageTokenIndex) is outside the vocabulary of \(text.vocabularySize)")
+        }
+        projectorActivation = Activation(rawValue: try f.string("projector_hidden_act", default: "gelu", allowed: Activation.allCases.map(\.rawValue)))!
+        let layer = try f.int("vision_feature_layer", default: -2, minimum: -vision.layers - 1)
+        guard layer <= vision.layers else {
+            throw ModelConfigError(key: "vision_feature_layer", problem: "\(layer) is beyond the \(vision.layers) vision layers")
+        }
+        visionFeatureLayer = layer
+        visionFeatureSelect = try f.string("vision_feature_select_strategy", default: "default", allowed: ["default", "full"])
+    }
+
+    /// How many vision layers run: hidden state `visionFeatureLayer` needs no layer after it.
+    public var visionLayersUsed: Int { visionFeatureLayer < 0 ? vision.layers + 1 + visionFeatureLayer : visionFeatureLayer }
+
+    /// Image features per image, hence image tokens per image in the text.
+    public var featuresPerImage: Int { vision.patchCount + (visionFeatureSelect == "full" ? 1 : 0) }
+
+    public var json: JSON {
+        .object([
+            "architectures": .array([.string("LlavaForConditionalGeneration")]),
+            "model_type": .string("llava"),
+            "text_config": text.json,
+            "vision_config": vision.json,
+            "image_token_index": .int(imageTokenIndex),
+            "projector_hidden_act": .string(projectorActivation.rawValue),
+            "vision_feature_layer": .int(visionFeatureLayer),
+            "vision_feature_select_strategy": .string(visionFeatureSelect),
+        ])
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Tensor
+
+/// How a forward pass runs beyond the weights themselves.
+public struct ForwardOptions {
+    /// Neurons each language-model FFN uses: the leading `k` of its (importance-ordered) neurons, read in place
+    /// through BLAS leading dimensions. nil uses every neuron. Narrowed FFNs pass no gradient to their weights.
+    public var ffnKeep: [Int]?
+    /// Receives each language-model FFN's hidden activation `act(gate(x)) ⊙ up(x)`, `[tokens, width]`, with
+    /// the layer index (importance scores are computed from it).
+    public var observeFFN: ((Int, Tensor) -> Void)?
+
+    public init(ffnKeep: [Int]? = nil, observeFFN: ((Int, Tensor) -> Void)? = nil) {
+        self.ffnKeep = ffnKeep
+        self.observeFFN = observeFFN
+    }
+}
+
+/// A Llama-family decoder (`LlamaForCausalLM`, `Qwen2ForCausalLM`, `MistralForCausalLM`): token embedding,
+/// pre-RMSNorm blocks with rotary grouped-query attention and a SwiGLU FFN, final norm, LM head.
+public final class LlamaModel {
+    public struct Layer {
+        public let inputNorm, q, k, v, o: Parameter
+        public let qBias, kBias, vBias, oBias: Parameter?
+        public let postNorm, gate, up, down: Parameter
+    }
+
+    public let config: LlamaConfig
+    public let embedTokens: Parameter
+    public let layers: [Layer]
+    public let norm: Parameter
+    /// nil when the head is tied to the embedding.
+    public let lmHead: Parameter?
+    /// Every weight, in load order, named as in Hugging Face checkpoints (with the prefix).
+    public let parameters: [Parameter]
+
+    /// Loads the weights named `prefix + "model.layers.0.…"` etc. from `source`; shapes must match `config`.
+    public init(config: LlamaConfig, weights source: any WeightSource, prefix: String = "") throws {
+        self.config = config
+        var r = WeightReader(source, prefix: prefix)
+        let (h, qWidth, kvWidth) = (config.hiddenSize, config.heads * config.headDim, config.kvHeads * config.headDim)
+        embedTokens = try r.take("model.embed_tokens.weight", [config.vocabularySize, h], .embedding)
+        var layers: [Layer] = []
+        for i in 0..<config.layers {
+            let p = "model.layers.\(i)."
+            let f = config.ffnSizes[i]
+            layers.append(Layer(
+                inputNorm: try r.take(p + "input_layernorm.weight", [h], .normScale),
+                q: try r.take(p + "self_attn.q_proj.weight", [qWidth, h], .matrix),
+                k: try r.take(p + "self_attn.k_proj.weight", [kvWidth, h], .matrix),
+                v: try r.take(p + "self_attn.v_proj.weight", [kvWidth, h], .matrix),
+                o: try r.take(p + "self_attn.o_proj.weight", [h, qWidth], .matrix),
+                qBias: try r.optional(p + "self_attn.q_proj.bias", [qWidth], .bias, when: config.qkvBias),
+                kBias: try r.optional(p + "self_attn.k_proj.bias", [kvWidth], .bias, when: config.qkvBias),
+                vBias: try r.optional(p + "self_attn.v_proj.bias", [kvWidth], .bias, when: config.qkvBias),
+                oBias: try r.optional(p + "self_attn.o_proj.bias", [h], .bias, when: config.outputBias),
+                postNorm: try r.take(p + "post_attention_layernorm.weight", [h], .normScale),
+                gate: try r.take(p + "mlp.gate_proj.weight", [f, h], .matrix),
+                up: try r.take(p + "mlp.up_proj.weight", [f, h], .matrix),
+                down: try r.take(p + "mlp.down_proj.weight", [h, f], .matrix)))
+        }
+        self.layers = layers
+        norm = try r.take("model.norm.weight", [h], .normScale)
+        lmHead = config.tiedEmbeddings ? nil : try r.take("lm_head.weight", [config.vocabularySize, h], .matrix)
+        parameters = r.loaded
+    }
+
+    /// Token embeddings `[batch, length, hidden]` for rows of equal length.
+    public func embed(_ g: Graph, tokens: [[Int]]) -> Value {
+        let (batch, length) = (tokens.count, tokens.first?.count ?? 0)
+        precondition(tokens.allSatisfy { $0.count == length }, "token rows must have equal length")
+        return g.reshape(g.embedding(g.parameter(embedTokens), ids: tokens.flatMap { $0 }), [batch, length, config.hiddenSize])
+    }
+
+    /// Logits `[batch·length, vocabulary]` from input embeddings `[batch, length, hidden]`.
+    public func logits(_ g: Graph, embeddings: Value, options: ForwardOptions = ForwardOptions()) -> Value {
+        let (batch, length) = (embeddings.shape[0], embeddings.shape[1])
+        precondition(options.ffnKeep.map { $0.count == layers.count } ?? true, "ffnKeep needs one entry per layer")
+        var x = embeddings
+        let eps = Float(config.rmsNormEps), theta = Float(config.ropeTheta)
+        for (i, layer) in layers.enumerated() {
+            let h = g.rmsNorm(x, weight: g.parameter(layer.inputNorm), eps: eps)
+            let q = g.rope(linear(g, h, layer.q, layer.qBias), heads: config.heads, theta: theta)
+            let k = g.rope(linear(g, h, layer.k, layer.kBias), heads: config.kvHeads, theta: theta)
+            let v = linear(g, h, layer.v, layer.vBias)
+            let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.kvHeads, causal: true)
+            x = g.add(x, linear(g, attended, layer.o, layer.oBias))
+            let m = g.rmsNorm(x, weight: g.parameter(layer.postNorm), eps: eps)
+            x = g.add(x, ffn(g, m, layer: layer, index: i, options: options))
+        }
+        let final = g.rmsNorm(x, weight: g.parameter(norm), eps: eps)
+        let logits = g.linear(final, g.parameter(lmHead ?? embedTokens))
+        return g.reshape(logits, [batch * length, config.vocabularySize])
+    }
+
+    public func logits(_ g: Graph, tokens: [[Int]], options: ForwardOptions = ForwardOptions()) -> Value {
+        logits(g, embeddings: embed(g, tokens: tokens), options: options)
+    }
+
+    func linear(_ g: Graph, _ x: Value, _ weight: Parameter, _ bias: Parameter?) -> Value {
+        g.linear(x, g.parameter(weight), bias: bias.map { g.parameter($0) })
+    }
+
+    /// SwiGLU: down(silu(gate(x)) ⊙ up(x)), over all neurons or the leading `ffnKeep[index]` of them.
+    func ffn(_ g: Graph, _ x: Value, layer: Layer, index: Int, options: ForwardOptions) -> Value {
+        let width = layer.gate.value.shape[0]
+        let keep = options.ffnKeep?[index] ?? width
+        precondition(keep >= 0 && keep <= width, "layer \(index) keeps \(keep) of \(width) FFN neurons")
+        let hidden: Value
+        if keep == width {
+            hidden = g.mul(g.silu(g.linear(x, g.parameter(layer.gate))), g.linear(x, g.parameter(layer.up)))
+        } else {
+            hidden = g.mul(g.silu(g.linear(x, layer.gate.value.leading(rows: keep))), g.linear(x, layer.up.value.leading(rows: keep)))
+        }
+        options.observeFFN?(index, hidden.tensor)
+        if keep == width { return g.linear(hidden, g.parameter(layer.down)) }
+        return g.linear(hidden, layer.down.value.leading(columns: keep))
+    }
+
+    /// Weights by Hugging Face name, for writing a checkpoint.
+    public var tensors: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Tensor
+
+/// A model lop can load, run, prune and write: a text decoder or a LLaVA-style MLLM.
+public enum Model {
+    case llama(LlamaModel)
+    case llava(LlavaModel)
+
+    /// Loads a Hugging Face model folder, choosing the architecture from `config.json`.
+    public static func load(directory: String) throws -> Model {
+        let checkpoint = try Checkpoint(directory: directory)
+        return try load(config: checkpoint.config, weights: checkpoint)
+    }
+
+    public static func load(config: JSON, weights: any WeightSource) throws -> Model {
+        switch config["model_type"]?.stringValue {
+        case "llava": return .llava(try LlavaModel(config: LlavaConfig(json: config), weights: weights))
+        case "llama", "qwen2", "mistral", nil: return .llama(try LlamaModel(config: LlamaConfig(json: config), weights: weights))
+        case let other?: throw ModelConfigError(key: "model_type", problem: "\"\(other)\" is not supported (llama, qwen2, mistral, llava)")
+        }
+    }
+
+    public var config: JSON {
+        switch self {
+        case .llama(let m): return m.config.json
+        case .llava(let m): return m.config.json
+        }
+    }
+
+    /// The decoder whose FFNs are the main prunable units.
+    public var language: LlamaModel {
+        switch self {
+        case .llama(let m): return m
+        case .llava(let m): return m.language
+        }
+    }
+
+    public var parameters: [Parameter] {
+        switch self {
+        case .llama(let m): return m.parameters
+        case .llava(let m): return m.parameters
+        }
+    }
+
+    public var tensors: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+    }
+
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
+
+    /// Writes the model as a Hugging Face folder (temporary folder, then renamed).
+    public func write(to directory: String, dtype: DType = .f32, maxShardBytes: Int? = nil, extraFiles: [String: Data] = [:]) throws {
+        try Checkpoint.write(config: config, tensors: tensors, dtype: dtype, maxShardBytes: maxShardBytes, extraFiles: extraFiles, to: directory)
+    }
+}

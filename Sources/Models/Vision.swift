@@ -1,0 +1,219 @@
+import Foundation
+import Tensor
+
+extension Graph {
+    /// An activation by its Hugging Face name.
+    public func activation(_ x: Value, _ kind: Activation) -> Value {
+        switch kind {
+        case .gelu: return geluExact(x)
+        case .geluTanh, .geluNew: return geluTanh(x)
+        case .quickGelu: return mul(x, sigmoid(scale(x, by: 1.702)))  // CLIP's x·σ(1.702x)
+        case .silu: return silu(x)
+        case .relu: return relu(x)
+        }
+    }
+}
+
+/// A CLIP/ViT vision encoder (`CLIPVisionModel` weights): patch embedding (a stride-`patch` convolution, run
+/// as one product over flattened patches), class token, learned positions, pre-LayerNorm, pre-LN blocks with
+/// biased attention projections and an `fc1`/`fc2` MLP.
+public final class VisionEncoder {
+    public struct Layer {
+        public let norm1Weight, norm1Bias, q, qBias, k, kBias, v, vBias, out, outBias: Parameter
+        public let norm2Weight, norm2Bias, fc1, fc1Bias, fc2, fc2Bias: Parameter
+    }
+
+    public let config: VisionConfig
+    public let classEmbedding, patchEmbedding, positionEmbedding, preNormWeight, preNormBias: Parameter
+    public let layers: [Layer]
+    public let parameters: [Parameter]
+
+    /// Loads `prefix + "vision_model.embeddings.…"` etc.; only the first `layersUsed` layers are read (a LLaVA
+    /// feature layer before the last leaves later layers unused) and the post-LayerNorm is not used.
+    public init(config: VisionConfig, weights source: any WeightSource, prefix: String = "", layersUsed: Int? = nil) throws {
+        self.config = config
+        var r = WeightReader(source, prefix: prefix + "vision_model.")
+        let (h, c, p) = (config.hiddenSize, config.channels, config.patchSize)
+        classEmbedding = try r.take("embeddings.class_embedding", [h], .embedding)
+        patchEmbedding = try r.take("embeddings.patch_embedding.weight", [h, c, p, p], .matrix)
+        positionEmbedding = try r.take("embeddings.position_embedding.weight", [config.patchCount + 1, h], .embedding)
+        preNormWeight = try r.take("pre_layrnorm.weight", [h], .normScale)  // sic: Hugging Face's spelling
+        preNormBias = try r.take("pre_layrnorm.bias", [h], .bias)
+        var layers: [Layer] = []
+        for i in 0..<(layersUsed ?? config.layers) {
+            let l = "encoder.layers.\(i)."
+            let f = config.ffnSizes[i]
+            layers.append(Layer(
+                norm1Weight: try r.take(l + "layer_norm1.weight", [h], .normScale),
+                norm1Bias: try r.take(l + "layer_norm1.bias", [h], .bias),
+                q: try r.take(l + "self_attn.q_proj.weight", [h, h], .matrix),
+                qBias: try r.take(l + "self_attn.q_proj.bias", [h], .bias),
+                k: try r.take(l + "self_attn.k_proj.weight", [h, h], .matrix),
+                kBias: try r.take(l + "self_attn.k_proj.bias", [h], .bias),
+                v: try r.take(l + "self_attn.v_proj.weight", [h, h], .matrix),
+                vBias: try r.take(l + "self_attn.v_proj.bias", [h], .bias),
+                out: try r.take(l + "self_attn.out_proj.weight", [h, h], .matrix),
+                outBias: try r.take(l + "self_attn.out_proj.bias", [h], .bias),
+                norm2Weight: try r.take(l + "layer_norm2.weight", [h], .normScale),
+                norm2Bias: try r.take(l + "layer_norm2.bias", [h], .bias),
+                fc1: try r.take(l + "mlp.fc1.weight", [f, h], .matrix),
+                fc1Bias: try r.take(l + "mlp.fc1.bias", [f], .bias),
+                fc2: try r.take(l + "mlp.fc2.weight", [h, f], .matrix),
+                fc2Bias: try r.take(l + "mlp.fc2.bias", [h], .bias)))
+        }
+        self.layers = layers
+        parameters = r.loaded
+    }
+
+    /// Hidden states `[images, 1 + patches, hidden]` after every loaded layer, for images `[images, channels,
+    /// size, size]` (already normalised). `mlpKeep` narrows each layer's MLP to its leading neurons.
+    public func forward(_ g: Graph, images: Tensor, mlpKeep: [Int]? = nil) -> Value {
+        let (h, count) = (config.hiddenSize, images.shape[0])
+        precondition(images.shape == [count, config.channels, config.imageSize, config.imageSize],
+                     "images have shape \(images.shape), the encoder takes [n, \(config.channels), \(config.imageSize), \(config.imageSize)]")
+        let patchWidth = config.channels * config.patchSize * config.patchSize
+        let patches = g.constant(Self.patches(images, patchSize: config.patchSize))
+        let kernel = g.reshape(g.parameter(patchEmbedding), [h, patchWidth])
+        let embedded = g.reshape(g.linear(patches, kernel), [count, config.patchCount, h])
+        let cls = g.reshape(g.parameter(classEmbedding), [1, 1, h])
+        var x = g.concat([g.concat(Array(repeating: cls, count: count), axis: 0), embedded], axis: 1)
+        x = g.add(x, g.parameter(positionEmbedding))
+        let eps = Float(config.layerNormEps)
+        x = g.layerNorm(x, weight: g.parameter(preNormWeight), bias: g.parameter(preNormBias), eps: eps)
+        for (i, layer) in layers.enumerated() {
+            let a = g.layerNorm(x, weight: g.parameter(layer.norm1Weight), bias: g.parameter(layer.norm1Bias), eps: eps)
+            let q = g.linear(a, g.parameter(layer.q), bias: g.parameter(layer.qBias))
+            let k = g.linear(a, g.parameter(layer.k), bias: g.parameter(layer.kBias))
+            let v = g.linear(a, g.parameter(layer.v), bias: g.parameter(layer.vBias))
+            let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.heads, causal: false)
+            x = g.add(x, g.linear(attended, g.parameter(layer.out), bias: g.parameter(layer.outBias)))
+            let m = g.layerNorm(x, weight: g.parameter(layer.norm2Weight), bias: g.parameter(layer.norm2Bias), eps: eps)
+            let width = layer.fc1.value.shape[0]
+            let keep = mlpKeep?[i] ?? width
+            let hidden: Value
+            if keep == width {
+                hidden = g.activation(g.linear(m, g.parameter(layer.fc1), bias: g.parameter(layer.fc1Bias)), config.activation)
+                x = g.add(x, g.linear(hidden, g.parameter(layer.fc2), bias: g.parameter(layer.fc2Bias)))
+            } else {
+                let bias = g.constant(Tensor(shape: [keep], data: Array(layer.fc1Bias.value.data.prefix(keep))))
+                hidden = g.activation(g.add(g.linear(m, layer.fc1.value.leading(rows: keep)), bias), config.activation)
+                x = g.add(x, g.add(g.linear(hidden, layer.fc2.value.leading(columns: keep)), g.constant(layer.fc2Bias.value)))
+            }
+        }
+        return x
+    }
+
+    /// `[images·patches, channels·patch·patch]`: each patch flattened channel-major, as the convolution
+    /// kernel `[hidden, channels, patch, patch]` is laid out; patches in row-major grid order.
+    static func patches(_ images: Tensor, patchSize p: Int) -> Tensor {
+        let (count, channels, size) = (images.shape[0], images.shape[1], images.shape[2])
+        let side = size / p
+        let width = channels * p * p
+        var out = [Float](repeating: 0, count: count * side * side * width)
+        for n in 0..<count {
+            for py in 0..<side {
+                for px in 0..<side {
+                    let row = ((n * side + py) * side + px) * width
+                    for c in 0..<channels {
+                        for y in 0..<p {
+                            let source = ((n * channels + c) * size + py * p + y) * size + px * p
+                            let target = row + (c * p + y) * p
+                            for x in 0..<p { out[target + x] = images.data[source + x] }
+                        }
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [count * side * side, width], data: out)
+    }
+}
+
+/// A LLaVA-style MLLM (`LlavaForConditionalGeneration` weights, classic names): vision encoder → two-layer MLP
+/// projector → Llama decoder, with each image's features written over a run of image tokens in the text.
+public final class LlavaModel {
+    public let config: LlavaConfig
+    public let vision: VisionEncoder
+    public let projector1, projector1Bias, projector2, projector2Bias: Parameter
+    public let language: LlamaModel
+    public var parameters: [Parameter] { vision.parameters + [projector1, projector1Bias, projector2, projector2Bias] + language.parameters }
+
+    public init(config: LlavaConfig, weights source: any WeightSource) throws {
+        self.config = config
+        vision = try VisionEncoder(config: config.vision, weights: source, prefix: "vision_tower.", layersUsed: config.visionLayersUsed)
+        var r = WeightReader(source, prefix: "multi_modal_projector.")
+        let (v, t) = (config.vision.hiddenSize, config.text.hiddenSize)
+        projector1 = try r.take("linear_1.weight", [t, v], .matrix)
+        projector1Bias = try r.take("linear_1.bias", [t], .bias)
+        projector2 = try r.take("linear_2.weight", [t, t], .matrix)
+        projector2Bias = try r.take("linear_2.bias", [t], .bias)
+        language = try LlamaModel(config: config.text, weights: source, prefix: "language_model.")
+    }
+
+    /// Projected image features `[images, featuresPerImage, textHidden]`.
+    public func imageFeatures(_ g: Graph, images: Tensor, mlpKeep: [Int]? = nil) -> Value {
+        let states = vision.forward(g, images: images, mlpKeep: mlpKeep)
+        let selected = config.visionFeatureSelect == "full" ? states : g.slice(states, axis: 1, 1..<states.shape[1])
+        let hidden = g.activation(g.linear(selected, g.parameter(projector1), bias: g.parameter(projector1Bias)), config.projectorActivation)
+        return g.linear(hidden, g.parameter(projector2), bias: g.parameter(projector2Bias))
+    }
+
+    /// Text embeddings with each row's run of image tokens replaced by that row's image features. Rows with
+    /// `features` index nil have no image; a row with an image holds exactly one contiguous run of
+    /// `featuresPerImage` image tokens.
+    public func embed(_ g: Graph, tokens: [[Int]], features: Value?, imageOfRow: [Int?]) throws -> Value {
+        let text = language.embed(g, tokens: tokens)
+        let (length, n) = (tokens.first?.count ?? 0, config.featuresPerImage)
+        var rows: [Value] = []
+        for (b, row) in tokens.enumerated() {
+            let positions = row.indices.filter { row[$0] == config.imageTokenIndex }
+            let textRow = g.slice(text, axis: 0, b..<(b + 1))
+            guard let image = imageOfRow[b], let features else {
+                guard positions.isEmpty else { throw ModelInputError(problem: "row \(b) has image tokens but no image") }
+                rows.append(textRow)
+                continue
+            }
+            guard let start = positions.first, positions.count == n, positions.last == start + n - 1 else {
+                throw ModelInputError(problem: "row \(b) must hold one run of \(n) image tokens (id \(config.imageTokenIndex)), found \(positions.count)")
+            }
+            let imageRow = g.slice(features, axis: 0, image..<(image + 1))
+            var parts: [Value] = []
+            if start > 0 { parts.append(g.slice(textRow, axis: 1, 0..<start)) }
+            parts.append(imageRow)
+            if start + n < length { parts.append(g.slice(textRow, axis: 1, (start + n)..<length)) }
+            rows.append(parts.count == 1 ? parts[0] : g.concat(parts, axis: 1))
+        }
+        return rows.count == 1 ? rows[0] : g.concat(rows, axis: 0)
+    }
+
+    /// Logits `[batch·length, vocabulary]`. `images` holds one image per row that has one, in row order.
+    public func logits(_ g: Graph, tokens: [[Int]], images: Tensor?, options: ForwardOptions = ForwardOptions(),
+                       visionKeep: [Int]? = nil) throws -> Value {
+        let features = images.map { imageFeatures(g, images: $0, mlpKeep: visionKeep) }
+        return try logits(g, tokens: tokens, features: features, options: options)
+    }
+
+    /// Logits from image features computed earlier (a search that prunes only the language model computes
+    /// them once).
+    public func logits(_ g: Graph, tokens: [[Int]], features: Value?, options: ForwardOptions = ForwardOptions()) throws -> Value {
+        var next = 0
+        let imageOfRow: [Int?] = tokens.map { row in
+            guard row.contains(config.imageTokenIndex) else { return nil }
+            defer { next += 1 }
+            return next
+        }
+        guard next == (features?.shape[0] ?? 0) else {
+            throw ModelInputError(problem: "\(next) rows hold image tokens but \(features?.shape[0] ?? 0) images were given")
+        }
+        return language.logits(g, embeddings: try embed(g, tokens: tokens, features: features, imageOfRow: imageOfRow), options: options)
+    }
+
+    public var tensors: [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
+    }
+}
+
+/// Token rows or images that do not fit the model.
+public struct ModelInputError: Error, CustomStringConvertible {
+    public let problem: String
+    public var description: String { problem }
+}
