@@ -26,10 +26,14 @@ public final class VisionEncoder {
     public let config: VisionConfig
     public let classEmbedding, patchEmbedding, positionEmbedding, preNormWeight, preNormBias: Parameter
     public let layers: [Layer]
+    /// The final LayerNorm (`post_layernorm`), kept so written checkpoints stay complete; LLaVA does not use it.
+    public let postNormWeight, postNormBias: Parameter?
+    /// Layers a forward pass runs: hidden states after later ones are never used.
+    public let layersUsed: Int
     public let parameters: [Parameter]
 
-    /// Loads `prefix + "vision_model.embeddings.…"` etc.; only the first `layersUsed` layers are read (a LLaVA
-    /// feature layer before the last leaves later layers unused) and the post-LayerNorm is not used.
+    /// Loads `prefix + "vision_model.embeddings.…"` etc. Every layer is loaded (and written back), but forward
+    /// passes run only the first `layersUsed` (a LLaVA feature layer before the last leaves later ones unused).
     public init(config: VisionConfig, weights source: any WeightSource, prefix: String = "", layersUsed: Int? = nil) throws {
         self.config = config
         var r = WeightReader(source, prefix: prefix + "vision_model.")
@@ -40,7 +44,8 @@ public final class VisionEncoder {
         preNormWeight = try r.take("pre_layrnorm.weight", [h], .normScale)  // sic: Hugging Face's spelling
         preNormBias = try r.take("pre_layrnorm.bias", [h], .bias)
         var layers: [Layer] = []
-        for i in 0..<(layersUsed ?? config.layers) {
+        self.layersUsed = layersUsed ?? config.layers
+        for i in 0..<config.layers {
             let l = "encoder.layers.\(i)."
             let f = config.ffnSizes[i]
             layers.append(Layer(
@@ -62,10 +67,13 @@ public final class VisionEncoder {
                 fc2Bias: try r.take(l + "mlp.fc2.bias", [h], .bias)))
         }
         self.layers = layers
+        let hasPostNorm = source.contains(prefix + "vision_model.post_layernorm.weight")
+        postNormWeight = try r.optional("post_layernorm.weight", [h], .normScale, when: hasPostNorm)
+        postNormBias = try r.optional("post_layernorm.bias", [h], .bias, when: hasPostNorm)
         parameters = r.loaded
     }
 
-    /// Hidden states `[images, 1 + patches, hidden]` after every loaded layer, for images `[images, channels,
+    /// Hidden states `[images, 1 + patches, hidden]` after the first `layersUsed` layers, for images `[images, channels,
     /// size, size]` (already normalised). `mlpKeep` narrows each layer's MLP to its leading neurons.
     public func forward(_ g: Graph, images: Tensor, mlpKeep: [Int]? = nil) -> Value {
         let (h, count) = (config.hiddenSize, images.shape[0])
@@ -80,7 +88,7 @@ public final class VisionEncoder {
         x = g.add(x, g.parameter(positionEmbedding))
         let eps = Float(config.layerNormEps)
         x = g.layerNorm(x, weight: g.parameter(preNormWeight), bias: g.parameter(preNormBias), eps: eps)
-        for (i, layer) in layers.enumerated() {
+        for (i, layer) in layers.prefix(layersUsed).enumerated() {
             let a = g.layerNorm(x, weight: g.parameter(layer.norm1Weight), bias: g.parameter(layer.norm1Bias), eps: eps)
             let q = g.linear(a, g.parameter(layer.q), bias: g.parameter(layer.qBias))
             let k = g.linear(a, g.parameter(layer.k), bias: g.parameter(layer.kBias))
