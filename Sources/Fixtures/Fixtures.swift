@@ -1,0 +1,199 @@
+import Foundation
+import Models
+import Tensor
+
+/// The recipes that train lop's two committed fixture models, and the evaluations their model cards report.
+public enum Fixtures {
+    public static let names = ["tiny-llama", "tiny-llava"]
+
+    /// Hyperparameters of one training run (all of them: a card lists them so the run can be repeated).
+    public struct Recipe: Sendable {
+        public var steps: Int
+        public var batch: Int
+        public var peakLearningRate: Float
+        public var warmupSteps: Int
+        public var weightDecay: Float
+        public var clipNorm: Float
+        public var validateEvery: Int
+        public var seed: UInt64
+
+        /// The recipe with another step count (warm-up shortened to fit, validation at least once).
+        public func with(steps: Int?) -> Recipe {
+            guard let steps else { return self }
+            var r = self
+            r.steps = steps
+            r.warmupSteps = min(warmupSteps, steps / 10)
+            r.validateEvery = min(validateEvery, steps)
+            return r
+        }
+
+        public static let tinyLlama = Recipe(steps: 1200, batch: 16, peakLearningRate: 3e-3, warmupSteps: 60, weightDecay: 0.05,
+                                             clipNorm: 1, validateEvery: 100, seed: 1)
+        public static let tinyLlava = Recipe(steps: 3000, batch: 32, peakLearningRate: 2e-3, warmupSteps: 60, weightDecay: 0.01,
+                                             clipNorm: 1, validateEvery: 100, seed: 2)
+    }
+
+    /// Context length of `tiny-llama`'s training windows and evaluation.
+    public static let textContext = 128
+
+    public static var tinyLlamaConfig: LlamaConfig {
+        LlamaConfig(vocabularySize: ByteTokenizer.vocabularySize, hiddenSize: 128, intermediateSize: 384, layers: 6, heads: 4,
+                    kvHeads: 2, rmsNormEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, maxPositions: 512)
+    }
+
+    public static var tinyLlavaConfig: LlavaConfig {
+        let text = LlamaConfig(vocabularySize: ByteTokenizer.vocabularySize, hiddenSize: 96, intermediateSize: 256, layers: 4, heads: 4,
+                               kvHeads: 4, rmsNormEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: false, maxPositions: 256)
+        let vision = VisionConfig(hiddenSize: 64, intermediateSize: 128, layers: 2, heads: 4, imageSize: ShapesDataset.imageSize,
+                                  patchSize: 6, channels: 3, layerNormEps: 1e-5, activation: .quickGelu)
+        return LlavaConfig(text: text, vision: vision, imageTokenIndex: ByteTokenizer.image, visionFeatureLayer: -1)
+    }
+
+    // MARK: Training
+
+    /// AdamW with warmup + cosine, gradient clipping, and the weights of the best validation score kept.
+    static func train(parameters: [Parameter], recipe: Recipe, log: (String) -> Void,
+                      validate: () throws -> Double, step: (Graph, Int) throws -> Value) throws -> (trainLoss: Double, validation: Double) {
+        let optimizer = AdamW(parameters: parameters, weightDecay: recipe.weightDecay)
+        let schedule = WarmupCosineSchedule(peak: recipe.peakLearningRate, warmupSteps: recipe.warmupSteps, totalSteps: recipe.steps)
+        var best = (score: Double.infinity, weights: parameters.map(\.value))
+        var recent: [Double] = []
+        let start = Date()
+        for s in 0..<recipe.steps {
+            let g = Graph(recording: true)
+            let loss = try step(g, s)
+            g.backward(loss)
+            _ = clipGradientNorm(parameters, maxNorm: recipe.clipNorm)
+            optimizer.update(learningRate: schedule.rate(at: s))
+            optimizer.zeroGradients()
+            recent.append(Double(loss.tensor.scalar))
+            if recent.count > 50 { recent.removeFirst() }
+            if (s + 1) % recipe.validateEvery == 0 || s + 1 == recipe.steps {
+                let score = try validate()
+                if score < best.score { best = (score, parameters.map(\.value)) }
+                let mean = recent.reduce(0, +) / Double(recent.count)
+                log(String(format: "step %5d/%d  train loss %.4f  validation %.4f  best %.4f  %.0fs", s + 1, recipe.steps, mean, score,
+                           best.score, Date().timeIntervalSince(start)))
+            }
+        }
+        for (parameter, value) in zip(parameters, best.weights) { parameter.value = value }
+        return (recent.reduce(0, +) / Double(max(recent.count, 1)), best.score)
+    }
+
+    // MARK: tiny-llama
+
+    /// Mean next-token loss (nats per byte) over non-overlapping windows of `textContext + 1` tokens.
+    public static func textLoss(_ model: LlamaModel, tokens: [Int], options: ForwardOptions = ForwardOptions()) -> Double {
+        let windows = stride(from: 0, to: tokens.count - 1, by: textContext).map { start in
+            Array(tokens[start..<min(tokens.count, start + textContext + 1)])
+        }.filter { $0.count >= 2 }
+        var (total, counted) = (0.0, 0)
+        // Windows of equal length batch together; the last, shorter one runs alone.
+        for group in Dictionary(grouping: windows, by: \.count).values {
+            for batchStart in stride(from: 0, to: group.count, by: 16) {
+                let batch = Array(group[batchStart..<min(group.count, batchStart + 16)])
+                let g = Graph(recording: false)
+                let logits = model.logits(g, tokens: batch.map { Array($0.dropLast()) }, options: options)
+                let loss = g.crossEntropy(logits, targets: batch.flatMap { Array($0.dropFirst()) })
+                let n = batch.count * (batch[0].count - 1)
+                total += Double(loss.tensor.scalar) * Double(n)
+                counted += n
+            }
+        }
+        return total / Double(max(counted, 1))
+    }
+
+    public static func trainTinyLlama(corpus: TextCorpus, recipe: Recipe = .tinyLlama, log: (String) -> Void) throws -> LlamaModel {
+        let config = tinyLlamaConfig
+        let model = try LlamaModel(config: config, weights: RandomInitialization(seed: recipe.seed, layers: config.layers))
+        var generator = SeededGenerator(seed: recipe.seed &+ 100)
+        let tokens = corpus.train
+        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { textLoss(model, tokens: corpus.validation) }) { g, _ in
+            let batch = (0..<recipe.batch).map { _ -> [Int] in
+                let start = Int.random(in: 0..<(tokens.count - textContext - 1), using: &generator)
+                return Array(tokens[start...(start + textContext)])
+            }
+            let logits = model.logits(g, tokens: batch.map { Array($0.dropLast()) })
+            return g.crossEntropy(logits, targets: batch.flatMap { Array($0.dropFirst()) })
+        }
+        return model
+    }
+
+    // MARK: tiny-llava
+
+    /// Token rows and targets for question/answer examples: loss only on the answer and its EOS; rows padded.
+    public static func shapesBatch(_ examples: [ShapesDataset.Example], config: LlavaConfig) -> (tokens: [[Int]], targets: [Int], images: Tensor) {
+        let tokenizer = ByteTokenizer()
+        let sequences = examples.map { example -> (tokens: [Int], promptLength: Int) in
+            let prompt = ShapesDataset.prompt(example.question, imageTokens: config.featuresPerImage)
+            return (prompt + tokenizer.encode(example.answer) + [ByteTokenizer.eos], prompt.count)
+        }
+        let length = sequences.map(\.tokens.count).max()! - 1
+        var rows: [[Int]] = [], targets: [Int] = []
+        for (sequence, promptLength) in sequences {
+            let input = Array(sequence.dropLast())
+            rows.append(input + Array(repeating: ByteTokenizer.pad, count: length - input.count))
+            for t in 0..<length {
+                // Position t predicts token t + 1; only answer tokens (index ≥ promptLength) count.
+                targets.append(t + 1 < sequence.count && t + 1 >= promptLength ? sequence[t + 1] : -100)
+            }
+        }
+        let images = Tensor(shape: [examples.count] + examples[0].image.shape, data: examples.flatMap(\.image.data))
+        return (rows, targets, images)
+    }
+
+    public struct ShapesScore {
+        public var loss: Double
+        public var accuracy: Double
+        public var accuracyByQuestion: [String: Double]
+    }
+
+    /// Answer loss and exact-answer accuracy: an answer counts when the argmax at every answer position (and
+    /// at EOS) is the right token, which is what greedy decoding would produce.
+    public static func shapesScore(_ model: LlavaModel, examples: [ShapesDataset.Example], options: ForwardOptions = ForwardOptions(),
+                                   features: Value? = nil) throws -> ShapesScore {
+        var (total, counted, correct) = (0.0, 0, 0)
+        var byKind: [String: (Int, Int)] = [:]
+        for start in stride(from: 0, to: examples.count, by: 64) {
+            let chunk = Array(examples[start..<min(examples.count, start + 64)])
+            let (tokens, targets, images) = shapesBatch(chunk, config: model.config)
+            let g = Graph(recording: false)
+            let logits = try model.logits(g, tokens: tokens, images: images, options: options)
+            let n = targets.filter { $0 != -100 }.count
+            total += Double(g.crossEntropy(logits, targets: targets).tensor.scalar) * Double(n)
+            counted += n
+            let vocabulary = model.config.text.vocabularySize, length = tokens[0].count
+            for (row, example) in chunk.enumerated() {
+                var right = true
+                for t in 0..<length where targets[row * length + t] != -100 {
+                    let base = (row * length + t) * vocabulary
+                    let scores = logits.tensor.data[base..<(base + vocabulary)]
+                    if scores.indices.max(by: { scores[$0] < scores[$1] })! - base != targets[row * length + t] { right = false }
+                }
+                let kind = String(example.question.split(separator: " ").prefix(2).joined(separator: " "))
+                byKind[kind, default: (0, 0)].0 += right ? 1 : 0
+                byKind[kind, default: (0, 0)].1 += 1
+                if right { correct += 1 }
+            }
+        }
+        return ShapesScore(loss: total / Double(max(counted, 1)), accuracy: Double(correct) / Double(max(examples.count, 1)),
+                           accuracyByQuestion: byKind.mapValues { Double($0.0) / Double($0.1) })
+    }
+
+    /// Seeds of the three disjoint example streams.
+    public static let shapesTrainSeed: UInt64 = 1000, shapesValidationSeed: UInt64 = 2000, shapesHeldOutSeed: UInt64 = 3000
+    public static let shapesHeldOutCount = 512
+
+    public static func trainTinyLlava(recipe: Recipe = .tinyLlava, log: (String) -> Void) throws -> LlavaModel {
+        let config = tinyLlavaConfig
+        let model = try LlavaModel(config: config, weights: RandomInitialization(seed: recipe.seed, layers: config.text.layers))
+        let validation = ShapesDataset.generate(count: 256, seed: shapesValidationSeed)
+        var generator = SeededGenerator(seed: shapesTrainSeed)
+        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try shapesScore(model, examples: validation).loss }) { g, _ in
+            let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator) }
+            let (tokens, targets, images) = shapesBatch(examples, config: config)
+            return g.crossEntropy(try model.logits(g, tokens: tokens, images: images), targets: targets)
+        }
+        return model
+    }
+}

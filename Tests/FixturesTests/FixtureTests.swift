@@ -1,0 +1,100 @@
+import Foundation
+import Testing
+import Tensor
+import TestSupport
+@testable import Fixtures
+@testable import Models
+
+let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
+
+/// NumPy logits (scripts/reference_logits.py) for a model folder.
+func numpyLogits(model: String, tokens: [[Int]], images: Tensor? = nil) throws -> Tensor {
+    var request: [String: JSON] = ["model": .string(model), "tokens": .array(tokens.map { .array($0.map { JSON.int($0) }) })]
+    if let images {
+        let (n, c, s) = (images.shape[0], images.shape[1], images.shape[2])
+        request["images"] = .array((0..<n).map { i in
+            .array((0..<c).map { ch in .array((0..<s).map { y in .array((0..<s).map { x in .double(Double(images.data[((i * c + ch) * s + y) * s + x])) }) }) })
+        })
+    }
+    let path = NSTemporaryDirectory() + "lop-fixture-request-\(UUID().uuidString).json"
+    try Data(JSON.object(request).serialized().utf8).write(to: URL(fileURLWithPath: path))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let (status, output) = try TestProcess.run(["/usr/bin/python3", TestDatabase.repositoryRoot + "/scripts/reference_logits.py", path],
+                                               separateStandardError: true)
+    guard status == 0 else { throw ModelInputError(problem: "reference script exited \(status)") }
+    let reply = try JSON.parse(output)
+    return Tensor(shape: reply["shape"]!.arrayValue!.map { $0.intValue! }, data: reply["logits"]!.arrayValue!.map { Float($0.doubleValue!) })
+}
+
+func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
+    let scale = b.data.map(abs).max() ?? 1
+    return zip(a.data, b.data).map { abs($0 - $1) }.max()! / scale
+}
+
+@Suite struct FixtureTests {
+    @Test(arguments: Fixtures.names)
+    func heldOutMetricsMatchTheModelCard(name: String) throws {
+        let folder = fixturesRoot + "/" + name
+        let card = try String(contentsOfFile: folder + "/MODEL_CARD.md", encoding: .utf8)
+        let stated = try #require(Fixtures.cardMetrics(card))
+        let measured = try Fixtures.metrics(folder: folder)
+        #expect(Fixtures.agree(stated, measured), "card \(stated), measured \(measured)")
+        // Clearly better than chance, and layers differ in how much pruning them hurts.
+        if let accuracy = measured.heldOutAccuracy {
+            #expect(accuracy > 0.6, "chance is about 0.33")
+        } else {
+            #expect(measured.heldOutLoss < 0.5 * log(Double(ByteTokenizer.vocabularySize)))
+        }
+        let increases = measured.layerSensitivity.map { $0 - measured.heldOutLoss }
+        #expect(increases.max()! - increases.min()! > 0.02, "\(increases)")
+    }
+
+    @Test func tinyLlamaLogitsMatchNumPy() throws {
+        let folder = fixturesRoot + "/tiny-llama"
+        let model = try Model.load(directory: folder)
+        let heldOut = try TokenData.read(folder + "/" + Fixtures.heldOutFile, vocabularySize: ByteTokenizer.vocabularySize)[0]
+        let tokens = [Array(heldOut[0..<48]), Array(heldOut[1000..<1048])]
+        let ours = model.language.logits(Graph(recording: false), tokens: tokens).tensor
+        #expect(maxRelativeError(ours, try numpyLogits(model: folder, tokens: tokens)) < 1e-4)
+    }
+
+    @Test func tinyLlavaLogitsMatchNumPy() throws {
+        let folder = fixturesRoot + "/tiny-llava"
+        guard case .llava(let model) = try Model.load(directory: folder) else { Issue.record("not a LLaVA folder"); return }
+        let examples = ShapesDataset.generate(count: 2, seed: Fixtures.shapesHeldOutSeed)
+        let (tokens, _, images) = Fixtures.shapesBatch(examples, config: model.config)
+        let ours = try model.logits(Graph(recording: false), tokens: tokens, images: images).tensor
+        #expect(maxRelativeError(ours, try numpyLogits(model: folder, tokens: tokens, images: images)) < 1e-4)
+    }
+
+    @Test func shapesDatasetIsDeterministicAndConsistent() {
+        let a = ShapesDataset.generate(count: 300, seed: 9), b = ShapesDataset.generate(count: 300, seed: 9)
+        #expect(a.map(\.question) == b.map(\.question) && a.map(\.image) == b.map(\.image))
+        #expect(ShapesDataset.generate(count: 300, seed: 10).map(\.question) != a.map(\.question))
+        for example in a {
+            if example.question == "how many shapes?" { #expect(example.answer == String(example.shapes.count)) }
+            #expect(Set(example.shapes.map(\.quadrant)).count == example.shapes.count)
+            // Every shape's colour is drawn at its quadrant's centre.
+            for shape in example.shapes {
+                let half = ShapesDataset.imageSize / 2
+                let (x, y) = ((shape.quadrant % 2) * half + half / 2, (shape.quadrant / 2) * half + half / 2)
+                let red = example.image.data[(0 * ShapesDataset.imageSize + y) * ShapesDataset.imageSize + x]
+                #expect(abs(red - (ShapesDataset.rgb[shape.color][0] - 0.5) / 0.5) < 1e-6)
+            }
+        }
+        let kinds = Set(a.map { $0.question.split(separator: " ").prefix(2).joined(separator: " ") })
+        #expect(kinds.count == 5)
+    }
+
+    @Test func cardsParseBackTheirOwnMetrics() {
+        let metrics = FixtureMetrics(heldOutLoss: 1.2345, heldOutAccuracy: 0.875, layerSensitivity: [1.3, 1.25])
+        let card = Fixtures.cardTail(model: .llama(try! LlamaModel(config: LlamaConfig(vocabularySize: 8, hiddenSize: 4, intermediateSize: 4, layers: 1, heads: 1, kvHeads: 1),
+                                                                   weights: RandomInitialization(seed: 1, layers: 1))),
+                                     metrics: metrics, trainingSeconds: 1, name: "x").joined(separator: "\n")
+        #expect(Fixtures.cardMetrics(card) == metrics)
+        #expect(Fixtures.agree(metrics, metrics))
+        var off = metrics
+        off.heldOutLoss += 0.01
+        #expect(!Fixtures.agree(off, metrics))
+    }
+}
