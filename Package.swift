@@ -97,7 +97,7 @@ let package = Package(
         ),
 
         // Shared by test targets: a throwaway PostgreSQL cluster and per-test databases.
-        .target(name: "TestSupport", dependencies: ["Store"], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["Store", "Models", "Tensor"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),

@@ -7,30 +7,6 @@ import TestSupport
 
 let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
 
-/// NumPy logits (scripts/reference_logits.py) for a model folder.
-func numpyLogits(model: String, tokens: [[Int]], images: Tensor? = nil) throws -> Tensor {
-    var request: [String: JSON] = ["model": .string(model), "tokens": .array(tokens.map { .array($0.map { JSON.int($0) }) })]
-    if let images {
-        let (n, c, s) = (images.shape[0], images.shape[1], images.shape[2])
-        request["images"] = .array((0..<n).map { i in
-            .array((0..<c).map { ch in .array((0..<s).map { y in .array((0..<s).map { x in .double(Double(images.data[((i * c + ch) * s + y) * s + x])) }) }) })
-        })
-    }
-    let path = NSTemporaryDirectory() + "lop-fixture-request-\(UUID().uuidString).json"
-    try Data(JSON.object(request).serialized().utf8).write(to: URL(fileURLWithPath: path))
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    let (status, output) = try TestProcess.run(["/usr/bin/python3", TestDatabase.repositoryRoot + "/scripts/reference_logits.py", path],
-                                               separateStandardError: true)
-    guard status == 0 else { throw ModelInputError(problem: "reference script exited \(status)") }
-    let reply = try JSON.parse(output)
-    return Tensor(shape: reply["shape"]!.arrayValue!.map { $0.intValue! }, data: reply["logits"]!.arrayValue!.map { Float($0.doubleValue!) })
-}
-
-func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
-    let scale = b.data.map(abs).max() ?? 1
-    return zip(a.data, b.data).map { abs($0 - $1) }.max()! / scale
-}
-
 @Suite struct FixtureTests {
     @Test(arguments: Fixtures.names)
     func heldOutMetricsMatchTheModelCard(name: String) throws {
@@ -55,7 +31,7 @@ func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
         let heldOut = try TokenData.read(folder + "/" + Fixtures.heldOutFile, vocabularySize: ByteTokenizer.vocabularySize)[0]
         let tokens = [Array(heldOut[0..<48]), Array(heldOut[1000..<1048])]
         let ours = model.language.logits(Graph(recording: false), tokens: tokens).tensor
-        #expect(maxRelativeError(ours, try numpyLogits(model: folder, tokens: tokens)) < 1e-4)
+        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: tokens)) < 1e-4)
     }
 
     @Test func tinyLlavaLogitsMatchNumPy() throws {
@@ -64,7 +40,7 @@ func maxRelativeError(_ a: Tensor, _ b: Tensor) -> Float {
         let examples = ShapesDataset.generate(count: 2, seed: Fixtures.shapesHeldOutSeed)
         let (tokens, _, images) = Fixtures.shapesBatch(examples, config: model.config)
         let ours = try model.logits(Graph(recording: false), tokens: tokens, images: images).tensor
-        #expect(maxRelativeError(ours, try numpyLogits(model: folder, tokens: tokens, images: images)) < 1e-4)
+        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: tokens, images: images)) < 1e-4)
     }
 
     @Test func shapesDatasetIsDeterministicAndConsistent() {

@@ -21,35 +21,6 @@ final class VariedInitialization: WeightSource {
     }
 }
 
-/// Runs scripts/reference_logits.py (NumPy, float64) on a model folder.
-func referenceLogits(model: String, tokens: [[Int]], images: Tensor? = nil) throws -> Tensor {
-    var request: [String: JSON] = ["model": .string(model), "tokens": .array(tokens.map { .array($0.map { JSON.int($0) }) })]
-    if let images {
-        let (n, c, s) = (images.shape[0], images.shape[1], images.shape[2])
-        request["images"] = .array((0..<n).map { i in
-            .array((0..<c).map { ch in .array((0..<s).map { y in .array((0..<s).map { x in .double(Double(images.data[((i * c + ch) * s + y) * s + x])) }) }) })
-        })
-    }
-    let requestPath = NSTemporaryDirectory() + "lop-reference-\(UUID().uuidString).json"
-    try Data(JSON.object(request).serialized().utf8).write(to: URL(fileURLWithPath: requestPath))
-    defer { try? FileManager.default.removeItem(atPath: requestPath) }
-    let script = TestDatabase.repositoryRoot + "/scripts/reference_logits.py"
-    let (status, output) = try TestProcess.run(["/usr/bin/python3", script, requestPath], separateStandardError: true)
-    guard status == 0 else {
-        let traceback = try TestProcess.run(["/usr/bin/python3", script, requestPath]).output  // again, with stderr
-        throw ModelInputError(problem: "reference script failed (\(status)): \(traceback)")
-    }
-    let reply = try JSON.parse(output)
-    return Tensor(shape: reply["shape"]!.arrayValue!.map { $0.intValue! }, data: reply["logits"]!.arrayValue!.map { Float($0.doubleValue!) })
-}
-
-/// max |a − b| / max |b|.
-func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
-    precondition(a.shape == b.shape, "\(a.shape) vs \(b.shape)")
-    let scale = b.data.map(abs).max() ?? 0
-    return zip(a.data, b.data).map { abs($0 - $1) }.max()! / max(scale, 1e-12)
-}
-
 func smallLlama(_ modelType: String = "llama", kvHeads: Int = 2, tied: Bool = false) -> LlamaConfig {
     var c = LlamaConfig(vocabularySize: 37, hiddenSize: 24, intermediateSize: 40, layers: 2, heads: 4, kvHeads: kvHeads,
                         rmsNormEps: 1e-5, ropeTheta: 500, tiedEmbeddings: tied)
@@ -77,7 +48,7 @@ func smallLlava() -> LlavaConfig {
         let tokens = [[1, 5, 9, 2, 36, 0, 7], [3, 3, 3, 8, 12, 30, 1]]
         let ours = Model.llama(try LlamaModel(config: LlamaConfig(json: Checkpoint(directory: folder).config), weights: Checkpoint(directory: folder)))
             .language.logits(Graph(recording: false), tokens: tokens).tensor
-        #expect(relativeError(ours, try referenceLogits(model: folder, tokens: tokens)) < 1e-4)
+        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: tokens)) < 1e-4)
     }
 
     @Test func llavaLogitsMatchNumPy() throws {
@@ -93,7 +64,7 @@ func smallLlava() -> LlavaConfig {
         var generator = SeededGenerator(seed: 4)
         let images = Tensor.normal([2, 3, 8, 8], std: 1, generator: &generator)
         let ours = try loaded.logits(Graph(recording: false), tokens: tokens, images: images).tensor
-        #expect(relativeError(ours, try referenceLogits(model: folder, tokens: tokens, images: images)) < 1e-4)
+        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: tokens, images: images)) < 1e-4)
         // The unused last vision layer was written back too, so the folder stays a complete checkpoint.
         #expect(try Checkpoint(directory: folder).contains("vision_tower.vision_model.encoder.layers.2.mlp.fc2.weight"))
     }
@@ -138,9 +109,9 @@ func smallLlava() -> LlavaConfig {
         let small = try LlamaModel(config: LlamaConfig(json: written.config), weights: written)
         let tokens = [[4, 8, 15, 16, 23, 36]]
         let narrowed = model.logits(Graph(recording: false), tokens: tokens, options: ForwardOptions(ffnKeep: keep)).tensor
-        let reference = try referenceLogits(model: folder, tokens: tokens)
-        #expect(relativeError(small.logits(Graph(recording: false), tokens: tokens).tensor, reference) < 1e-4)
-        #expect(relativeError(narrowed, reference) < 1e-4)
+        let reference = try ReferenceLogits.compute(model: folder, tokens: tokens)
+        #expect(ReferenceLogits.relativeError(small.logits(Graph(recording: false), tokens: tokens).tensor, reference) < 1e-4)
+        #expect(ReferenceLogits.relativeError(narrowed, reference) < 1e-4)
     }
 
     @Test func gradientsReachEveryWeight() throws {
