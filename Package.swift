@@ -59,6 +59,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
         .target(name: "Fixtures", dependencies: ["Models", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // Prunable units, budgets and their exact projection (more of the pruning issue builds on it).
+        .target(name: "Pruning", dependencies: ["Models", "Tensor"], swiftSettings: strict),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
@@ -105,6 +107,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Tensor"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
