@@ -29,7 +29,7 @@ public enum Fixtures {
 
         public static let tinyLlama = Recipe(steps: 1200, batch: 16, peakLearningRate: 3e-3, warmupSteps: 60, weightDecay: 0.05,
                                              clipNorm: 1, validateEvery: 100, seed: 1)
-        public static let tinyLlava = Recipe(steps: 3000, batch: 32, peakLearningRate: 2e-3, warmupSteps: 60, weightDecay: 0.01,
+        public static let tinyLlava = Recipe(steps: 2000, batch: 16, peakLearningRate: 2e-3, warmupSteps: 60, weightDecay: 0.01,
                                              clipNorm: 1, validateEvery: 100, seed: 2)
     }
 
@@ -121,22 +121,16 @@ public enum Fixtures {
 
     // MARK: tiny-llava
 
-    /// Token rows and targets for question/answer examples: loss only on the answer and its EOS; rows padded.
+    /// Token rows and targets for question/answer examples: loss only on answers and their EOS; rows padded.
     public static func shapesBatch(_ examples: [ShapesDataset.Example], config: LlavaConfig) -> (tokens: [[Int]], targets: [Int], images: Tensor) {
-        let tokenizer = ByteTokenizer()
-        let sequences = examples.map { example -> (tokens: [Int], promptLength: Int) in
-            let prompt = ShapesDataset.prompt(example.question, imageTokens: config.featuresPerImage)
-            return (prompt + tokenizer.encode(example.answer) + [ByteTokenizer.eos], prompt.count)
-        }
+        let sequences = examples.map { ShapesDataset.sequence($0, imageTokens: config.featuresPerImage) }
         let length = sequences.map(\.tokens.count).max()! - 1
         var rows: [[Int]] = [], targets: [Int] = []
-        for (sequence, promptLength) in sequences {
-            let input = Array(sequence.dropLast())
+        for (tokens, isAnswer) in sequences {
+            let input = Array(tokens.dropLast())
             rows.append(input + Array(repeating: ByteTokenizer.pad, count: length - input.count))
-            for t in 0..<length {
-                // Position t predicts token t + 1; only answer tokens (index ≥ promptLength) count.
-                targets.append(t + 1 < sequence.count && t + 1 >= promptLength ? sequence[t + 1] : -100)
-            }
+            // Position t predicts token t + 1; only answer tokens count.
+            for t in 0..<length { targets.append(t + 1 < tokens.count && isAnswer[t + 1] ? tokens[t + 1] : -100) }
         }
         let images = Tensor(shape: [examples.count] + examples[0].image.shape, data: examples.flatMap(\.image.data))
         return (rows, targets, images)
@@ -183,6 +177,8 @@ public enum Fixtures {
     /// Seeds of the three disjoint example streams.
     public static let shapesTrainSeed: UInt64 = 1000, shapesValidationSeed: UInt64 = 2000, shapesHeldOutSeed: UInt64 = 3000
     public static let shapesHeldOutCount = 512
+    /// Training sequences ask several questions about one image: more answer tokens per image seen.
+    public static let trainingQuestionsPerImage = 4
 
     public static func trainTinyLlava(recipe: Recipe = .tinyLlava, log: (String) -> Void) throws -> LlavaModel {
         let config = tinyLlavaConfig
@@ -190,7 +186,7 @@ public enum Fixtures {
         let validation = ShapesDataset.generate(count: 256, seed: shapesValidationSeed)
         var generator = SeededGenerator(seed: shapesTrainSeed)
         _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try shapesScore(model, examples: validation).loss }) { g, _ in
-            let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator) }
+            let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage) }
             let (tokens, targets, images) = shapesBatch(examples, config: config)
             return g.crossEntropy(try model.logits(g, tokens: tokens, images: images), targets: targets)
         }

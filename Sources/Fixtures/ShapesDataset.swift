@@ -16,38 +16,43 @@ public struct ShapesDataset {
     public struct Example {
         public let image: Tensor  // [3, size, size], normalised to [-1, 1]
         public let shapes: [Shape]
-        public let question: String
-        public let answer: String
+        /// Questions about this image with their answers; evaluation asks one, training several.
+        public let pairs: [(question: String, answer: String)]
+        public var question: String { pairs[0].question }
+        public var answer: String { pairs[0].answer }
     }
 
-    public static func generate(count: Int, seed: UInt64) -> [Example] {
+    public static func generate(count: Int, seed: UInt64, questions: Int = 1) -> [Example] {
         var generator = SeededGenerator(seed: seed)
-        return (0..<count).map { _ in example(&generator) }
+        return (0..<count).map { _ in example(&generator, questions: questions) }
     }
 
-    static func example(_ g: inout SeededGenerator) -> Example {
+    static func example(_ g: inout SeededGenerator, questions: Int = 1) -> Example {
         let count = Int.random(in: 1...3, using: &g)
         let quadrants = Array((0..<4).shuffled(using: &g).prefix(count))
         let chosenColors = Array((0..<colors.count).shuffled(using: &g).prefix(count))
         let chosenKinds = (0..<count).map { _ in Int.random(in: 0..<kinds.count, using: &g) }
         let shapes = (0..<count).map { Shape(color: chosenColors[$0], kind: chosenKinds[$0], quadrant: quadrants[$0]) }
+        let pairs = (0..<questions).map { _ in ask(shapes, &g) }
+        return Example(image: render(shapes), shapes: shapes, pairs: pairs)
+    }
+
+    static func ask(_ shapes: [Shape], _ g: inout SeededGenerator) -> (question: String, answer: String) {
         let target = shapes.randomElement(using: &g)!
-        let (question, answer): (String, String)
         switch Int.random(in: 0..<5, using: &g) {
         case 0:
-            (question, answer) = ("how many shapes?", String(count))
+            return ("how many shapes?", String(shapes.count))
         case 1:
-            (question, answer) = ("what color is the shape at \(Self.quadrants[target.quadrant])?", Self.colors[target.color])
+            return ("what color is the shape at \(Self.quadrants[target.quadrant])?", Self.colors[target.color])
         case 2:
-            (question, answer) = ("what shape is \(Self.colors[target.color])?", Self.kinds[target.kind])
+            return ("what shape is \(Self.colors[target.color])?", Self.kinds[target.kind])
         case 3:
-            (question, answer) = ("where is the \(Self.colors[target.color]) shape?", Self.quadrants[target.quadrant])
+            return ("where is the \(Self.colors[target.color]) shape?", Self.quadrants[target.quadrant])
         default:
             let color = Int.random(in: 0..<Self.colors.count, using: &g), kind = Int.random(in: 0..<Self.kinds.count, using: &g)
             let present = shapes.contains { $0.color == color && $0.kind == kind }
-            (question, answer) = ("is there a \(Self.colors[color]) \(Self.kinds[kind])?", present ? "yes" : "no")
+            return ("is there a \(Self.colors[color]) \(Self.kinds[kind])?", present ? "yes" : "no")
         }
-        return Example(image: render(shapes), shapes: shapes, question: question, answer: answer)
     }
 
     /// Shapes of radius 4–5 centred (±1 pixel) in their quadrants on a dark background.
@@ -73,8 +78,18 @@ public struct ShapesDataset {
         return Tensor(shape: [3, s, s], data: pixels.map { ($0 - 0.5) / 0.5 })
     }
 
-    /// Prompt tokens: BOS, one image token per image feature, then "Q: … A: ". The answer and EOS follow.
-    public static func prompt(_ question: String, imageTokens: Int) -> [Int] {
-        [ByteTokenizer.bos] + Array(repeating: ByteTokenizer.image, count: imageTokens) + ByteTokenizer().encode("Q: \(question) A: ")
+    /// Tokens of an example and, for each, whether it is answer text (or the EOS closing an answer): BOS,
+    /// one image token per image feature, then per question "Q: … A: ", the answer and EOS.
+    public static func sequence(_ example: Example, imageTokens: Int) -> (tokens: [Int], isAnswer: [Bool]) {
+        let tokenizer = ByteTokenizer()
+        var tokens = [ByteTokenizer.bos] + Array(repeating: ByteTokenizer.image, count: imageTokens)
+        var isAnswer = Array(repeating: false, count: tokens.count)
+        for (question, answer) in example.pairs {
+            let prompt = tokenizer.encode("Q: \(question) A: ")
+            let reply = tokenizer.encode(answer) + [ByteTokenizer.eos]
+            tokens += prompt + reply
+            isAnswer += Array(repeating: false, count: prompt.count) + Array(repeating: true, count: reply.count)
+        }
+        return (tokens, isAnswer)
     }
 }
