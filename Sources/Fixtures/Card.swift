@@ -52,10 +52,7 @@ extension Fixtures {
             let corpus = try TextCorpus()
             log("corpus: \(corpus.files.count) files, \(corpus.paragraphs.train)/\(corpus.paragraphs.validation)/\(corpus.paragraphs.heldOut) paragraphs, \(corpus.train.count) training bytes")
             model = .llama(try trainTinyLlama(corpus: corpus, recipe: recipe, log: log))
-            let heldOut = NSTemporaryDirectory() + "lop-heldout-\(UUID().uuidString).bin"
-            try TokenData.writeBinary(corpus.heldOut, format: .uint16, to: heldOut)
-            extra[heldOutFile] = FileManager.default.contents(atPath: heldOut)
-            try? FileManager.default.removeItem(atPath: heldOut)
+            extra[heldOutFile] = TokenData.encodeBinary(corpus.heldOut, format: .uint16)
             lines = textCardHead(corpus: corpus, recipe: recipe)
         case "tiny-llava":
             let recipe = Recipe.tinyLlava.with(steps: steps)

@@ -116,9 +116,4 @@ public final class LlamaModel {
         if keep == width { return g.linear(hidden, g.parameter(layer.down)) }
         return g.linear(hidden, layer.down.value.leading(columns: keep))
     }
-
-    /// Weights by Hugging Face name, for writing a checkpoint.
-    public var tensors: [String: Tensor] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
-    }
 }

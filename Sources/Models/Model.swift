@@ -42,6 +42,7 @@ public enum Model {
         }
     }
 
+    /// Weights by Hugging Face name, for writing a checkpoint.
     public var tensors: [String: Tensor] {
         Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
     }

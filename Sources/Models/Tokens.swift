@@ -81,6 +81,11 @@ public enum TokenData {
 
     /// Writes ids as a flat little-endian `.bin` (uint16 when every id fits, else refused for uint16).
     public static func writeBinary(_ ids: [Int], format: Format, to path: String) throws {
+        try AtomicFile.write(encodeBinary(ids, format: format), to: path)
+    }
+
+    /// The bytes of a flat little-endian `.bin`.
+    public static func encodeBinary(_ ids: [Int], format: Format) -> Data {
         precondition(format != .jsonl)
         var data = Data()
         for id in ids {
@@ -91,6 +96,6 @@ public enum TokenData {
                 withUnsafeBytes(of: UInt32(id).littleEndian) { data.append(contentsOf: $0) }
             }
         }
-        try AtomicFile.write(data, to: path)
+        return data
     }
 }

@@ -214,10 +214,6 @@ public final class LlavaModel {
         }
         return language.logits(g, embeddings: try embed(g, tokens: tokens, features: features, imageOfRow: imageOfRow), options: options)
     }
-
-    public var tensors: [String: Tensor] {
-        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
-    }
 }
 
 /// Token rows or images that do not fit the model.

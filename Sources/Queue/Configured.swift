@@ -24,7 +24,7 @@ extension RetryPolicy {
 extension WorkerOptions {
     /// Worker settings from `queue.*`.
     public init(config: LopConfig.Queue, name: String = WorkerOptions.defaultName()) {
-        self.init(name: name)
+        self.name = name
         queues = config.queues
         concurrency = config.concurrency
         leaseSeconds = config.leaseSeconds

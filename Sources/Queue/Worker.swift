@@ -1,30 +1,32 @@
 import Foundation
 import Logging
+import LopConfig
 import Store
 
 /// How a worker runs.
 public struct WorkerOptions: Sendable {
     /// Name recorded in `attempted_by`; unique per process (host, pid and a random suffix by default).
     public var name: String
-    public var queues: [String] = ["default"]
+    public var queues: [String]
     /// Jobs run at once, each on its own thread.
-    public var concurrency = 2
+    public var concurrency: Int
     /// A running job's lease; heartbeats extend it every `heartbeatSeconds`.
-    public var leaseSeconds = 30.0
-    public var heartbeatSeconds = 5.0
+    public var leaseSeconds: Double
+    public var heartbeatSeconds: Double
     /// Longest wait for a NOTIFY before polling the table anyway.
-    public var pollSeconds = 1.0
+    public var pollSeconds: Double
     /// How often this worker looks for jobs whose worker vanished.
-    public var rescueSeconds = 10.0
+    public var rescueSeconds: Double
     /// Minimum time between progress writes of one job.
-    public var progressSeconds = 1.0
+    public var progressSeconds: Double
     /// On shutdown, how long running jobs may finish before they are released.
-    public var shutdownGraceSeconds = 30.0
-    public var retry = RetryPolicy()
-    public var retryByKind: [String: RetryPolicy] = [:]
+    public var shutdownGraceSeconds: Double
+    public var retry: RetryPolicy
+    public var retryByKind: [String: RetryPolicy]
 
+    /// Options at the configuration's defaults (`queue.*` in Config/lop.yaml), which live in one place.
     public init(name: String = WorkerOptions.defaultName()) {
-        self.name = name
+        self.init(config: LopConfig.Queue(), name: name)
     }
 
     public static func defaultName() -> String {

@@ -55,7 +55,9 @@ extension Graph {
                                             let visible = causal ? min(max(t + offset + 1, 0), keys) : keys
                                             let row = p + t * keys
                                             softmaxRow(row, count: visible)
-                                            for s in visible..<keys { row[s] = 0 }
+                                            // The product with values reads up to `reach`; only training's saved
+                                            // probabilities need the rest of the row.
+                                            for s in visible..<(keepsProbabilities ? keys : reach) { row[s] = 0 }
                                         }
                                         BLAS.gemm(transposeA: false, transposeB: false, m: rows, n: headDim, k: reach,
                                                   a: scores, lda: keys, b: vh, ldb: kvWidth, c: o + start * width, ldc: width)

@@ -92,7 +92,7 @@ func smallLlava() -> LlavaConfig {
         let config = smallLlama()
         let model = try LlamaModel(config: config, weights: VariedInitialization(seed: 14))
         let keep = [13, 40]
-        var tensors = model.tensors
+        var tensors = Model.llama(model).tensors
         var sliced = config
         sliced.ffnSizes = keep
         for (i, k) in keep.enumerated() {

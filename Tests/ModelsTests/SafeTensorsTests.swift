@@ -164,7 +164,8 @@ func writeBytes(_ bytes: [UInt8], _ path: String) {
                 refused += 1
             }
         }
-        #expect(opened + refused == 2000)
+        // Both outcomes occur: mutations of metadata text or padding leave a readable file, most do not.
+        #expect(opened > 0)
         #expect(refused > 1000)
     }
 }
