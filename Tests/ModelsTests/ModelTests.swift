@@ -129,6 +129,42 @@ func smallLlava() -> LlavaConfig {
         #expect(untouched.count == 18)
     }
 
+    /// The whole LLaVA graph (three rows, two images, padding) differentiated along a random direction per
+    /// weight, against a central difference of the loss: catches a backward that is right op by op but wrong
+    /// in how the model wires ops together (broadcast position embeddings, batched non-causal attention, …).
+    @Test func llavaGradientsMatchFiniteDifferences() throws {
+        let model = try LlavaModel(config: smallLlava(), weights: VariedInitialization(seed: 16))
+        let n = model.config.featuresPerImage, image = model.config.imageTokenIndex
+        let tokens = [[1] + Array(repeating: image, count: n) + [5, 6, 7], [1, 2, 3, 4, 5, 6] + Array(repeating: 0, count: n - 2),
+                      Array(repeating: image, count: n) + [7, 8, 9, 10]]
+        let targets = tokens.flatMap { row in row.indices.map { $0 % 3 == 0 ? -100 : (row[$0] * 7 + 3) % 39 } }
+        var generator = SeededGenerator(seed: 7)
+        let images = Tensor.normal([2, 3, 8, 8], std: 1, generator: &generator)
+        func loss() throws -> Double {
+            let g = Graph(recording: false)
+            return Double(g.crossEntropy(try model.logits(g, tokens: tokens, images: images), targets: targets).tensor.scalar)
+        }
+        let g = Graph(recording: true)
+        g.backward(g.crossEntropy(try model.logits(g, tokens: tokens, images: images), targets: targets))
+        let checked = model.parameters.filter { $0.gradient != nil }
+        #expect(checked.count == model.parameters.count - 18)
+        for parameter in checked {
+            // A unit direction: the step stays small enough for the central difference to be near exact.
+            let draw = Tensor.normal(parameter.value.shape, std: 1, generator: &generator)
+            let length = draw.data.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            let direction = Tensor(shape: draw.shape, data: draw.data.map { $0 / length })
+            let analytic = zip(parameter.gradient!.data, direction.data).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            let original = parameter.value, h: Float = 1e-2
+            parameter.value = Tensor(shape: original.shape, data: zip(original.data, direction.data).map { $0 + h * $1 })
+            let plus = try loss()
+            parameter.value = Tensor(shape: original.shape, data: zip(original.data, direction.data).map { $0 - h * $1 })
+            let minus = try loss()
+            parameter.value = original
+            let numeric = (plus - minus) / Double(2 * h)
+            #expect(abs(analytic - numeric) <= 1e-2 * max(abs(numeric), 0.02), "\(parameter.name): analytic \(analytic), numeric \(numeric)")
+        }
+    }
+
     @Test func badConfigsNameTheKey() throws {
         var json = smallLlama().json.objectValue!
         json["num_key_value_heads"] = .int(3)
