@@ -58,7 +58,8 @@ let package = Package(
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
         .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
-        .target(name: "Fixtures", dependencies: ["Models", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Evaluation", dependencies: ["Models", "Tensor"], swiftSettings: strict),
+        .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Prunable units, budgets and their exact projection (more of the pruning issue builds on it).
         .target(name: "Pruning", dependencies: ["Models", "Tensor"], swiftSettings: strict),
         // Workloads and tables behind `lop bench`.
@@ -106,7 +107,7 @@ let package = Package(
         .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Tensor"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -1,4 +1,5 @@
 import Foundation
+import Evaluation
 import Models
 import Tensor
 
@@ -22,15 +23,16 @@ extension Fixtures {
         switch model {
         case .llama(let m):
             let tokens = try TokenData.read(folder + "/" + heldOutFile, format: .uint16, vocabularySize: m.config.vocabularySize)[0]
-            let sensitivity = (0..<m.config.layers).map { i in
-                textLoss(m, tokens: tokens, options: ForwardOptions(ffnKeep: quarterKeep(m.config, layer: i)))
+            let sensitivity = try (0..<m.config.layers).map { i in
+                try Evaluation.text(model, tokens: tokens, context: textContext, options: ForwardOptions(ffnKeep: quarterKeep(m.config, layer: i))).loss
             }
-            return FixtureMetrics(heldOutLoss: textLoss(m, tokens: tokens), heldOutAccuracy: nil, layerSensitivity: sensitivity)
+            let loss = try Evaluation.text(model, tokens: tokens, context: textContext).loss
+            return FixtureMetrics(heldOutLoss: loss, heldOutAccuracy: nil, layerSensitivity: sensitivity)
         case .llava(let m):
-            let examples = ShapesDataset.generate(count: shapesHeldOutCount, seed: shapesHeldOutSeed)
-            let score = try shapesScore(m, examples: examples)
+            let examples = answerSet(ShapesDataset.generate(count: shapesHeldOutCount, seed: shapesHeldOutSeed), config: m.config)
+            let score = try Evaluation.answers(model, examples)
             let sensitivity = try (0..<m.config.text.layers).map { i in
-                try shapesScore(m, examples: examples, options: ForwardOptions(ffnKeep: quarterKeep(m.config.text, layer: i))).loss
+                try Evaluation.answers(model, examples, options: ForwardOptions(ffnKeep: quarterKeep(m.config.text, layer: i))).loss
             }
             return FixtureMetrics(heldOutLoss: score.loss, heldOutAccuracy: score.accuracy, layerSensitivity: sensitivity)
         }

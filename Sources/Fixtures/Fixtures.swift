@@ -1,4 +1,5 @@
 import Foundation
+import Evaluation
 import Models
 import Tensor
 
@@ -82,33 +83,12 @@ public enum Fixtures {
 
     // MARK: tiny-llama
 
-    /// Mean next-token loss (nats per byte) over non-overlapping windows of `textContext + 1` tokens.
-    public static func textLoss(_ model: LlamaModel, tokens: [Int], options: ForwardOptions = ForwardOptions()) -> Double {
-        let windows = stride(from: 0, to: tokens.count - 1, by: textContext).map { start in
-            Array(tokens[start..<min(tokens.count, start + textContext + 1)])
-        }.filter { $0.count >= 2 }
-        var (total, counted) = (0.0, 0)
-        // Windows of equal length batch together (in a fixed order, so sums repeat); the last, shorter one runs alone.
-        for (_, group) in Dictionary(grouping: windows, by: \.count).sorted(by: { $0.key > $1.key }) {
-            for batchStart in stride(from: 0, to: group.count, by: 16) {
-                let batch = Array(group[batchStart..<min(group.count, batchStart + 16)])
-                let g = Graph(recording: false)
-                let logits = model.logits(g, tokens: batch.map { Array($0.dropLast()) }, options: options)
-                let loss = g.crossEntropy(logits, targets: batch.flatMap { Array($0.dropFirst()) })
-                let n = batch.count * (batch[0].count - 1)
-                total += Double(loss.tensor.scalar) * Double(n)
-                counted += n
-            }
-        }
-        return total / Double(max(counted, 1))
-    }
-
     public static func trainTinyLlama(corpus: TextCorpus, recipe: Recipe = .tinyLlama, log: (String) -> Void) throws -> LlamaModel {
         let config = tinyLlamaConfig
         let model = try LlamaModel(config: config, weights: RandomInitialization(seed: recipe.seed, layers: config.layers))
         var generator = SeededGenerator(seed: recipe.seed &+ 100)
         let tokens = corpus.train
-        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { textLoss(model, tokens: corpus.validation) }) { g, _ in
+        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try Evaluation.text(.llama(model), tokens: corpus.validation, context: textContext).loss }) { g, _ in
             let batch = (0..<recipe.batch).map { _ -> [Int] in
                 let start = Int.random(in: 0..<(tokens.count - textContext - 1), using: &generator)
                 return Array(tokens[start...(start + textContext)])
@@ -121,57 +101,14 @@ public enum Fixtures {
 
     // MARK: tiny-llava
 
-    /// Token rows and targets for question/answer examples: loss only on answers and their EOS; rows padded.
-    public static func shapesBatch(_ examples: [ShapesDataset.Example], config: LlavaConfig) -> (tokens: [[Int]], targets: [Int], images: Tensor) {
-        let sequences = examples.map { ShapesDataset.sequence($0, imageTokens: config.featuresPerImage) }
-        let length = sequences.map(\.tokens.count).max()! - 1
-        var rows: [[Int]] = [], targets: [Int] = []
-        for (tokens, isAnswer) in sequences {
-            let input = Array(tokens.dropLast())
-            rows.append(input + Array(repeating: ByteTokenizer.pad, count: length - input.count))
-            // Position t predicts token t + 1; only answer tokens count.
-            for t in 0..<length { targets.append(t + 1 < tokens.count && isAnswer[t + 1] ? tokens[t + 1] : -100) }
+    /// Examples as an evaluation answer set (one question each: the first).
+    public static func answerSet(_ examples: [ShapesDataset.Example], config: LlavaConfig) -> Evaluation.AnswerSet {
+        let items = examples.map { example in
+            let (tokens, isAnswer) = ShapesDataset.sequence(example, imageTokens: config.featuresPerImage)
+            return Evaluation.AnswerSet.Item(tokens: tokens, isAnswer: isAnswer, kind: example.kind)
         }
         let images = Tensor(shape: [examples.count] + examples[0].image.shape, data: examples.flatMap(\.image.data))
-        return (rows, targets, images)
-    }
-
-    public struct ShapesScore {
-        public var loss: Double
-        public var accuracy: Double
-        public var accuracyByQuestion: [String: Double]
-    }
-
-    /// Answer loss and exact-answer accuracy: an answer counts when the argmax at every answer position (and
-    /// at EOS) is the right token, which is what greedy decoding would produce.
-    public static func shapesScore(_ model: LlavaModel, examples: [ShapesDataset.Example], options: ForwardOptions = ForwardOptions(),
-                                   features: Value? = nil) throws -> ShapesScore {
-        var (total, counted, correct) = (0.0, 0, 0)
-        var byKind: [String: (Int, Int)] = [:]
-        for start in stride(from: 0, to: examples.count, by: 64) {
-            let chunk = Array(examples[start..<min(examples.count, start + 64)])
-            let (tokens, targets, images) = shapesBatch(chunk, config: model.config)
-            let g = Graph(recording: false)
-            let logits = try model.logits(g, tokens: tokens, images: images, options: options)
-            let n = targets.filter { $0 != -100 }.count
-            total += Double(g.crossEntropy(logits, targets: targets).tensor.scalar) * Double(n)
-            counted += n
-            let vocabulary = model.config.text.vocabularySize, length = tokens[0].count
-            for (row, example) in chunk.enumerated() {
-                var right = true
-                for t in 0..<length where targets[row * length + t] != -100 {
-                    let base = (row * length + t) * vocabulary
-                    let scores = logits.tensor.data[base..<(base + vocabulary)]
-                    if scores.indices.max(by: { scores[$0] < scores[$1] })! - base != targets[row * length + t] { right = false }
-                }
-                let kind = String(example.question.split(separator: " ").prefix(2).joined(separator: " "))
-                byKind[kind, default: (0, 0)].0 += right ? 1 : 0
-                byKind[kind, default: (0, 0)].1 += 1
-                if right { correct += 1 }
-            }
-        }
-        return ShapesScore(loss: total / Double(max(counted, 1)), accuracy: Double(correct) / Double(max(examples.count, 1)),
-                           accuracyByQuestion: byKind.mapValues { Double($0.0) / Double($0.1) })
+        return Evaluation.AnswerSet(items: items, images: images, padding: ByteTokenizer.pad)
     }
 
     /// Seeds of the three disjoint example streams.
@@ -183,12 +120,12 @@ public enum Fixtures {
     public static func trainTinyLlava(recipe: Recipe = .tinyLlava, log: (String) -> Void) throws -> LlavaModel {
         let config = tinyLlavaConfig
         let model = try LlavaModel(config: config, weights: RandomInitialization(seed: recipe.seed, layers: config.text.layers))
-        let validation = ShapesDataset.generate(count: 256, seed: shapesValidationSeed)
+        let validation = answerSet(ShapesDataset.generate(count: 256, seed: shapesValidationSeed), config: config)
         var generator = SeededGenerator(seed: shapesTrainSeed)
-        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try shapesScore(model, examples: validation).loss }) { g, _ in
+        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try Evaluation.answers(.llava(model), validation).loss }) { g, _ in
             let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage) }
-            let (tokens, targets, images) = shapesBatch(examples, config: config)
-            return g.crossEntropy(try model.logits(g, tokens: tokens, images: images), targets: targets)
+            let batch = answerSet(examples, config: config).batch(0..<examples.count)
+            return g.crossEntropy(try Model.llava(model).logits(g, batch), targets: batch.targets)
         }
         return model
     }

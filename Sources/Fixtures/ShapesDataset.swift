@@ -20,6 +20,8 @@ public struct ShapesDataset {
         public let pairs: [(question: String, answer: String)]
         public var question: String { pairs[0].question }
         public var answer: String { pairs[0].answer }
+        /// The first question's kind: its first two words ("what color", "how many", …).
+        public var kind: String { question.split(separator: " ").prefix(2).joined(separator: " ") }
     }
 
     public static func generate(count: Int, seed: UInt64, questions: Int = 1) -> [Example] {

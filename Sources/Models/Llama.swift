@@ -1,18 +1,32 @@
 import Foundation
 import Tensor
 
+/// What one FFN (a decoder's SwiGLU or a vision encoder's MLP) saw in a forward pass: importance scores and
+/// outlier statistics are computed from it.
+public struct FFNObservation {
+    public enum Tower: Sendable { case language, vision }
+    public let tower: Tower
+    public let layer: Int
+    /// The FFN's normalised input `[batch, length, hidden]`.
+    public let input: Tensor
+    /// Its hidden activation (`act(gate(x)) ⊙ up(x)`, or `act(fc1(x))`), `[batch, length, width]`.
+    public let hidden: Tensor
+}
+
 /// How a forward pass runs beyond the weights themselves.
 public struct ForwardOptions {
     /// Neurons each language-model FFN uses: the leading `k` of its (importance-ordered) neurons, read in place
     /// through BLAS leading dimensions. nil uses every neuron. Narrowed FFNs pass no gradient to their weights.
     public var ffnKeep: [Int]?
-    /// Receives each language-model FFN's hidden activation `act(gate(x)) ⊙ up(x)`, `[tokens, width]`, with
-    /// the layer index (importance scores are computed from it).
-    public var observeFFN: ((Int, Tensor) -> Void)?
+    /// The same for the vision encoder's MLPs (one entry per layer the encoder runs).
+    public var visionKeep: [Int]?
+    /// Receives every FFN's input and hidden activation.
+    public var observe: ((FFNObservation) -> Void)?
 
-    public init(ffnKeep: [Int]? = nil, observeFFN: ((Int, Tensor) -> Void)? = nil) {
+    public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil) {
         self.ffnKeep = ffnKeep
-        self.observeFFN = observeFFN
+        self.visionKeep = visionKeep
+        self.observe = observe
     }
 }
 
@@ -112,7 +126,7 @@ public final class LlamaModel {
         } else {
             hidden = g.mul(g.silu(g.linear(x, layer.gate.value.leading(rows: keep))), g.linear(x, layer.up.value.leading(rows: keep)))
         }
-        options.observeFFN?(index, hidden.tensor)
+        options.observe?(FFNObservation(tower: .language, layer: index, input: x.tensor, hidden: hidden.tensor))
         if keep == width { return g.linear(hidden, g.parameter(layer.down)) }
         return g.linear(hidden, layer.down.value.leading(columns: keep))
     }

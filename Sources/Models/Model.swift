@@ -54,3 +54,45 @@ public enum Model {
         try Checkpoint.write(config: config, tensors: tensors, dtype: dtype, maxShardBytes: maxShardBytes, extraFiles: extraFiles, to: directory)
     }
 }
+
+/// Equal-length token rows with their next-token targets (`-100` where no loss is taken) and, for an MLLM,
+/// one image per row that holds image tokens.
+public struct TokenBatch {
+    public let rows: [[Int]]
+    public let targets: [Int]
+    public let images: Tensor?
+
+    public init(rows: [[Int]], targets: [Int], images: Tensor? = nil) {
+        precondition(targets.count == rows.count * (rows.first?.count ?? 0), "one target per row position")
+        self.rows = rows
+        self.targets = targets
+        self.images = images
+    }
+
+    /// Language-modelling rows: each window's tokens predict the next one.
+    public init(windows: [[Int]]) {
+        self.init(rows: windows.map { Array($0.dropLast()) }, targets: windows.flatMap { Array($0.dropFirst()) })
+    }
+
+    /// Positions that count in the loss.
+    public var counted: Int { targets.reduce(0) { $1 == -100 ? $0 : $0 + 1 } }
+}
+
+extension Model {
+    /// Logits `[rows·length, vocabulary]` of a batch.
+    public func logits(_ g: Graph, _ batch: TokenBatch, options: ForwardOptions = ForwardOptions()) throws -> Value {
+        switch self {
+        case .llama(let m):
+            guard batch.images == nil else { throw ModelInputError(problem: "a text-only model was given images") }
+            return m.logits(g, tokens: batch.rows, options: options)
+        case .llava(let m):
+            return try m.logits(g, tokens: batch.rows, images: batch.images, options: options)
+        }
+    }
+
+    /// Mean cross-entropy over the batch's counted positions (no gradient).
+    public func loss(_ batch: TokenBatch, options: ForwardOptions = ForwardOptions()) throws -> Double {
+        let g = Graph(recording: false)
+        return Double(g.crossEntropy(try logits(g, batch, options: options), targets: batch.targets).tensor.scalar)
+    }
+}

@@ -74,8 +74,8 @@ public final class VisionEncoder {
     }
 
     /// Hidden states `[images, 1 + patches, hidden]` after the first `layersUsed` layers, for images `[images, channels,
-    /// size, size]` (already normalised). `mlpKeep` narrows each layer's MLP to its leading neurons.
-    public func forward(_ g: Graph, images: Tensor, mlpKeep: [Int]? = nil) -> Value {
+    /// size, size]` (already normalised). `options.visionKeep` narrows each layer's MLP to its leading neurons.
+    public func forward(_ g: Graph, images: Tensor, options: ForwardOptions = ForwardOptions()) -> Value {
         let (h, count) = (config.hiddenSize, images.shape[0])
         precondition(images.shape == [count, config.channels, config.imageSize, config.imageSize],
                      "images have shape \(images.shape), the encoder takes [n, \(config.channels), \(config.imageSize), \(config.imageSize)]")
@@ -97,7 +97,8 @@ public final class VisionEncoder {
             x = g.add(x, g.linear(attended, g.parameter(layer.out), bias: g.parameter(layer.outBias)))
             let m = g.layerNorm(x, weight: g.parameter(layer.norm2Weight), bias: g.parameter(layer.norm2Bias), eps: eps)
             let width = layer.fc1.value.shape[0]
-            let keep = mlpKeep?[i] ?? width
+            let keep = options.visionKeep?[i] ?? width
+            precondition(keep >= 0 && keep <= width, "vision layer \(i) keeps \(keep) of \(width) MLP neurons")
             let hidden: Value
             if keep == width {
                 hidden = g.activation(g.linear(m, g.parameter(layer.fc1), bias: g.parameter(layer.fc1Bias)), config.activation)
@@ -107,6 +108,7 @@ public final class VisionEncoder {
                 hidden = g.activation(g.add(g.linear(m, layer.fc1.value.leading(rows: keep)), bias), config.activation)
                 x = g.add(x, g.add(g.linear(hidden, layer.fc2.value.leading(columns: keep)), g.constant(layer.fc2Bias.value)))
             }
+            options.observe?(FFNObservation(tower: .vision, layer: i, input: m.tensor, hidden: hidden.tensor))
         }
         return x
     }
@@ -158,8 +160,9 @@ public final class LlavaModel {
     }
 
     /// Projected image features `[images, featuresPerImage, textHidden]`.
-    public func imageFeatures(_ g: Graph, images: Tensor, mlpKeep: [Int]? = nil) -> Value {
-        let states = vision.forward(g, images: images, mlpKeep: mlpKeep)
+    public func imageFeatures(_ g: Graph, images: Tensor, options: ForwardOptions = ForwardOptions()) -> Value {
+        precondition(options.visionKeep.map { $0.count == vision.layersUsed } ?? true, "visionKeep needs one entry per vision layer run")
+        let states = vision.forward(g, images: images, options: options)
         let selected = config.visionFeatureSelect == "full" ? states : g.slice(states, axis: 1, 1..<states.shape[1])
         let hidden = g.activation(g.linear(selected, g.parameter(projector1), bias: g.parameter(projector1Bias)), config.projectorActivation)
         return g.linear(hidden, g.parameter(projector2), bias: g.parameter(projector2Bias))
@@ -194,9 +197,8 @@ public final class LlavaModel {
     }
 
     /// Logits `[batch·length, vocabulary]`. `images` holds one image per row that has one, in row order.
-    public func logits(_ g: Graph, tokens: [[Int]], images: Tensor?, options: ForwardOptions = ForwardOptions(),
-                       visionKeep: [Int]? = nil) throws -> Value {
-        let features = images.map { imageFeatures(g, images: $0, mlpKeep: visionKeep) }
+    public func logits(_ g: Graph, tokens: [[Int]], images: Tensor?, options: ForwardOptions = ForwardOptions()) throws -> Value {
+        let features = images.map { imageFeatures(g, images: $0, options: options) }
         return try logits(g, tokens: tokens, features: features, options: options)
     }
 

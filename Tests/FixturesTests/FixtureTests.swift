@@ -45,9 +45,9 @@ let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
         _ = try Fixtures.build("tiny-llava", to: folder, steps: 5) { _ in }
         guard case .llava(let model) = try Model.load(directory: folder) else { Issue.record("not a LLaVA folder"); return }
         let examples = ShapesDataset.generate(count: 2, seed: Fixtures.shapesHeldOutSeed)
-        let (tokens, _, images) = Fixtures.shapesBatch(examples, config: model.config)
-        let ours = try model.logits(Graph(recording: false), tokens: tokens, images: images).tensor
-        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: tokens, images: images)) < 1e-4)
+        let batch = Fixtures.answerSet(examples, config: model.config).batch(0..<2)
+        let ours = try model.logits(Graph(recording: false), tokens: batch.rows, images: batch.images).tensor
+        #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: batch.rows, images: batch.images)) < 1e-4)
         // The card it wrote states what its folder measures.
         let card = try String(contentsOfFile: folder + "/MODEL_CARD.md", encoding: .utf8)
         #expect(Fixtures.agree(try #require(Fixtures.cardMetrics(card)), try Fixtures.metrics(folder: folder)))
