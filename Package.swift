@@ -58,10 +58,10 @@ let package = Package(
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
         .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
-        .target(name: "Evaluation", dependencies: ["Models", "Tensor"], swiftSettings: strict),
+        .target(name: "Evaluation", dependencies: ["Models", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Prunable units, budgets and their exact projection (more of the pruning issue builds on it).
-        .target(name: "Pruning", dependencies: ["Models", "Tensor"], swiftSettings: strict),
+        .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Tensor"], swiftSettings: strict),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -120,8 +120,9 @@ def rope(x, heads, theta):
     return out
 
 
-def llama(config, w, prefix, embeddings):
-    """embeddings: [T, hidden] for one row; returns logits [T, vocab]."""
+def llama(config, w, prefix, embeddings, hidden_states=None):
+    """embeddings: [T, hidden] for one row; returns logits [T, vocab]. Appends each layer's FFN hidden
+    activation [T, width] to hidden_states when given."""
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads", heads)
     eps = config.get("rms_norm_eps", 1e-6)
@@ -143,7 +144,10 @@ def llama(config, w, prefix, embeddings):
         m = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = m @ w[p + "mlp.gate_proj.weight"].T
         up = m @ w[p + "mlp.up_proj.weight"].T
-        x = x + (ACTIVATIONS["silu"](gate) * up) @ w[p + "mlp.down_proj.weight"].T
+        ffn = ACTIVATIONS["silu"](gate) * up
+        if hidden_states is not None:
+            hidden_states.append(ffn)
+        x = x + ffn @ w[p + "mlp.down_proj.weight"].T
     x = rms_norm(x, w[prefix + "model.norm.weight"], eps)
     head = w.get(prefix + "lm_head.weight", w[prefix + "model.embed_tokens.weight"])
     return x @ head.T
@@ -210,10 +214,23 @@ def main():
                 x[positions] = feature
             rows.append(llama(text, w, "language_model.", x))
     else:
+        per_row = []
         for row in request["tokens"]:
-            rows.append(llama(config, w, "", w["model.embed_tokens.weight"][row]))
+            states = []
+            rows.append(llama(config, w, "", w["model.embed_tokens.weight"][row], states))
+            per_row.append(states)
     logits = np.vstack(rows)
-    json.dump({"shape": list(logits.shape), "logits": [float(v) for v in logits.ravel()]}, sys.stdout)
+    reply = {"shape": list(logits.shape), "logits": [float(v) for v in logits.ravel()]}
+    if request.get("importance") and config.get("model_type") != "llava":
+        # LOP's criterion per layer: per row, each token's activation over its L2 norm, then the L2 norm
+        # over tokens per neuron; averaged over rows. Also each neuron's activation norm over all tokens.
+        lop, norms = [], []
+        for layer in range(len(per_row[0])):
+            scores = [np.sqrt(((h / np.linalg.norm(h, axis=1, keepdims=True)) ** 2).sum(axis=0)) for h in (r[layer] for r in per_row)]
+            lop.append([float(v) for v in np.mean(scores, axis=0)])
+            norms.append([float(v) for v in np.sqrt(sum((r[layer] ** 2).sum(axis=0) for r in per_row))])
+        reply["lop"], reply["hidden_norms"] = lop, norms
+    json.dump(reply, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,30 @@ public struct EvaluationError: Error, CustomStringConvertible, Equatable {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// Held-out data of either kind, evaluated the same way by every caller.
+public enum EvaluationData {
+    case text([Int], context: Int)
+    case answers(Evaluation.AnswerSet)
+
+    public struct Metrics: Codable, Equatable, Sendable {
+        /// Mean loss: per token (text) or per answer token (questions).
+        public let loss: Double
+        public let perplexity: Double?
+        public let accuracy: Double?
+        public let accuracyByKind: [String: Double]?
+        /// Tokens predicted (text) or questions asked.
+        public let count: Int
+    }
+
+    public func evaluate(_ model: Model, options: ForwardOptions = ForwardOptions()) throws -> Metrics {
+        switch self {
+        case .text(let tokens, let context):
+            let m = try Evaluation.text(model, tokens: tokens, context: context, options: options)
+            return Metrics(loss: m.loss, perplexity: m.perplexity, accuracy: nil, accuracyByKind: nil, count: m.tokens)
+        case .answers(let set):
+            let m = try Evaluation.answers(model, set, options: options)
+            return Metrics(loss: m.loss, perplexity: nil, accuracy: m.accuracy, accuracyByKind: m.accuracyByKind, count: m.questions)
+        }
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Models
 
 /// One prunable FFN: its neurons are kept or dropped together with their gate/up rows and down column
 /// (or fc1 row, fc1 bias and fc2 column in a vision MLP).
@@ -135,5 +136,76 @@ public enum Projection {
     /// Kept parameters of integer counts.
     public static func keptParameters(_ counts: [Int], units: [PrunableUnit]) -> Int {
         zip(counts, units).reduce(0) { $0 + $1.0 * $1.1.parametersPerNeuron }
+    }
+}
+
+extension Budget {
+    /// Reads a budget as users write it: `0.5` or `50%` (fraction kept), `params:1200000`, `flops:2400000`,
+    /// `bytes:2400000` (F16 weights) or `bytes:4800000@4` (F32).
+    public init(parsing text: String) throws(BudgetError) {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        func integer(_ s: Substring) throws(BudgetError) -> Int {
+            guard let n = Int(s.replacingOccurrences(of: "_", with: "")), n > 0 else { throw BudgetError("budget \"\(text)\": \"\(s)\" is not a positive integer") }
+            return n
+        }
+        if let colon = t.firstIndex(of: ":") {
+            let kind = t[..<colon], rest = t[t.index(after: colon)...]
+            switch kind {
+            case "params", "parameters": self = .parameters(try integer(rest))
+            case "flops": self = .flopsPerToken(try integer(rest))
+            case "bytes":
+                let parts = rest.split(separator: "@", omittingEmptySubsequences: false)
+                guard parts.count <= 2 else { throw BudgetError("budget \"\(text)\" is not bytes:N or bytes:N@SIZE") }
+                self = .bytes(try integer(parts[0]), bytesPerWeight: parts.count == 2 ? try integer(parts[1]) : 2)
+            default: throw BudgetError("budget \"\(text)\": unknown kind \"\(kind)\" (params, flops, bytes; or a fraction)")
+            }
+        } else {
+            let percent = t.hasSuffix("%")
+            guard let x = Double(percent ? String(t.dropLast()) : t) else {
+                throw BudgetError("budget \"\(text)\" is neither a fraction (0.5, 50%) nor KIND:VALUE")
+            }
+            self = .fraction(percent ? x / 100 : x)
+        }
+        // Validity (range, sign) is checked here too, so a bad budget fails where it was typed.
+        _ = try allowedParameters([PrunableUnit(name: "check", width: 1, parametersPerNeuron: 1)])
+    }
+
+    /// `fraction`, `parameters`, `flops_per_token` or `bytes`, as stored in records and samples.
+    public var kind: String {
+        switch self {
+        case .fraction: return "fraction"
+        case .parameters: return "parameters"
+        case .flopsPerToken: return "flops_per_token"
+        case .bytes: return "bytes"
+        }
+    }
+
+    public var value: Double {
+        switch self {
+        case .fraction(let f): return f
+        case .parameters(let n), .flopsPerToken(let n), .bytes(let n, _): return Double(n)
+        }
+    }
+
+    public var json: JSON {
+        var members: [String: JSON] = ["kind": .string(kind), "value": .double(value)]
+        if case .bytes(_, let size) = self { members["bytes_per_weight"] = .int(size) }
+        return .object(members)
+    }
+
+    /// The fraction of the units' parameters this budget keeps (a uniform allocation's ratio).
+    public func fraction(of units: [PrunableUnit]) throws(BudgetError) -> Double {
+        try allowedParameters(units) / Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+    }
+}
+
+extension Budget: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .fraction(let f): return String(format: "%g", f)
+        case .parameters(let n): return "params:\(n)"
+        case .flopsPerToken(let n): return "flops:\(n)"
+        case .bytes(let n, let size): return size == 2 ? "bytes:\(n)" : "bytes:\(n)@\(size)"
+        }
     }
 }

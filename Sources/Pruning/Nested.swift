@@ -1,0 +1,106 @@
+import Foundation
+import Models
+import Tensor
+
+/// A model whose units' neurons are permuted by importance, most important first, so that keeping `k` neurons
+/// of a unit means using its leading `k` rows/columns: any strategy is evaluated by narrower BLAS products,
+/// with no copy and no mask. Permuting changes no output.
+public struct NestedModel {
+    public let model: Model
+    public let units: [PrunableUnit]
+    /// Per unit, the original index of the neuron at each position.
+    public let order: [[Int]]
+
+    /// Permutes a copy of `base` by `scores` (descending; ties keep the lower index first).
+    public init(_ base: Model, units: [PrunableUnit], scores: [[Float]]) throws {
+        precondition(scores.count == units.count && zip(scores, units).allSatisfy { $0.count == $1.width }, "one score per neuron")
+        order = scores.map { s in s.indices.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 } }
+        var tensors = base.tensors
+        for (unit, permutation) in zip(units, order) {
+            for (parameter, axis) in UnitWeights(base, unit).all {
+                tensors[parameter.name] = Self.gather(parameter.value, axis: axis, indices: permutation)
+            }
+        }
+        model = try Model.load(config: base.config, weights: TensorSource(tensors))
+        self.units = units
+    }
+
+    /// `indices` taken along `axis` (0: rows or vector entries, 1: columns) of a matrix or vector.
+    static func gather(_ t: Tensor, axis: Int, indices: [Int]) -> Tensor {
+        if t.rank == 1 { return Tensor(shape: [indices.count], data: indices.map { t.data[$0] }) }
+        let (rows, columns) = (t.shape[0], t.shape[1])
+        var data = [Float]()
+        data.reserveCapacity(axis == 0 ? indices.count * columns : rows * indices.count)
+        if axis == 0 {
+            for r in indices { data += t.data[(r * columns)..<((r + 1) * columns)] }
+            return Tensor(shape: [indices.count, columns], data: data)
+        }
+        for r in 0..<rows { for c in indices { data.append(t.data[r * columns + c]) } }
+        return Tensor(shape: [rows, indices.count], data: data)
+    }
+
+    /// Checks integer sizes against the units.
+    public func check(sizes: [Int]) throws(BudgetError) {
+        guard sizes.count == units.count else { throw BudgetError("\(sizes.count) sizes for \(units.count) units") }
+        if let bad = zip(sizes, units).first(where: { $0.0 < 1 || $0.0 > $0.1.width }) {
+            throw BudgetError("\(bad.1.name) cannot keep \(bad.0) of its \(bad.1.width) neurons")
+        }
+    }
+
+    /// Forward options that run the leading `sizes` neurons of each unit.
+    public func options(sizes: [Int], observe: ((FFNObservation) -> Void)? = nil) -> ForwardOptions {
+        model.options(units: units, sizes: sizes, observe: observe)
+    }
+
+    /// The physically smaller model: each unit's leading `sizes` neurons copied out, the config's per-layer
+    /// widths set accordingly.
+    public func pruned(sizes: [Int]) throws -> Model {
+        try check(sizes: sizes)
+        var tensors = model.tensors
+        for (unit, size) in zip(units, sizes) {
+            for (parameter, axis) in UnitWeights(model, unit).all {
+                tensors[parameter.name] = Self.gather(parameter.value, axis: axis, indices: Array(0..<size))
+            }
+        }
+        return try Model.load(config: Self.config(of: model, units: units, sizes: sizes), weights: TensorSource(tensors))
+    }
+
+    /// `model`'s config with the units' FFN widths replaced by `sizes`.
+    static func config(of model: Model, units: [PrunableUnit], sizes: [Int]) -> JSON {
+        var language = model.language.config
+        var vision: VisionConfig?
+        if case .llava(let m) = model { vision = m.config.vision }
+        for (unit, size) in zip(units, sizes) {
+            guard let (tower, layer) = unit.location else { continue }
+            if tower == .language { language.ffnSizes[layer] = size } else { vision?.ffnSizes[layer] = size }
+        }
+        switch model {
+        case .llama: return language.json
+        case .llava(let m):
+            var c = m.config
+            c.text = language
+            c.vision = vision ?? c.vision
+            return c.json
+        }
+    }
+
+    /// The permuted model with every dropped neuron's weights set to zero (the reference a pruned model must
+    /// equal, and the masking baseline that nested pruning is measured against).
+    public func zeroMasked(sizes: [Int]) throws -> Model {
+        try check(sizes: sizes)
+        var tensors = model.tensors
+        for (unit, size) in zip(units, sizes) {
+            for (parameter, axis) in UnitWeights(model, unit).all {
+                var t = parameter.value
+                let columns = t.rank == 1 ? 1 : t.shape[1]
+                if t.rank == 1 || axis == 0 {
+                    for i in (size * columns)..<t.count { t.data[i] = 0 }
+                } else {
+                    for r in 0..<t.shape[0] { for c in size..<columns { t.data[r * columns + c] = 0 } }
+                }
+                tensors[parameter.name] = t
+            }
+        }
+        return try Model.load(config: model.config, weights: TensorSource(tensors))
+    }
+}

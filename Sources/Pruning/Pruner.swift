@@ -1,0 +1,123 @@
+import Evaluation
+import Foundation
+import Models
+import Tensor
+
+/// What `pruning.json` records next to a pruned checkpoint: enough to say exactly how it was made.
+public struct PruningRecord: Codable, Equatable, Sendable {
+    public var budget: String
+    public var budgetKind: String
+    public var budgetValue: Double
+    /// uniform, owl, ecoflap, or the strategy file's path.
+    public var allocation: String
+    public var units: [String]
+    /// Keep ratios as proposed (before projection) and as realised by the integer sizes.
+    public var proposedRatios: [Double]
+    public var ratios: [Double]
+    public var sizes: [Int]
+    public var importance: String
+    public var calibrationHash: String?
+    public var calibrationSamples: Int?
+    public var sourceModelHash: String
+    public var keptParameters: Int
+    public var prunableParameters: Int
+    public var parameterCount: Int
+    public var sourceParameterCount: Int
+
+    enum CodingKeys: String, CodingKey {
+        case budget, budgetKind = "budget_kind", budgetValue = "budget_value", allocation, units, proposedRatios = "proposed_ratios", ratios, sizes
+        case importance, calibrationHash = "calibration_hash", calibrationSamples = "calibration_samples", sourceModelHash = "source_model_hash"
+        case keptParameters = "kept_parameters", prunableParameters = "prunable_parameters", parameterCount = "parameter_count"
+        case sourceParameterCount = "source_parameter_count"
+    }
+
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self) + Data("\n".utf8)
+    }
+
+    public static let fileName = "pruning.json"
+}
+
+/// A model made ready for pruning: its units, their neurons ordered by an importance method on a calibration
+/// set, and everything that turns a budget into sizes and sizes into a smaller model.
+public final class Pruner {
+    public let base: Model
+    public let modelHash: String
+    public let units: [PrunableUnit]
+    public let importance: ImportanceMethod
+    public let calibration: Calibration?
+    public let statistics: ActivationStatistics?
+    /// Whether the statistics came from the on-disk cache.
+    public let statisticsFromCache: Bool
+    public let nested: NestedModel
+
+    /// `cacheDirectory` (usually `MODEL/.lop-cache`) keeps activation statistics between runs; nil computes
+    /// them in memory. Magnitude importance needs no calibration set; the others do.
+    public init(model: Model, scope: UnitScope = .language, importance: ImportanceMethod = .lop, calibration: Calibration?,
+                cacheDirectory: String? = nil) throws {
+        base = model
+        modelHash = model.contentHash
+        units = try model.prunableUnits(scope)
+        self.importance = importance
+        self.calibration = calibration
+        if let calibration {
+            if let cacheDirectory {
+                (statistics, statisticsFromCache) = try ActivationStatistics.cached(model, units: units, calibration: calibration,
+                                                                                   modelHash: modelHash, directory: cacheDirectory)
+            } else {
+                (statistics, statisticsFromCache) = (try ActivationStatistics.collect(model, units: units, calibration: calibration, modelHash: modelHash), false)
+            }
+        } else {
+            guard importance == .magnitude else { throw BudgetError("\(importance.rawValue) importance needs calibration data") }
+            (statistics, statisticsFromCache) = (nil, false)
+        }
+        let scores: [[Float]]
+        if let statistics { scores = statistics.scores(importance, model: model) } else {
+            scores = units.map { unit in
+                let w = UnitWeights(model, unit)
+                return zip(UnitWeights.rowNorms(w.input.value), UnitWeights.columnNorms(w.output.value)).map { $0 * $1 }
+            }
+        }
+        nested = try NestedModel(model, units: units, scores: scores)
+    }
+
+    /// An allocation method's ratios for a budget, and the integer sizes that meet it.
+    public func allocate(_ method: AllocationMethod, budget: Budget, bounds: KeepBounds = KeepBounds(),
+                         settings: AllocationSettings = AllocationSettings()) throws -> (proposed: [Double], sizes: [Int]) {
+        let proposed = try Allocation.ratios(method, nested: nested, statistics: statistics, calibration: calibration, budget: budget,
+                                             bounds: bounds, settings: settings)
+        return (proposed, try Projection.project(ratios: proposed, units: units, budget: budget, bounds: bounds))
+    }
+
+    /// A given strategy's sizes under a budget (checked against the units first).
+    public func sizes(for strategy: Strategy, budget: Budget, bounds: KeepBounds = KeepBounds()) throws(BudgetError) -> [Int] {
+        try strategy.check(against: units)
+        return try Projection.project(ratios: strategy.ratios, units: units, budget: budget, bounds: bounds)
+    }
+
+    /// Forward options that evaluate `sizes` on the nested model (no copy).
+    public func options(sizes: [Int]) -> ForwardOptions { nested.options(sizes: sizes) }
+
+    public func record(budget: Budget, allocation: String, proposed: [Double], sizes: [Int], pruned: Model) -> PruningRecord {
+        PruningRecord(budget: budget.description, budgetKind: budget.kind, budgetValue: budget.value, allocation: allocation,
+                      units: units.map(\.name), proposedRatios: proposed,
+                      ratios: zip(sizes, units).map { Double($0) / Double($1.width) }, sizes: sizes,
+                      importance: importance.rawValue,
+                      calibrationHash: calibration?.hash, calibrationSamples: calibration?.samples, sourceModelHash: modelHash,
+                      keptParameters: Projection.keptParameters(sizes, units: units),
+                      prunableParameters: units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron },
+                      parameterCount: pruned.parameterCount, sourceParameterCount: base.parameterCount)
+    }
+
+    /// Slices the model to `sizes` and writes it with its `pruning.json` (temporary folder, then renamed).
+    @discardableResult
+    public func write(budget: Budget, allocation: String, proposed: [Double], sizes: [Int], to directory: String,
+                      dtype: DType = .f32) throws -> (model: Model, record: PruningRecord) {
+        let pruned = try nested.pruned(sizes: sizes)
+        let record = record(budget: budget, allocation: allocation, proposed: proposed, sizes: sizes, pruned: pruned)
+        try pruned.write(to: directory, dtype: dtype, extraFiles: [PruningRecord.fileName: try record.encoded()])
+        return (pruned, record)
+    }
+}
