@@ -92,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures",
+                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -95,6 +95,7 @@ extension LopConfig {
             if let v = try t.int("threads", in: 0...4096) { blas.threads = v }
         }
         try reader.table("queue") { try $0.readQueue(into: &queue) }
+        try reader.table("pruning") { try $0.readPruning(into: &pruning) }
     }
 }
 

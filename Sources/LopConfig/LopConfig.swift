@@ -11,6 +11,7 @@ public struct LopConfig: Sendable, Equatable {
     public var log = Log()
     public var blas = Blas()
     public var queue = Queue()
+    public var pruning = Pruning()
 
     public init() {}
 

@@ -31,8 +31,11 @@ public struct AllocationSettings: Sendable, Equatable {
 
 public enum Allocation {
     /// Proposed keep ratios, one per unit (not yet projected onto the budget).
+    /// `unitScores` gives ECoFLaP's zeroth-order scores when they are already known (they depend on the model
+    /// and calibration set only, not on the budget).
     public static func ratios(_ method: AllocationMethod, nested: NestedModel, statistics: ActivationStatistics?, calibration: Calibration?,
-                              budget: Budget, bounds: KeepBounds, settings: AllocationSettings = AllocationSettings()) throws -> [Double] {
+                              budget: Budget, bounds: KeepBounds, settings: AllocationSettings = AllocationSettings(),
+                              unitScores: [Double]? = nil) throws -> [Double] {
         let fraction = try budget.fraction(of: nested.units)
         switch method {
         case .uniform:
@@ -44,7 +47,7 @@ public enum Allocation {
             return outliers.map { fraction - settings.owlLambda + 2 * settings.owlLambda * ($0 - low) / (high - low) }
         case .ecoflap:
             guard let calibration else { throw BudgetError("ECoFLaP needs calibration data") }
-            let scores = try zerothOrderScores(nested, calibration: calibration, settings: settings)
+            let scores = try unitScores ?? zerothOrderScores(nested, calibration: calibration, settings: settings)
             let weights = nested.units.map { Double($0.width * $0.parametersPerNeuron) }
             let mean = zip(scores, weights).reduce(0) { $0 + $1.0 * $1.1 } / weights.reduce(0, +)
             guard mean > 0 else { return Array(repeating: fraction, count: nested.units.count) }

@@ -52,6 +52,8 @@ public final class Pruner {
     /// Whether the statistics came from the on-disk cache.
     public let statisticsFromCache: Bool
     public let nested: NestedModel
+    /// ECoFLaP's unit scores by the settings they were estimated with (one estimate serves every budget).
+    private var zerothOrder: (settings: AllocationSettings, scores: [Double])?
 
     /// `cacheDirectory` (usually `MODEL/.lop-cache`) keeps activation statistics between runs; nil computes
     /// them in memory. Magnitude importance needs no calibration set; the others do.
@@ -86,8 +88,11 @@ public final class Pruner {
     /// An allocation method's ratios for a budget, and the integer sizes that meet it.
     public func allocate(_ method: AllocationMethod, budget: Budget, bounds: KeepBounds = KeepBounds(),
                          settings: AllocationSettings = AllocationSettings()) throws -> (proposed: [Double], sizes: [Int]) {
+        if method == .ecoflap, zerothOrder?.settings != settings, let calibration {
+            zerothOrder = (settings, try Allocation.zerothOrderScores(nested, calibration: calibration, settings: settings))
+        }
         let proposed = try Allocation.ratios(method, nested: nested, statistics: statistics, calibration: calibration, budget: budget,
-                                             bounds: bounds, settings: settings)
+                                             bounds: bounds, settings: settings, unitScores: zerothOrder?.settings == settings ? zerothOrder?.scores : nil)
         return (proposed, try Projection.project(ratios: proposed, units: units, budget: budget, bounds: bounds))
     }
 

@@ -16,7 +16,8 @@ struct Lop: ParsableCommand {
             69 database unavailable, 78 bad configuration.
             """,
         version: LopVersion.current,
-        subcommands: [Migrate.self, Database.self, Submit.self, List.self, Status.self, Watch.self, Cancel.self, Retry.self, PruneJobs.self, FixturesCommand.self, Bench.self]
+        subcommands: [Migrate.self, Database.self, Submit.self, List.self, Status.self, Watch.self, Cancel.self, Retry.self, PruneJobs.self,
+                      ImportanceCommand.self, PruneCommand.self, EvalCommand.self, CompareCommand.self, FixturesCommand.self, Bench.self]
     )
 }
 

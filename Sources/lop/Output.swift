@@ -1,6 +1,9 @@
 import ArgumentParser
+import Evaluation
 import Foundation
 import LopConfig
+import Models
+import Pruning
 import Queue
 import Store
 
@@ -24,6 +27,18 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         fail(error.description, code: Exit.dataError)
     } catch let error as QueueError {
         fail(error.description, code: Exit.failure)
+    } catch let error as SafeTensorsError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as CheckpointError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as ModelConfigError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as TokenDataError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as BudgetError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as EvaluationError {
+        fail(error.description, code: Exit.dataError)
     }
 }
 

@@ -1,0 +1,275 @@
+import ArgumentParser
+import Evaluation
+import Fixtures
+import Foundation
+import LopConfig
+import Models
+import Pruning
+import Tensor
+
+/// Options shared by the commands that rank neurons and allocate budgets.
+struct PruningOptions: ParsableArguments {
+    @Option(help: "Calibration data: a token file (.bin, .u32.bin, .jsonl), 'corpus' (tiny-llama's training text) or 'shapes-train' (tiny-llava's training questions).")
+    var calibration: String?
+
+    @Option(help: "Calibration samples (default: pruning.calibration_samples).")
+    var samples: Int?
+
+    @Option(help: "Neuron importance: lop, magnitude or wanda (default: pruning.importance).")
+    var importance: String?
+
+    @Flag(help: "Also prune the vision encoder's MLPs (LLaVA models).")
+    var vision = false
+
+    @Option(name: .customLong("min-ratio"), help: "Smallest keep ratio of a unit (default: pruning.minimum_ratio).")
+    var minimumRatio: Double?
+
+    @Option(name: .customLong("max-ratio"), help: "Largest keep ratio of a unit (default: pruning.maximum_ratio).")
+    var maximumRatio: Double?
+
+    @Option(help: "Kept neuron counts are multiples of this (default: pruning.alignment).")
+    var alignment: Int?
+
+    @Flag(name: .customLong("no-cache"), help: "Do not read or write MODEL/.lop-cache (activation statistics).")
+    var noCache = false
+
+    func validate() throws {
+        if let samples, samples < 1 || samples > 100_000 { throw ValidationError("--samples must be between 1 and 100000") }
+        if let importance, ImportanceMethod(rawValue: importance) == nil { throw ValidationError("--importance must be lop, magnitude or wanda") }
+        if let alignment, alignment < 1 { throw ValidationError("--alignment must be at least 1") }
+        for (name, value) in [("--min-ratio", minimumRatio), ("--max-ratio", maximumRatio)] {
+            if let value, !(0...1).contains(value) { throw ValidationError("\(name) must be in [0, 1]") }
+        }
+    }
+
+    func bounds(_ config: LopConfig.Pruning) -> KeepBounds {
+        KeepBounds(minimumRatio: minimumRatio ?? config.minimumRatio, maximumRatio: maximumRatio ?? config.maximumRatio,
+                   alignment: alignment ?? config.alignment)
+    }
+
+    func settings(_ config: LopConfig.Pruning) -> AllocationSettings {
+        var s = AllocationSettings()
+        s.owlLambda = config.owlLambda
+        s.owlThreshold = config.owlThreshold
+        s.ecoflapPerturbations = config.ecoflapPerturbations
+        s.ecoflapEpsilon = config.ecoflapEpsilon
+        return s
+    }
+
+    /// Loads the model's pruner: importance on the calibration set (cached next to the model).
+    func pruner(model: Model, folder: String, config: LopConfig.Pruning) throws -> Pruner {
+        let method = ImportanceMethod(rawValue: importance ?? config.importance) ?? .lop
+        var calibrationSet: Calibration?
+        if let calibration {
+            calibrationSet = try DataSpec(parsing: calibration).calibration(for: model, samples: samples ?? config.calibrationSamples,
+                                                                             context: config.calibrationContext)
+        } else if method != .magnitude {
+            throw ValidationError("--calibration is needed for \(method.rawValue) importance (or use --importance magnitude)")
+        }
+        progress("importance: \(method.rawValue) on \(calibrationSet.map { "\($0.name), \($0.samples) samples" } ?? "weights only")")
+        let pruner = try Pruner(model: model, scope: vision ? .all : .language, importance: method, calibration: calibrationSet,
+                                cacheDirectory: noCache ? nil : folder + "/.lop-cache")
+        if calibrationSet != nil { progress(pruner.statisticsFromCache ? "activation statistics: read from the cache" : "activation statistics: computed and cached") }
+        return pruner
+    }
+}
+
+func progress(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+func loadModel(_ folder: String, config: LopConfig) throws -> Model {
+    BLAS.setThreads(config.blas.threads)
+    progress("loading \(folder)")
+    return try Model.load(directory: folder)
+}
+
+struct ImportanceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "importance",
+        abstract: "Rank every prunable unit's neurons on calibration data and cache the statistics next to the model.")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var pruning: PruningOptions
+
+    @Argument(help: "A Hugging Face model folder.")
+    var model: String
+
+    struct Row: Encodable {
+        let unit: String
+        let width: Int
+        let minimum, median, maximum: Float
+        /// Share of the unit's total score held by its top tenth of neurons.
+        let topTenthShare: Double
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try options.load()
+            let loaded = try loadModel(model, config: config)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
+            let scores = pruner.statistics?.scores(pruner.importance, model: loaded)
+                ?? pruner.nested.order.enumerated().map { u, _ in [Float](repeating: 0, count: pruner.units[u].width) }
+            let rows = zip(pruner.units, scores).map { unit, s in
+                let sorted = s.sorted()
+                let top = sorted.suffix(max(1, s.count / 10)).reduce(0.0) { $0 + Double($1) }
+                return Row(unit: unit.name, width: unit.width, minimum: sorted.first ?? 0, median: sorted[sorted.count / 2], maximum: sorted.last ?? 0,
+                           topTenthShare: top / max(sorted.reduce(0.0) { $0 + Double($1) }, 1e-30))
+            }
+            if options.json { return try printJSON(rows) }
+            print("| unit | width | min | median | max | top 10 % share |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for r in rows {
+                print(String(format: "| %@ | %d | %.4g | %.4g | %.4g | %.3f |", r.unit, r.width, r.minimum, r.median, r.maximum, r.topTenthShare))
+            }
+        }
+    }
+}
+
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Write a smaller checkpoint: a strategy under a budget, neurons chosen by importance, with pruning.json.")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var pruning: PruningOptions
+
+    @Argument(help: "A Hugging Face model folder.")
+    var model: String
+
+    @Option(help: "What to keep: a fraction (0.5, 50%), params:N, flops:N (per token) or bytes:N[@bytes-per-weight].")
+    var budget: String
+
+    @Option(help: "uniform, owl, ecoflap, or a JSON file {\"units\": [...], \"ratios\": [...]}.")
+    var strategy = "uniform"
+
+    @Option(help: "Folder to write (replaced once the new one is complete).")
+    var out: String
+
+    @Option(help: "Weight type of the written checkpoint: f32, f16 or bf16.")
+    var dtype = "f32"
+
+    func validate() throws {
+        guard DType(rawValue: dtype.uppercased()) != nil else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try options.load()
+            let parsedBudget = try Budget(parsing: budget)
+            let loaded = try loadModel(model, config: config)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
+            let bounds = pruning.bounds(config.pruning)
+            let proposed: [Double], sizes: [Int]
+            if let method = AllocationMethod(rawValue: strategy) {
+                (proposed, sizes) = try pruner.allocate(method, budget: parsedBudget, bounds: bounds, settings: pruning.settings(config.pruning))
+            } else {
+                let file = try Strategy.read(strategy, units: pruner.units)
+                (proposed, sizes) = (file.ratios, try pruner.sizes(for: file, budget: parsedBudget, bounds: bounds))
+            }
+            let (_, record) = try pruner.write(budget: parsedBudget, allocation: strategy, proposed: proposed, sizes: sizes, to: out,
+                                               dtype: DType(rawValue: dtype.uppercased())!)
+            if options.json { return try printJSON(record) }
+            print("wrote \(out): \(record.parameterCount) parameters (was \(record.sourceParameterCount)), FFN kept \(record.keptParameters) of \(record.prunableParameters)")
+            for (unit, (size, ratio)) in zip(record.units, zip(record.sizes, record.ratios)) { print(String(format: "  %@  %d  (%.3f)", unit, size, ratio)) }
+        }
+    }
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Loss and perplexity on held-out token data, or answer loss and accuracy on image questions.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Argument(help: "A Hugging Face model folder (pruned or not).")
+    var model: String
+
+    @Option(help: "Held-out data: a token file (.bin, .u32.bin, .jsonl) or 'shapes[:N]' (tiny-llava's held-out questions).")
+    var data: String
+
+    @Option(help: "Tokens per evaluation window for text data.")
+    var context = 128
+
+    func validate() throws {
+        guard context >= 1 && context <= 1_000_000 else { throw ValidationError("--context must be between 1 and 1000000") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try options.load()
+            let loaded = try loadModel(model, config: config)
+            let spec = try DataSpec(parsing: data)
+            let started = Date()
+            let metrics = try spec.evaluationData(for: loaded, context: context).evaluate(loaded)
+            if options.json { return try printJSON(metrics) }
+            print(String(format: "loss %.4f", metrics.loss) + (metrics.perplexity.map { String(format: "  perplexity %.3f", $0) } ?? "")
+                  + (metrics.accuracy.map { String(format: "  accuracy %.3f", $0) } ?? "")
+                  + "  (\(metrics.count) \(metrics.accuracy == nil ? "tokens" : "questions"), \(String(format: "%.1f", Date().timeIntervalSince(started))) s)")
+            for (kind, accuracy) in (metrics.accuracyByKind ?? [:]).sorted(by: { $0.key < $1.key }) { print(String(format: "  %@: %.3f", kind, accuracy)) }
+        }
+    }
+}
+
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Every allocation baseline at every budget, evaluated on held-out data: one table, plus JSON and HTML reports.")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var pruning: PruningOptions
+
+    @Argument(help: "A Hugging Face model folder.")
+    var model: String
+
+    @Option(help: "Comma-separated budgets, e.g. 0.3,0.5,0.7.")
+    var budgets = "0.3,0.5,0.7"
+
+    @Option(help: "Comma-separated allocation methods.")
+    var strategies = "uniform,owl,ecoflap"
+
+    @Option(help: "Held-out data: a token file or 'shapes[:N]'.")
+    var data: String
+
+    @Option(help: "Folder for report.json and report.html.")
+    var report: String?
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try options.load()
+            let parsedBudgets = try budgets.split(separator: ",").map { text throws(BudgetError) in try Budget(parsing: String(text)) }
+            let methods = try strategies.split(separator: ",").map { name in
+                guard let m = AllocationMethod(rawValue: String(name)) else { throw ValidationError("unknown strategy \"\(name)\" (uniform, owl, ecoflap)") }
+                return m
+            }
+            let loaded = try loadModel(model, config: config)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
+            let held = try DataSpec(parsing: data).evaluationData(for: loaded, context: config.pruning.calibrationContext)
+            var document = Report(model: model, modelHash: pruner.modelHash, data: data, importance: pruner.importance.rawValue,
+                                  units: pruner.units.map(\.name), original: try held.evaluate(loaded), originalParameterCount: loaded.parameterCount)
+            let total = Double(pruner.units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+            for (b, budget) in parsedBudgets.enumerated() {
+                for (m, method) in methods.enumerated() {
+                    progress("[\(b * methods.count + m + 1)/\(parsedBudgets.count * methods.count)] \(method.rawValue) at \(budget)")
+                    let started = Date()
+                    let (_, sizes) = try pruner.allocate(method, budget: budget, bounds: pruning.bounds(config.pruning), settings: pruning.settings(config.pruning))
+                    let metrics = try held.evaluate(pruner.nested.model, options: pruner.options(sizes: sizes))
+                    let kept = Projection.keptParameters(sizes, units: pruner.units)
+                    document.entries.append(Report.Entry(strategy: method.rawValue, budget: budget.description, keptFraction: Double(kept) / total,
+                                                         ratios: zip(sizes, pruner.units).map { Double($0) / Double($1.width) }, sizes: sizes,
+                                                         parameterCount: loaded.parameterCount - (Int(total) - kept), metrics: metrics,
+                                                         seconds: Date().timeIntervalSince(started)))
+                }
+            }
+            if let report {
+                try FileManager.default.createDirectory(atPath: report, withIntermediateDirectories: true)
+                try AtomicFile.write(try document.json(), to: report + "/report.json")
+                try AtomicFile.write(Data(document.html().utf8), to: report + "/report.html")
+                progress("wrote \(report)/report.json and report.html")
+            }
+            if options.json { return try printJSON(document) }
+            print(document.table)
+        }
+    }
+}
