@@ -63,7 +63,7 @@ let package = Package(
         // Prunable units, budgets and their exact projection (more of the pruning issue builds on it).
         .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [

@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, QueueBench.self])
+        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -32,6 +32,36 @@ struct Bench: ParsableCommand {
                 FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
                 #endif
                 let table = TensorBenchmark.run(repeats: repeats)
+                if options.json { try printJSON(table.rows) } else { print(table.markdown) }
+            }
+        }
+    }
+
+    struct PruningBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pruning",
+            abstract: "Evaluate one strategy on a fixture by nested pruning and by zero-masking at budgets 0.3, 0.5 and 0.7.")
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "A text fixture folder with heldout.bin.")
+        var fixture = "Fixtures/tiny-llama"
+
+        @Option(help: "Timed runs per figure (the median is reported).")
+        var repeats = 5
+
+        func validate() throws {
+            guard repeats >= 1 && repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000") }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                let config = try options.load()
+                BLAS.setThreads(config.blas.threads)
+                #if DEBUG
+                FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
+                #endif
+                let table = try PruningBenchmark.run(folder: fixture, repeats: repeats)
                 if options.json { try printJSON(table.rows) } else { print(table.markdown) }
             }
         }
