@@ -32,3 +32,9 @@ echo "submitted jobs $sql_job (SQL) and $cli_job (CLI)"
 kill -TERM "$worker_pid"; wait "$worker_pid"; worker_pid=
 echo "== worker log"
 cat "$dir/worker.log"
+echo "== pruning tiny-llama: every baseline at three budgets, one table (and a report)"
+"$lop" compare Fixtures/tiny-llama --calibration corpus --data Fixtures/tiny-llama/heldout.bin --budgets 0.3,0.5,0.7 --report "$dir/report"
+echo "== a 50 % variant: smaller checkpoint with pruning.json, then evaluated"
+"$lop" prune Fixtures/tiny-llama --calibration corpus --budget 0.5 --strategy uniform --out "$dir/tiny-llama-50" --dtype f16
+ls -l "$dir/tiny-llama-50"
+"$lop" eval "$dir/tiny-llama-50" --data Fixtures/tiny-llama/heldout.bin
