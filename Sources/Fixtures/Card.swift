@@ -79,7 +79,7 @@ extension Fixtures {
             "| warmup steps | \(r.warmupSteps) (then cosine to 10 %) |", "| AdamW β₁, β₂, ε | 0.9, 0.999, 1e-8 |",
             "| weight decay | \(r.weightDecay) (matrices and embeddings) |", "| gradient clipping | global norm \(r.clipNorm) |",
             "| validation | every \(r.validateEvery) steps; the best weights are kept |", "| seed | \(r.seed) |",
-        ]
+        ] + (r.curriculumSteps > 0 ? ["| curriculum | one shape per image for \(r.curriculumSteps) steps, up to two for \(r.curriculumSteps) more, then up to three |"] : [])
     }
 
     static func textCardHead(corpus: TextCorpus, recipe: Recipe) -> [String] {

@@ -17,6 +17,9 @@ public enum Fixtures {
         public var clipNorm: Float
         public var validateEvery: Int
         public var seed: UInt64
+        /// tiny-llava's curriculum: images hold one shape for this many steps, up to two for as many again,
+        /// then up to three (0: three from the start).
+        public var curriculumSteps: Int = 0
 
         /// The recipe with another step count (warm-up shortened to fit, validation at least once).
         public func with(steps: Int?) -> Recipe {
@@ -25,13 +28,14 @@ public enum Fixtures {
             r.steps = steps
             r.warmupSteps = min(warmupSteps, steps / 10)
             r.validateEvery = min(validateEvery, steps)
+            r.curriculumSteps = curriculumSteps * steps / self.steps
             return r
         }
 
         public static let tinyLlama = Recipe(steps: 1200, batch: 16, peakLearningRate: 3e-3, warmupSteps: 60, weightDecay: 0.05,
                                              clipNorm: 1, validateEvery: 100, seed: 1)
-        public static let tinyLlava = Recipe(steps: 2000, batch: 16, peakLearningRate: 2e-3, warmupSteps: 60, weightDecay: 0.01,
-                                             clipNorm: 1, validateEvery: 100, seed: 2)
+        public static let tinyLlava = Recipe(steps: 5000, batch: 16, peakLearningRate: 3e-3, warmupSteps: 100, weightDecay: 0.01,
+                                             clipNorm: 1, validateEvery: 250, seed: 2, curriculumSteps: 1000)
     }
 
     /// Context length of `tiny-llama`'s training windows and evaluation.
@@ -122,8 +126,14 @@ public enum Fixtures {
         let model = try LlavaModel(config: config, weights: RandomInitialization(seed: recipe.seed, layers: config.text.layers))
         let validation = answerSet(ShapesDataset.generate(count: 256, seed: shapesValidationSeed), config: config)
         var generator = SeededGenerator(seed: shapesTrainSeed)
-        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: { try Evaluation.answers(.llava(model), validation).loss }) { g, _ in
-            let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage) }
+        _ = try train(parameters: model.parameters, recipe: recipe, log: log, validate: {
+            let score = try Evaluation.answers(.llava(model), validation)
+            log(String(format: "  validation accuracy %.3f: ", score.accuracy)
+                + score.accuracyByKind.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
+            return score.loss
+        }) { g, step in
+            let maxShapes = recipe.curriculumSteps == 0 ? 3 : min(3, 1 + step / recipe.curriculumSteps)
+            let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage, maxShapes: maxShapes) }
             let batch = answerSet(examples, config: config).batch(0..<examples.count)
             return g.crossEntropy(try Model.llava(model).logits(g, batch), targets: batch.targets)
         }
