@@ -1,4 +1,3 @@
-import COpenBLAS
 import Evaluation
 import Foundation
 import Models
@@ -27,14 +26,7 @@ public enum PruningBenchmark {
         let pruner = try Pruner(model: model, calibration: calibration)
         let config = model.language.config
 
-        let n = 1024
-        var generator = SeededGenerator(seed: 5)
-        let a = Tensor.normal([n, n], std: 1, generator: &generator), b = Tensor.normal([n, n], std: 1, generator: &generator)
-        var c = [Float](repeating: 0, count: n * n)
-        let sgemm = medianSeconds(repeats: repeats) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a.data, Int32(n), b.data, Int32(n), 0, &c, Int32(n))
-        }
-        let peak = 2 * pow(Double(n), 3) / sgemm / 1e9
+        let peak = rawSgemmRate(repeats: repeats)
         table.add("raw cblas_sgemm 1024³", peak, unit: "GFLOP/s", reference: "—", ratio: 1)
 
         let full = pruner.units.map(\.width)

@@ -1,4 +1,6 @@
+import COpenBLAS
 import Foundation
+import Tensor
 
 /// A benchmark result table: each row a figure, the reference it is compared to, and their ratio.
 public struct BenchmarkTable: Sendable {
@@ -48,4 +50,16 @@ public func medianSeconds(repeats: Int, _ body: () -> Void) -> Double {
     }
     times.sort()
     return times[times.count / 2]
+}
+
+/// The machine's reference rate: GFLOP/s of a raw 1024³ cblas_sgemm (median of `repeats`).
+public func rawSgemmRate(repeats: Int) -> Double {
+    let n = 1024
+    var generator = SeededGenerator(seed: 1)
+    let a = Tensor.normal([n, n], std: 1, generator: &generator), b = Tensor.normal([n, n], std: 1, generator: &generator)
+    var c = [Float](repeating: 0, count: n * n)
+    let seconds = medianSeconds(repeats: repeats) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a.data, Int32(n), b.data, Int32(n), 0, &c, Int32(n))
+    }
+    return 2 * pow(Double(n), 3) / seconds / 1e9
 }

@@ -10,13 +10,7 @@ public enum TensorBenchmark {
         var generator = SeededGenerator(seed: 1)
 
         // Raw sgemm at 1024³: the machine's reference rate.
-        let n = 1024
-        let a = Tensor.normal([n, n], std: 1, generator: &generator), b = Tensor.normal([n, n], std: 1, generator: &generator)
-        var c = [Float](repeating: 0, count: n * n)
-        let rawSeconds = medianSeconds(repeats: repeats) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a.data, Int32(n), b.data, Int32(n), 0, &c, Int32(n))
-        }
-        let peak = 2 * pow(Double(n), 3) / rawSeconds / 1e9
+        let peak = rawSgemmRate(repeats: repeats)
         table.add("raw cblas_sgemm 1024×1024×1024", peak, unit: "GFLOP/s", reference: "—", ratio: 1)
 
         let g = Graph(recording: false)
@@ -27,7 +21,7 @@ public enum TensorBenchmark {
             let rate = 2 * Double(rows * inner * out) / seconds / 1e9
             table.add(name, rate, unit: "GFLOP/s", reference: "raw sgemm 1024³", ratio: rate / peak)
         }
-        matmulRate("lop matmul 1024×1024×1024", rows: n, inner: n, out: n, transposed: false)
+        matmulRate("lop matmul 1024×1024×1024", rows: 1024, inner: 1024, out: 1024, transposed: false)
         matmulRate("lop linear, up/gate 512 tok × 512 → 2048", rows: 512, inner: 512, out: 2048, transposed: true)
         matmulRate("lop linear, down 512 tok × 2048 → 512", rows: 512, inner: 2048, out: 512, transposed: true)
 

@@ -25,15 +25,7 @@ struct Bench: ParsableCommand {
         }
 
         func run() throws {
-            try runReportingErrors {
-                let config = try options.load()
-                BLAS.setThreads(config.blas.threads)
-                #if DEBUG
-                FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
-                #endif
-                let table = TensorBenchmark.run(repeats: repeats)
-                if options.json { try printJSON(table.rows) } else { print(table.markdown) }
-            }
+            try runComputeBenchmark(options) { TensorBenchmark.run(repeats: repeats) }
         }
     }
 
@@ -55,15 +47,7 @@ struct Bench: ParsableCommand {
         }
 
         func run() throws {
-            try runReportingErrors {
-                let config = try options.load()
-                BLAS.setThreads(config.blas.threads)
-                #if DEBUG
-                FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
-                #endif
-                let table = try PruningBenchmark.run(folder: fixture, repeats: repeats)
-                if options.json { try printJSON(table.rows) } else { print(table.markdown) }
-            }
+            try runComputeBenchmark(options) { try PruningBenchmark.run(folder: fixture, repeats: repeats) }
         }
     }
 
@@ -100,5 +84,18 @@ struct Bench: ParsableCommand {
                 if options.json { try printJSON(table.rows) } else { print(table.markdown) }
             }
         }
+    }
+}
+
+/// Runs a compute benchmark with the configured BLAS threads and prints its table (warning on debug builds).
+func runComputeBenchmark(_ options: GlobalOptions, _ body: () throws -> BenchmarkTable) throws {
+    try runReportingErrors {
+        let config = try options.load()
+        BLAS.setThreads(config.blas.threads)
+        #if DEBUG
+        FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
+        #endif
+        let table = try body()
+        if options.json { try printJSON(table.rows) } else { print(table.markdown) }
     }
 }
