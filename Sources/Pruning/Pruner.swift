@@ -52,6 +52,8 @@ public final class Pruner {
     /// Whether the statistics came from the on-disk cache.
     public let statisticsFromCache: Bool
     public let nested: NestedModel
+    /// Each unit's neuron scores by `importance` (what `nested` is ordered by).
+    public let scores: [[Float]]
     /// ECoFLaP's unit scores by the settings they were estimated with (one estimate serves every budget).
     private var zerothOrder: (settings: AllocationSettings, scores: [Double])?
 
@@ -75,7 +77,6 @@ public final class Pruner {
             guard importance == .magnitude else { throw BudgetError("\(importance.rawValue) importance needs calibration data") }
             (statistics, statisticsFromCache) = (nil, false)
         }
-        let scores: [[Float]]
         if let statistics { scores = statistics.scores(importance, model: model) } else {
             scores = units.map { unit in
                 let w = UnitWeights(model, unit)

@@ -108,9 +108,7 @@ struct ImportanceCommand: ParsableCommand {
             let config = try options.load()
             let loaded = try loadModel(model, config: config)
             let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
-            let scores = pruner.statistics?.scores(pruner.importance, model: loaded)
-                ?? pruner.nested.order.enumerated().map { u, _ in [Float](repeating: 0, count: pruner.units[u].width) }
-            let rows = zip(pruner.units, scores).map { unit, s in
+            let rows = zip(pruner.units, pruner.scores).map { unit, s in
                 let sorted = s.sorted()
                 let top = sorted.suffix(max(1, s.count / 10)).reduce(0.0) { $0 + Double($1) }
                 return Row(unit: unit.name, width: unit.width, minimum: sorted.first ?? 0, median: sorted[sorted.count / 2], maximum: sorted.last ?? 0,

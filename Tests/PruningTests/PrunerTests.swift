@@ -127,8 +127,9 @@ func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
             let batch = TokenBatch(windows: [Array(heldOut.prefix(33))])
             let g = Graph(recording: false)
             #expect(maxDifference(try pruner.nested.model.logits(g, batch).tensor, try model.logits(g, batch).tensor) < 1e-4)
-            let scores = pruner.statistics?.scores(method, model: model) ?? pruner.nested.order.map { _ in [] }
-            for (u, order) in pruner.nested.order.enumerated() where !scores[u].isEmpty {
+            let scores = pruner.scores
+            if let statistics = pruner.statistics { #expect(statistics.scores(method, model: model) == scores) }
+            for (u, order) in pruner.nested.order.enumerated() {
                 #expect(zip(order, order.dropFirst()).allSatisfy { scores[u][$0] >= scores[u][$1] }, "\(method) unit \(u)")
             }
         }
