@@ -134,11 +134,16 @@ public struct ActivationStatistics: Equatable {
             switch method {
             case .lop: return lop[u]
             case .magnitude:
-                return zip(UnitWeights.rowNorms(weights.input.value), UnitWeights.columnNorms(weights.output.value)).map { $0 * $1 }
+                return Self.magnitude(weights)
             case .wanda:
                 return zip(UnitWeights.columnNorms(weights.output.value), hiddenNorms[u]).map { $0 * $1 }
             }
         }
+    }
+
+    /// `‖W_up[j]‖ · ‖W_down[:, j]‖` (or fc1/fc2): the data-free score.
+    static func magnitude(_ weights: UnitWeights) -> [Float] {
+        zip(UnitWeights.rowNorms(weights.input.value), UnitWeights.columnNorms(weights.output.value)).map { $0 * $1 }
     }
 
     // MARK: Cache

@@ -77,12 +77,7 @@ public final class Pruner {
             guard importance == .magnitude else { throw BudgetError("\(importance.rawValue) importance needs calibration data") }
             (statistics, statisticsFromCache) = (nil, false)
         }
-        if let statistics { scores = statistics.scores(importance, model: model) } else {
-            scores = units.map { unit in
-                let w = UnitWeights(model, unit)
-                return zip(UnitWeights.rowNorms(w.input.value), UnitWeights.columnNorms(w.output.value)).map { $0 * $1 }
-            }
-        }
+        scores = statistics?.scores(importance, model: model) ?? units.map { ActivationStatistics.magnitude(UnitWeights(model, $0)) }
         nested = try NestedModel(model, units: units, scores: scores)
     }
 
