@@ -83,7 +83,7 @@ public struct Strategy: Codable, Equatable, Sendable {
     /// Reads `{"units": [...], "ratios": [...]}` (units optional: then the ratios follow the model's units).
     public static func read(_ path: String, units: [PrunableUnit]) throws -> Strategy {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw BudgetError("\(path): cannot read the strategy file") }
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw BudgetError("\(path): cannot read the strategy file (a strategy is uniform, owl, ecoflap or a JSON file)") }
         let json: JSON
         do { json = try JSON.parse(data) } catch { throw BudgetError("\(path): not JSON: \(error)") }
         guard let ratios = json["ratios"]?.arrayValue else { throw BudgetError("\(path): no \"ratios\" array") }
