@@ -43,6 +43,7 @@ public struct Calibration {
     /// The first `samples` windows of `context + 1` tokens from a token stream, in batches of `batchSize`.
     public static func text(_ tokens: [Int], samples: Int, context: Int = 128, batchSize: Int = 16, name: String) throws(EvaluationError) -> Calibration {
         guard samples > 0, context > 0 else { throw EvaluationError("calibration needs a positive sample count and context") }
+        // Only the first `samples` full windows are cut (a token file may be far larger than a calibration set).
         let windows = stride(from: 0, to: tokens.count - context, by: context).prefix(samples).map { Array(tokens[$0...($0 + context)]) }
         guard windows.count == samples else {
             throw EvaluationError("calibration data \"\(name)\" holds \(windows.count) windows of \(context + 1) tokens; \(samples) were asked for")

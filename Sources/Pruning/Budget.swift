@@ -187,12 +187,6 @@ extension Budget {
         }
     }
 
-    public var json: JSON {
-        var members: [String: JSON] = ["kind": .string(kind), "value": .double(value)]
-        if case .bytes(_, let size) = self { members["bytes_per_weight"] = .int(size) }
-        return .object(members)
-    }
-
     /// The fraction of the units' parameters this budget keeps (a uniform allocation's ratio).
     public func fraction(of units: [PrunableUnit]) throws(BudgetError) -> Double {
         try allowedParameters(units) / Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })

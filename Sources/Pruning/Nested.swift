@@ -48,8 +48,8 @@ public struct NestedModel {
     }
 
     /// Forward options that run the leading `sizes` neurons of each unit.
-    public func options(sizes: [Int], observe: ((FFNObservation) -> Void)? = nil) -> ForwardOptions {
-        model.options(units: units, sizes: sizes, observe: observe)
+    public func options(sizes: [Int]) -> ForwardOptions {
+        model.options(units: units, sizes: sizes)
     }
 
     /// The physically smaller model: each unit's leading `sizes` neurons copied out, the config's per-layer

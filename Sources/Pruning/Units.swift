@@ -44,7 +44,7 @@ extension Model {
     }
 
     /// Forward options that run each unit at its kept width (the leading neurons; units not listed stay whole).
-    public func options(units: [PrunableUnit], sizes: [Int], observe: ((FFNObservation) -> Void)? = nil) -> ForwardOptions {
+    public func options(units: [PrunableUnit], sizes: [Int]) -> ForwardOptions {
         precondition(units.count == sizes.count, "one size per unit")
         var languageKeep = language.layers.map { $0.gate.value.shape[0] }
         var visionKeep: [Int]?
@@ -54,7 +54,7 @@ extension Model {
             guard let (tower, layer) = unit.location else { preconditionFailure("unit \(unit.name) is not lop's") }
             if tower == .language { languageKeep[layer] = size } else { visionKeep?[layer] = size; narrowsVision = true }
         }
-        return ForwardOptions(ffnKeep: languageKeep, visionKeep: narrowsVision ? visionKeep : nil, observe: observe)
+        return ForwardOptions(ffnKeep: languageKeep, visionKeep: narrowsVision ? visionKeep : nil)
     }
 
     /// SHA-256 over the config (canonical JSON) and every weight's name, shape and Float values, in name
@@ -111,6 +111,4 @@ public struct Strategy: Codable, Equatable, Sendable {
             throw BudgetError("ratio \(ratios[bad]) for \(units[bad].name) is not a number in [0, 1]")
         }
     }
-
-    public var json: JSON { .object(["units": .array(units.map { .string($0) }), "ratios": .array(ratios.map { .double($0) })]) }
 }
