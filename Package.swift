@@ -57,13 +57,16 @@ let package = Package(
         ),
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
         .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        // The fixture models' data, training recipes and model cards.
+        // Loss, perplexity and answer accuracy; calibration sets; comparison reports.
         .target(name: "Evaluation", dependencies: ["Models", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // The fixture models' data, training recipes and model cards.
         .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        // Prunable units, budgets and their exact projection (more of the pruning issue builds on it).
+        // Prunable units, budgets and their exact projection, importance, nested models, allocation baselines.
         .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // LOP's Monte Carlo tree search over layer-wise keep ratios.
+        .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
@@ -78,7 +81,7 @@ let package = Package(
             dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .target(name: "Jobs", dependencies: ["Queue", "Store"], swiftSettings: strict),
+        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Search", "Pruning", "Evaluation", "Fixtures", "Models"], swiftSettings: strict),
         .executableTarget(
             name: "lop-worker",
             dependencies: [
@@ -92,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation",
+                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -109,6 +112,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -90,6 +90,23 @@ public enum Evaluation {
         public let questions: Int
     }
 
+    /// Per row, whether every counted target is its position's argmax (what greedy decoding would say); nil for a
+    /// row with nothing counted.
+    public static func exactRows(_ logits: Tensor, _ batch: TokenBatch) -> [Bool?] {
+        let vocabulary = logits.shape[1], length = batch.rows.first?.count ?? 0
+        return batch.rows.indices.map { row in
+            var (right, counted) = (true, false)
+            for t in 0..<length where batch.targets[row * length + t] != -100 {
+                counted = true
+                let base = (row * length + t) * vocabulary
+                var best = base
+                for j in base..<(base + vocabulary) where logits.data[j] > logits.data[best] { best = j }
+                if best - base != batch.targets[row * length + t] { right = false }
+            }
+            return counted ? right : nil
+        }
+    }
+
     public static func answers(_ model: Model, _ set: AnswerSet, batchSize: Int = 64, options: ForwardOptions = ForwardOptions()) throws -> AnswerMetrics {
         guard !set.items.isEmpty else { throw EvaluationError("the answer set is empty") }
         var (total, counted, correct) = (0.0, 0, 0)
@@ -101,15 +118,9 @@ public enum Evaluation {
             let logits = try model.logits(g, batch, options: options)
             total += Double(g.crossEntropy(logits, targets: batch.targets).tensor.scalar) * Double(batch.counted)
             counted += batch.counted
-            let vocabulary = logits.shape[1], length = batch.rows[0].count
+            let exact = exactRows(logits.tensor, batch)
             for (row, index) in range.enumerated() {
-                var right = true
-                for t in 0..<length where batch.targets[row * length + t] != -100 {
-                    let base = (row * length + t) * vocabulary
-                    var best = base
-                    for j in base..<(base + vocabulary) where logits.tensor.data[j] > logits.tensor.data[best] { best = j }
-                    if best - base != batch.targets[row * length + t] { right = false }
-                }
+                let right = exact[row] ?? true
                 let kind = set.items[index].kind
                 byKind[kind, default: (0, 0)].right += right ? 1 : 0
                 byKind[kind, default: (0, 0)].asked += 1

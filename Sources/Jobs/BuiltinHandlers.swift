@@ -1,4 +1,5 @@
 import Foundation
+import LopConfig
 import Queue
 import Store
 
@@ -55,9 +56,9 @@ public struct SleepHandler: JobHandler {
     }
 }
 
-/// Every handler lop has, by kind.
+/// Every handler lop has, by kind, with the defaults of `config`.
 public enum JobHandlers {
-    public static func all() -> [any JobHandler] {
-        [NoopHandler(), SleepHandler()]
+    public static func all(config: LopConfig = LopConfig()) -> [any JobHandler] {
+        [NoopHandler(), SleepHandler(), SearchHandler(config: config), SweepHandler(config: config)]
     }
 }

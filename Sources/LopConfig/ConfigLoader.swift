@@ -96,6 +96,7 @@ extension LopConfig {
         }
         try reader.table("queue") { try $0.readQueue(into: &queue) }
         try reader.table("pruning") { try $0.readPruning(into: &pruning) }
+        try reader.table("search") { try $0.readSearch(into: &search) }
     }
 }
 
@@ -211,6 +212,27 @@ struct TableReader {
             throw ConfigError.wrongType(key: keyPath(key), expected: "a string", found: Self.describe(node), source: source)
         }
         return (s, true)
+    }
+
+    /// A number, boolean or string from `LOP_<PATH>` (read as a boolean or number where it parses as one) or
+    /// the file, with where it came from; the caller checks it.
+    mutating func scalar(_ key: String) throws -> (SearchSettings.Value, origin: String)? {
+        let env = environmentName(key)
+        let fileNode = node(key)
+        if let raw = environment[env]?.trimmingCharacters(in: .whitespaces) {
+            let origin = "environment variable \(env)"
+            if raw == "true" || raw == "false" { return (.bool(raw == "true"), origin) }
+            if let x = Double(raw) { return (.number(x), origin) }
+            return (.string(raw), origin)
+        }
+        guard let node = fileNode else { return nil }
+        switch node.tag.rawValue {
+        case Tag.Name.bool.rawValue: if let b = node.bool { return (.bool(b), source) }
+        case Tag.Name.int.rawValue, Tag.Name.float.rawValue: if let x = node.float { return (.number(x), source) }
+        case Tag.Name.str.rawValue: if let s = node.string { return (.string(s), source) }
+        default: break
+        }
+        throw ConfigError.wrongType(key: keyPath(key), expected: "a number, boolean or string", found: Self.describe(node), source: source)
     }
 
     mutating func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {

@@ -12,6 +12,7 @@ public struct LopConfig: Sendable, Equatable {
     public var blas = Blas()
     public var queue = Queue()
     public var pruning = Pruning()
+    public var search = SearchSettings()
 
     public init() {}
 

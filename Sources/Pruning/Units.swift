@@ -15,7 +15,7 @@ extension PrunableUnit {
     static let languagePrefix = "language.layers.", visionPrefix = "vision.layers."
 
     /// Which tower and layer a unit name refers to.
-    var location: (tower: FFNObservation.Tower, layer: Int)? {
+    public var location: (tower: FFNObservation.Tower, layer: Int)? {
         for (prefix, tower) in [(Self.languagePrefix, FFNObservation.Tower.language), (Self.visionPrefix, .vision)] where name.hasPrefix(prefix) {
             guard name.hasSuffix(".mlp"), let layer = Int(name.dropFirst(prefix.count).dropLast(4)) else { return nil }
             return (tower, layer)

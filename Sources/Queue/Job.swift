@@ -43,11 +43,14 @@ public struct Job: Sendable {
     public let cancelRequestedAt: Date?
     public let createdAt: Date
     public let finalizedAt: Date?
+    /// The job that enqueued this one (a sweep's searches), and how often this job waited without spending an attempt.
+    public let parentId: Int64?
+    public let snoozes: Int
 
     /// The column list every query that returns jobs selects, in this order.
     static let columns = """
         id, kind, queue, state, priority, args, attempt, max_attempts, scheduled_at, attempted_at, attempted_by,
-        lease_expires_at, progress, progress_message, result, errors, unique_key, cancel_requested_at, created_at, finalized_at
+        lease_expires_at, progress, progress_message, result, errors, unique_key, cancel_requested_at, created_at, finalized_at, parent_id, snoozes
         """
 
     init(row: Row) throws {
@@ -71,6 +74,8 @@ public struct Job: Sendable {
         cancelRequestedAt = try row.decode("cancel_requested_at")
         createdAt = try row.decode("created_at")
         finalizedAt = try row.decode("finalized_at")
+        parentId = try row.decode("parent_id")
+        snoozes = try row.decode("snoozes")
     }
 }
 
@@ -80,6 +85,7 @@ extension Job: Encodable {
         case attemptedAt = "attempted_at", attemptedBy = "attempted_by", leaseExpiresAt = "lease_expires_at", progress
         case progressMessage = "progress_message", result, errors, uniqueKey = "unique_key"
         case cancelRequestedAt = "cancel_requested_at", createdAt = "created_at", finalizedAt = "finalized_at"
+        case parentId = "parent_id", snoozes
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -104,6 +110,8 @@ extension Job: Encodable {
         try c.encodeIfPresent(cancelRequestedAt, forKey: .cancelRequestedAt)
         try c.encode(createdAt, forKey: .createdAt)
         try c.encodeIfPresent(finalizedAt, forKey: .finalizedAt)
+        try c.encodeIfPresent(parentId, forKey: .parentId)
+        try c.encode(snoozes, forKey: .snoozes)
     }
 }
 
@@ -153,9 +161,10 @@ public struct NewJob: Sendable {
     public var scheduledAt: Date?
     public var uniqueKey: String?
     public var maxAttempts: Int?
+    public var parentId: Int64?
 
     public init(kind: String, args: JSONB = JSONB(text: "{}"), queue: String = "default", priority: Int = 2,
-                scheduledAt: Date? = nil, uniqueKey: String? = nil, maxAttempts: Int? = nil) {
+                scheduledAt: Date? = nil, uniqueKey: String? = nil, maxAttempts: Int? = nil, parentId: Int64? = nil) {
         self.kind = kind
         self.args = args
         self.queue = queue
@@ -163,5 +172,6 @@ public struct NewJob: Sendable {
         self.scheduledAt = scheduledAt
         self.uniqueKey = uniqueKey
         self.maxAttempts = maxAttempts
+        self.parentId = parentId
     }
 }

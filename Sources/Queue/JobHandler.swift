@@ -34,6 +34,20 @@ public struct ArgumentError: Error, CustomStringConvertible, Equatable {
     public var description: String { "invalid args: '\(field)' \(reason)" }
 }
 
+/// Thrown by a handler whose job must wait (for its children) without spending an attempt: the job is
+/// scheduled again after `seconds`, or sooner when a child finishes, with its progress kept.
+public struct JobSnoozed: Error, CustomStringConvertible {
+    public let seconds: Double
+    public let progress: Double
+    public let message: String?
+    public init(seconds: Double, progress: Double, message: String? = nil) {
+        self.seconds = seconds
+        self.progress = progress
+        self.message = message
+    }
+    public var description: String { "waiting \(seconds) s" }
+}
+
 /// Thrown by `JobContext.checkCancelled()` when the job must stop: cancelled, taken away, or shutting down.
 public struct JobStopped: Error, CustomStringConvertible {
     public let reason: String
@@ -44,7 +58,8 @@ public struct JobStopped: Error, CustomStringConvertible {
 /// should stop.
 public final class JobContext: @unchecked Sendable {
     public let job: Job
-    private let queue: JobQueue
+    /// The queue the job came from (handlers that enqueue or store rows use its pool).
+    public let queue: JobQueue
     private let worker: String
     private let minimumInterval: Double
     private let lock = NSLock()

@@ -19,9 +19,9 @@ public struct JobQueue: Sendable {
     public func enqueue(_ job: NewJob, on connection: Connection? = nil) throws -> (job: Job, duplicate: Bool) {
         let run = { (c: Connection) throws -> (Job, Bool) in
             let inserted = try c.query("""
-                INSERT INTO lop.jobs (kind, args, queue, priority, scheduled_at, unique_key, max_attempts)
+                INSERT INTO lop.jobs (kind, args, queue, priority, scheduled_at, unique_key, max_attempts, parent_id)
                 VALUES (\(job.kind), \(job.args), \(job.queue), \(Int16(clamping: job.priority)),
-                        coalesce(\(job.scheduledAt), now()), \(job.uniqueKey), coalesce(\(job.maxAttempts), 5))
+                        coalesce(\(job.scheduledAt), now()), \(job.uniqueKey), coalesce(\(job.maxAttempts), 5), \(job.parentId))
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'cancelled', 'discarded')
                 DO NOTHING
                 RETURNING \(fragment: SQL(unsafe: Job.columns))
@@ -56,7 +56,8 @@ public struct JobQueue: Sendable {
                 UPDATE lop.jobs AS j
                 SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = \(worker),
                     lease_expires_at = now() + make_interval(secs => \(leaseSeconds)),
-                    progress = 0, progress_message = NULL
+                    progress = CASE WHEN j.snoozes > 0 THEN j.progress ELSE 0 END,
+                    progress_message = CASE WHEN j.snoozes > 0 THEN j.progress_message END
                 FROM picked WHERE j.id = picked.id
                 RETURNING j.*
                 """).map { try Job(row: $0) }.sorted { ($0.priority, $0.scheduledAt, $0.id) < ($1.priority, $1.scheduledAt, $1.id) }
@@ -102,6 +103,8 @@ public struct JobQueue: Sendable {
         case retryable(at: Date)
         case discarded
         case cancelled
+        /// The job waits until the given time without spending an attempt (a sweep waiting for its children).
+        case snoozed(until: Date)
         /// The worker no longer held the job (its lease expired and it was rescued): nothing was written.
         case lost
     }
@@ -187,6 +190,26 @@ public struct JobQueue: Sendable {
         }
     }
 
+    /// Puts a running job back to wait `seconds` without spending its attempt (it runs again then, or as soon as
+    /// one of its children finishes), keeping its progress.
+    public func snooze(job: Int64, worker: String, seconds: Double, progress: Double, message: String?) throws -> Finalization {
+        let clamped = Float(min(max(progress.isFinite ? progress : 0, 0), 1))
+        return try pool.withConnection { c in
+            let rows = try c.query("""
+                UPDATE lop.jobs SET state = 'scheduled', attempt = attempt - 1, snoozes = snoozes + 1, lease_expires_at = NULL,
+                    scheduled_at = now() + make_interval(secs => \(max(seconds, 0))), progress = \(clamped),
+                    progress_message = \(message.map { String($0.prefix(500)) })
+                WHERE id = \(job) AND state = 'running' AND attempted_by = \(worker) AND cancel_requested_at IS NULL
+                RETURNING scheduled_at
+                """)
+            guard let row = rows.first else {
+                // Cancelled meanwhile (the cancel wins) or taken away.
+                return try finalizeCancelled(job: job, worker: worker, on: c) ? .cancelled : .lost
+            }
+            return .snoozed(until: try row.decode("scheduled_at"))
+        }
+    }
+
     // MARK: Control
 
     public enum CancelOutcome: String, Sendable, Equatable {
@@ -200,24 +223,39 @@ public struct JobQueue: Sendable {
 
     /// Cancels a queued job at once, or asks a running one to stop (through NOTIFY and the next heartbeat).
     public func cancel(job: Int64) throws -> CancelOutcome {
-        try pool.withTransaction { c in
-            let rows = try c.query("""
-                UPDATE lop.jobs SET
-                    state = CASE WHEN state = 'running' THEN state ELSE 'cancelled'::lop.job_state END,
-                    finalized_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
-                    cancel_requested_at = coalesce(cancel_requested_at, now())
-                WHERE id = \(job) AND state IN ('available', 'scheduled', 'retryable', 'running')
-                RETURNING state
-                """)
-            guard let row = rows.first else {
-                guard try c.query("SELECT 1 FROM lop.jobs WHERE id = \(job)").first != nil else { throw QueueError.noSuchJob(job) }
-                return .alreadyFinal
-            }
-            if try row.decode("state", as: JobState.self) == .running {
-                try c.notify(Self.cancelChannel, payload: String(job))
-                return .requested
-            }
-            return .cancelled
+        try pool.withTransaction { c in try cancel(job, on: c) }
+    }
+
+    /// Cancels a job and, first, every live job it enqueued (a sweep's searches).
+    private func cancel(_ job: Int64, on c: Connection) throws -> CancelOutcome {
+        for child in try c.query("""
+            SELECT id FROM lop.jobs WHERE parent_id = \(job) AND state IN ('available', 'scheduled', 'retryable', 'running')
+            """) {
+            _ = try cancel(try child.decode("id", as: Int64.self), on: c)
+        }
+        let rows = try c.query("""
+            UPDATE lop.jobs SET
+                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled'::lop.job_state END,
+                finalized_at = CASE WHEN state = 'running' THEN NULL ELSE now() END,
+                cancel_requested_at = coalesce(cancel_requested_at, now())
+            WHERE id = \(job) AND state IN ('available', 'scheduled', 'retryable', 'running')
+            RETURNING state
+            """)
+        guard let row = rows.first else {
+            guard try c.query("SELECT 1 FROM lop.jobs WHERE id = \(job)").first != nil else { throw QueueError.noSuchJob(job) }
+            return .alreadyFinal
+        }
+        if try row.decode("state", as: JobState.self) == .running {
+            try c.notify(Self.cancelChannel, payload: String(job))
+            return .requested
+        }
+        return .cancelled
+    }
+
+    /// The jobs `parent` enqueued (a sweep's searches), oldest first.
+    public func children(of parent: Int64) throws -> [Job] {
+        try pool.withConnection { c in
+            try c.query("SELECT \(fragment: SQL(unsafe: Job.columns)) FROM lop.jobs WHERE parent_id = \(parent) ORDER BY id").map { try Job(row: $0) }
         }
     }
 

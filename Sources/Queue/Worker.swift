@@ -217,6 +217,10 @@ public final class Worker: @unchecked Sendable {
             outcome = writeOutcome(log) { try queue.complete(job: job.id, worker: options.name, result: result.result, finalize: result.finalize) }
         } catch let error as ArgumentError {
             outcome = writeOutcome(log) { try queue.fail(job: job.id, worker: options.name, error: error.description, retry: policy, discard: true) }
+        } catch let snooze as JobSnoozed {
+            outcome = writeOutcome(log) {
+                try queue.snooze(job: job.id, worker: options.name, seconds: snooze.seconds, progress: snooze.progress, message: snooze.message)
+            }
         } catch is JobStopped {
             switch context.reasonToStop {
             case .cancelRequested?: outcome = writeOutcome(log) { try queue.acknowledgeCancel(job: job.id, worker: options.name) }

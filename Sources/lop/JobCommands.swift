@@ -100,7 +100,7 @@ struct Submit: ParsableCommand {
             let config = try options.load()
             let args = JSONB(text: try argumentsJSON())
             // Check the arguments here too when this build has the handler, so mistakes surface at once.
-            if let handler = JobHandlers.all().first(where: { $0.kind == kind }) {
+            if let handler = JobHandlers.all(config: config).first(where: { $0.kind == kind }) {
                 do { try handler.validate(args) } catch let error as ArgumentError {
                     throw ValidationError(error.description)
                 }

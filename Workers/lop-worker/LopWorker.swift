@@ -65,7 +65,7 @@ struct LopWorker: ParsableCommand {
         if let queues { options.queues = queues.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         if let concurrency { options.concurrency = concurrency }
         let wanted = kinds.map { Set($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }) }
-        let handlers = JobHandlers.all().filter { wanted?.contains($0.kind) ?? true }
+        let handlers = JobHandlers.all(config: settings).filter { wanted?.contains($0.kind) ?? true }
 
         // Each slot, the claim loop and the heartbeat may hold a connection at once.
         let pool: ConnectionPool

@@ -1,0 +1,235 @@
+import Foundation
+import LopConfig
+import Pruning
+import Queue
+import Search
+import Store
+
+/// What a finished search reports in its job's result (and `lop search --json` prints).
+public struct SearchSummary: Codable, Sendable {
+    public struct Strategy: Codable, Sendable {
+        public let strategy: [Double]
+        public let sizes: [Int]
+        public let loss: Double
+        public let accuracy: Double
+        public let reward: Double
+        public let keptFraction: Double
+
+        enum CodingKeys: String, CodingKey { case strategy, sizes, loss, accuracy, reward, keptFraction = "kept_fraction" }
+    }
+
+    public struct Statistics: Codable, Sendable {
+        public let simulations, nodes, evaluations, cacheHits, preloaded, screenings, screenedOut: Int
+        public let evaluationSeconds, featureSeconds, seconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case simulations, nodes, evaluations, cacheHits = "cache_hits", preloaded, screenings, screenedOut = "screened_out"
+            case evaluationSeconds = "evaluation_seconds", featureSeconds = "feature_seconds", seconds
+        }
+    }
+
+    public let model: String
+    public let modelHash: String
+    public let calibration: String
+    public let calibrationHash: String
+    public let budget: String
+    public let units: [String]
+    public let best: Strategy
+    public let uniform: Strategy
+    /// 1 − best loss / uniform loss.
+    public let improvement: Double
+    public let statistics: Statistics
+    /// Samples this run wrote (a resumed search writes only the ones it had not stored yet).
+    public var samplesWritten: Int
+
+    enum CodingKeys: String, CodingKey {
+        case model, modelHash = "model_hash", calibration, calibrationHash = "calibration_hash", budget, units, best, uniform
+        case improvement, statistics, samplesWritten = "samples_written"
+    }
+
+    public init(request: SearchRequest, prepared: SearchRequest.Prepared, result: SearchResult, samplesWritten: Int) {
+        let units = prepared.pruner.units
+        let prunable = Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+        func strategy(_ s: SearchSample) -> Strategy {
+            Strategy(strategy: s.ratios, sizes: s.sizes, loss: s.score.loss, accuracy: s.score.accuracy, reward: s.reward,
+                     keptFraction: Double(Projection.keptParameters(s.sizes, units: units)) / prunable)
+        }
+        model = request.model
+        modelHash = prepared.pruner.modelHash
+        calibration = prepared.calibration.name
+        calibrationHash = prepared.calibration.hash
+        budget = request.budget.description
+        self.units = units.map(\.name)
+        best = strategy(result.best)
+        uniform = strategy(result.uniform)
+        improvement = 1 - result.best.score.loss / result.uniform.score.loss
+        let c = result.counters
+        statistics = Statistics(simulations: result.simulations, nodes: result.nodes, evaluations: c.evaluations, cacheHits: c.cacheHits,
+                                preloaded: c.preloaded, screenings: c.screenings, screenedOut: result.screenedOut,
+                                evaluationSeconds: c.evaluationSeconds, featureSeconds: c.featureSeconds, seconds: result.seconds)
+        self.samplesWritten = samplesWritten
+    }
+}
+
+/// `search`: one model, one budget → the best strategy LOP's tree search finds, every evaluated strategy
+/// stored in `lop.samples` (in batches). A retried search replays its seeded tree from the samples it stored,
+/// so it resumes without re-evaluating them and ends where an uninterrupted run would.
+public struct SearchHandler: JobHandler {
+    public let kind = "search"
+    let config: LopConfig
+
+    public init(config: LopConfig = LopConfig()) {
+        self.config = config
+    }
+
+    func request(_ args: JSONB) throws -> SearchRequest {
+        let object = try argumentObject(args)
+        let a = Arguments(object)
+        try a.rejectUnknown(SearchRequest.sharedKeys.union(["budget"]), kind: "search")
+        return try SearchRequest(arguments: object, budget: try a.budget("budget"), config: config)
+    }
+
+    public func validate(_ args: JSONB) throws {
+        _ = try request(args)
+    }
+
+    public func run(_ job: Job, context: JobContext) throws -> JobResult {
+        let request = try request(job.args)
+        try checkModelFolder(request.model)
+        context.progress(0, "loading \(request.model) and ranking neurons")
+        let prepared = try request.prepare()
+        let store = SampleStore(pool: context.queue.pool)
+        let key = "job:\(job.id)"
+        let stored = try store.samples(searchKey: key)
+        var buffer: [Sample] = []
+        var written = 0
+        func flush() throws {
+            written += try store.insert(buffer)
+            buffer.removeAll()
+        }
+        let result: SearchResult
+        do {
+            result = try request.run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: { sample in
+                buffer.append(sample)
+                if buffer.count >= request.settings.sampleBatch { try flush() }
+            }, report: { done, total, bestLoss in
+                context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
+            }, checkStop: context.checkCancelled)
+        } catch {
+            try? flush()  // what was evaluated stays useful to the retry
+            throw error
+        }
+        try flush()
+        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
+        return JobResult(result: try JSONB(encoding: summary))
+    }
+}
+
+/// `sweep`: one model, many budgets → one `search` job per budget (children, so many workers share the
+/// sweep). The sweep waits without spending attempts until every child is final, then summarises the best
+/// strategy per budget.
+public struct SweepHandler: JobHandler {
+    public let kind = "sweep"
+    let config: LopConfig
+    /// How long the sweep waits between looks at its children (a finishing child wakes it sooner).
+    let recheckSeconds: Double
+
+    public init(config: LopConfig = LopConfig(), recheckSeconds: Double = 10) {
+        self.config = config
+        self.recheckSeconds = recheckSeconds
+    }
+
+    /// `budgets`: a list (`[0.3, "50%", "params:N"]`) or a fraction range `{"from", "to", "step"}`.
+    func budgets(_ object: [String: AnyJSON]) throws -> [Budget] {
+        guard let value = object["budgets"], value != .null else { throw ArgumentError("budgets", "is required") }
+        var budgets: [Budget] = []
+        switch value {
+        case .array(let items):
+            budgets = try items.enumerated().map { try Arguments.budget($1, key: "budgets[\($0)]") }
+        case .object(let range):
+            guard case .number(let from)? = range["from"], case .number(let to)? = range["to"], case .number(let step)? = range["step"],
+                  range.count == 3 else { throw ArgumentError("budgets", "as a range must be {\"from\", \"to\", \"step\"} (fractions)") }
+            guard from > 0, to <= 1, from <= to, step > 0, (to - from) / step < 1000 else {
+                throw ArgumentError("budgets", "range needs 0 < from <= to <= 1 and a positive step giving at most 1000 budgets")
+            }
+            // Budgets on the step grid, rounded so that 0.2 + 3 × 0.05 is 0.35, not 0.35000000000000003.
+            let count = Int(((to - from) / step + 1e-9).rounded(.down)) + 1
+            budgets = try (0..<count).map { i in
+                try Arguments.budget(.number(((from + Double(i) * step) * 1e9).rounded() / 1e9), key: "budgets")
+            }
+        default: throw ArgumentError("budgets", "must be a list of budgets or {\"from\", \"to\", \"step\"}")
+        }
+        guard !budgets.isEmpty, budgets.count <= 1000 else { throw ArgumentError("budgets", "must hold 1 to 1000 budgets") }
+        var seen = Set<String>()
+        if let repeated = budgets.first(where: { !seen.insert($0.description).inserted }) {
+            throw ArgumentError("budgets", "lists \(repeated) twice")
+        }
+        return budgets
+    }
+
+    func parse(_ args: JSONB) throws -> (budgets: [Budget], shared: [String: AnyJSON]) {
+        let object = try argumentObject(args)
+        try Arguments(object).rejectUnknown(SearchRequest.sharedKeys.union(["budgets"]), kind: "sweep")
+        let budgets = try budgets(object)
+        // The shared arguments are checked once here, as the first search would check them.
+        _ = try SearchRequest(arguments: object, budget: budgets[0], config: config)
+        return (budgets, object.filter { SearchRequest.sharedKeys.contains($0.key) })
+    }
+
+    public func validate(_ args: JSONB) throws {
+        _ = try parse(args)
+    }
+
+    public struct Summary: Codable, Sendable {
+        public struct Child: Codable, Sendable {
+            public let budget: String
+            public let job: Int64
+            public let state: String
+            public let best: SearchSummary.Strategy?
+            public let uniform: SearchSummary.Strategy?
+            public let error: String?
+        }
+        public let searches: [Child]
+        public let completed: Int
+        public let failed: Int
+    }
+
+    public func run(_ job: Job, context: JobContext) throws -> JobResult {
+        let (budgets, shared) = try parse(job.args)
+        let queue = context.queue
+        var children = try queue.children(of: job.id)
+        if children.isEmpty {
+            if case .string(let model)? = shared["model"] { try checkModelFolder(model) }
+            try queue.pool.withTransaction { c in
+                for budget in budgets {
+                    var args = shared
+                    args["budget"] = .string(budget.description)
+                    try queue.enqueue(NewJob(kind: "search", args: try JSONB(encoding: args), queue: job.queue, priority: job.priority,
+                                             uniqueKey: "sweep:\(job.id):\(budget)", parentId: job.id), on: c)
+                }
+            }
+            children = try queue.children(of: job.id)
+        }
+        let finished = children.filter(\.state.isFinal).count
+        guard finished == children.count else {
+            throw JobSnoozed(seconds: recheckSeconds, progress: Double(finished) / Double(children.count),
+                             message: "\(finished)/\(children.count) searches finished")
+        }
+        let summary = Summary(searches: children.map { child in
+            let result = try? child.result?.decode(SearchSummary.self)
+            let budget: String
+            if case .string(let b)? = (try? argumentObject(child.args))?["budget"] { budget = b } else { budget = "?" }
+            return Summary.Child(budget: budget, job: child.id, state: child.state.rawValue, best: result?.best, uniform: result?.uniform,
+                                 error: child.state == .completed ? nil : child.errors.last?.error ?? child.state.rawValue)
+        }, completed: children.filter { $0.state == .completed }.count, failed: children.filter { $0.state != .completed }.count)
+        return JobResult(result: try JSONB(encoding: summary))
+    }
+}
+
+/// A model argument must name a Hugging Face folder on the worker (checked when the job runs, not when it is
+/// submitted from another machine).
+func checkModelFolder(_ path: String) throws {
+    guard FileManager.default.fileExists(atPath: path + "/config.json") else {
+        throw ArgumentError("model", "no model folder with a config.json at \(path)")
+    }
+}
