@@ -96,6 +96,7 @@ let package = Package(
             name: "lop",
             dependencies: [
                 "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -39,7 +39,7 @@ public struct SearchRequest: Sendable {
     static let sharedKeys: Set<String> = ["model", "calibration", "samples", "importance", "vision", "search"]
 
     /// Reads the shared keys of a job's args over the config's defaults (`budget` is the caller's).
-    init(arguments object: [String: AnyJSON], budget: Budget, config: LopConfig) throws {
+    public init(arguments object: [String: AnyJSON], budget: Budget, config: LopConfig) throws {
         let args = Arguments(object)
         self.init(model: try args.requiredString("model"), budget: budget, config: config)
         calibration = try args.string("calibration")

@@ -17,7 +17,8 @@ struct Lop: ParsableCommand {
             """,
         version: LopVersion.current,
         subcommands: [Migrate.self, Database.self, Submit.self, List.self, Status.self, Watch.self, Cancel.self, Retry.self, PruneJobs.self,
-                      ImportanceCommand.self, PruneCommand.self, EvalCommand.self, CompareCommand.self, FixturesCommand.self, Bench.self]
+                      ImportanceCommand.self, PruneCommand.self, EvalCommand.self, CompareCommand.self, SearchCommand.self, SamplesCommand.self,
+                      FixturesCommand.self, Bench.self]
     )
 }
 

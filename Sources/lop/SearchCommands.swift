@@ -1,0 +1,214 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Jobs
+import LopConfig
+import Logging
+import Models
+import Pruning
+import Queue
+import Search
+import Store
+import Tensor
+
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Search a layer-wise strategy for one budget with LOP's tree search, in this process.",
+        discussion: """
+            Every strategy is scored by the pruned model's loss on the calibration set; the best one is printed (and written \
+            with --out, for `lop prune --strategy FILE`). With --store, every evaluated strategy is also stored in lop.samples, \
+            as a search job would store it. Search settings come from the config's `search` section; --set KEY=VALUE \
+            overrides any of them (e.g. --set simulations=100 --set successive_halving=true).
+            """)
+
+    @OptionGroup var options: GlobalOptions
+
+    @Argument(help: "A Hugging Face model folder.")
+    var model: String
+
+    @Option(help: "The budget: a fraction kept (0.5, 50%), params:N, flops:N or bytes:N[@SIZE].")
+    var budget: String
+
+    @Option(help: "Calibration data (default: 'corpus' for a text model, 'shapes-train' for tiny-llava; or a token file).")
+    var calibration: String?
+
+    @Option(help: "Calibration samples (default: pruning.calibration_samples).")
+    var samples: Int?
+
+    @Option(help: "Neuron importance: lop, magnitude or wanda (default: pruning.importance).")
+    var importance: String?
+
+    @Flag(help: "Also prune the vision encoder's MLPs (LLaVA models).")
+    var vision = false
+
+    @Option(name: .customLong("set"), help: "A search setting, KEY=VALUE (repeatable; keys as in the config's search section).")
+    var settings: [String] = []
+
+    @Option(help: "Write the best strategy to this JSON file.")
+    var out: String?
+
+    @Flag(help: "Store every evaluated strategy in lop.samples (needs the database).")
+    var store = false
+
+    func request(_ config: LopConfig) throws -> SearchRequest {
+        var object: [String: AnyJSON] = ["model": .string(model), "vision": .bool(vision)]
+        if let calibration { object["calibration"] = .string(calibration) }
+        if let samples { object["samples"] = .number(Double(samples)) }
+        if let importance { object["importance"] = .string(importance) }
+        var overrides: [String: AnyJSON] = [:]
+        for pair in settings {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else { throw ValidationError("--set '\(pair)' is not KEY=VALUE") }
+            let raw = String(pair[pair.index(after: equals)...])
+            overrides[String(pair[..<equals])] = raw == "true" || raw == "false" ? .bool(raw == "true") : Double(raw).map { .number($0) } ?? .string(raw)
+        }
+        object["search"] = .object(overrides)
+        do {
+            return try SearchRequest(arguments: object, budget: try Budget(parsing: budget), config: config)
+        } catch let error as ArgumentError {
+            throw ValidationError(error.description.replacingOccurrences(of: "invalid args: ", with: ""))
+        }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try options.load()
+            let request = try request(config)
+            BLAS.setThreads(config.blas.threads)
+            progress("loading \(model) and ranking neurons")
+            let prepared = try request.prepare()
+            let sampleStore = store ? SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))) : nil
+            // One key per distinct search: the same command stores its samples once, however often it runs.
+            let identity = "\(prepared.pruner.modelHash) \(prepared.calibration.hash) \(request.budget) \(request.settings) \(request.importance.rawValue)"
+            let key = "cli:" + SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+            var buffer: [Sample] = []
+            var written = 0
+            var lastReport = Date.distantPast
+            let result = try request.run(prepared, searchKey: key, jobId: nil, sample: { sample in
+                guard let sampleStore else { return }
+                buffer.append(sample)
+                if buffer.count >= request.settings.sampleBatch { written += try sampleStore.insert(buffer); buffer.removeAll() }
+            }, report: { done, total, best in
+                if Date().timeIntervalSince(lastReport) >= 1 || done == total {
+                    lastReport = Date()
+                    progress(String(format: "simulation %d/%d  best loss %.4f", done, total, best))
+                }
+            })
+            if let sampleStore { written += try sampleStore.insert(buffer) }
+            let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
+            if let out {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try AtomicFile.write(try encoder.encode(Strategy(units: summary.units, ratios: summary.best.strategy)) + Data("\n".utf8), to: out)
+            }
+            if options.json { return try printJSON(summary) }
+            let s = summary.statistics
+            print(String(format: "budget %@: best loss %.4f, uniform %.4f (%.2f %% lower)", summary.budget, summary.best.loss, summary.uniform.loss,
+                         summary.improvement * 100))
+            print(String(format: "%d simulations, %d evaluations (%d looked up, %d screenings), %.1f s", s.simulations, s.evaluations,
+                         s.cacheHits, s.screenings, s.seconds) + (store ? ", \(written) samples stored" : ""))
+            for (unit, (size, ratio)) in zip(summary.units, zip(summary.best.sizes, summary.best.strategy)) {
+                print(String(format: "  %@  %d  (%.3f)", unit, size, ratio))
+            }
+        }
+    }
+}
+
+struct SamplesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "samples",
+        abstract: "Strategies searches have evaluated (lop.samples): list them or export them for analysis.",
+        subcommands: [SamplesList.self, SamplesExport.self])
+}
+
+/// Options naming whose samples.
+struct SampleSelection: ParsableArguments {
+    @Option(help: "The model: its folder as jobs named it, or its content hash (at least 8 hex digits).")
+    var model: String
+
+    @Option(help: "Only samples of this calibration set hash.")
+    var calibrationHash: String?
+
+    func fetch(_ options: GlobalOptions, limit: Int? = nil) throws -> [Sample] {
+        let config = try options.load()
+        return try SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))).samples(model: model, calibrationHash: calibrationHash, limit: limit)
+    }
+}
+
+struct SamplesList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Per budget: samples, the best and the uniform loss.")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var selection: SampleSelection
+
+    func run() throws {
+        try runReportingErrors {
+            let samples = try selection.fetch(options)
+            if options.json { return try printJSON(samples) }
+            guard !samples.isEmpty else { return print("no samples for \(selection.model)") }
+            print("BUDGET      SAMPLES  BEST LOSS  UNIFORM LOSS  BEST KEPT  SEARCHES")
+            let byBudget = Dictionary(grouping: samples) { "\($0.budgetKind) \($0.budgetValue)" }
+            for group in byBudget.values.sorted(by: { $0[0].budgetValue < $1[0].budgetValue }) {
+                let best = group.min { $0.loss < $1.loss }!
+                let uniform = group.first { $0.depth == 0 }
+                print([group[0].budget.padding(toLength: 11, withPad: " ", startingAt: 0), String(format: "%7d", group.count),
+                       String(format: "%9.4f", best.loss), uniform.map { String(format: "%12.4f", $0.loss) } ?? "           -",
+                       String(format: "%9.4f", best.keptFraction), String(format: "%9d", Set(group.map(\.searchKey)).count)].joined(separator: "  "))
+            }
+        }
+    }
+}
+
+struct SamplesExport: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "export", abstract: "Every sample as CSV or JSON lines, oldest first.")
+
+    @OptionGroup var options: GlobalOptions
+    @OptionGroup var selection: SampleSelection
+
+    @Option(help: "csv or jsonl.")
+    var format = "csv"
+
+    @Option(help: "Write to this file (default: standard output).")
+    var out: String?
+
+    func validate() throws {
+        guard ["csv", "jsonl"].contains(format) else { throw ValidationError("--format must be csv or jsonl") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let samples = try selection.fetch(options)
+            let text = format == "csv" ? Self.csv(samples) : try Self.jsonl(samples)
+            if let out { try AtomicFile.write(Data(text.utf8), to: out) } else { FileHandle.standardOutput.write(Data(text.utf8)) }
+        }
+    }
+
+    /// One row per sample; the strategy and sizes as space-separated lists (one column each, whatever the layer count).
+    static func csv(_ samples: [Sample]) -> String {
+        var lines = ["id,model_hash,calibration_hash,budget,budget_kind,budget_value,kept_fraction,loss,reward,accuracy,depth,search_key,job_id,created_at,strategy,sizes"]
+        let dates = ISO8601DateFormatter()
+        for s in samples {
+            let accuracy: String = s.metrics["accuracy"].map { "\($0)" } ?? ""
+            let job: String = s.jobId.map { String($0) } ?? ""
+            let created: String = s.createdAt.map { dates.string(from: $0) } ?? ""
+            let strategy: String = s.strategy.map { "\($0)" }.joined(separator: " ")
+            let sizes: String = s.sizes.map { String($0) }.joined(separator: " ")
+            var fields: [String] = [String(s.id ?? 0), s.modelHash, s.calibrationHash, csvField(s.budget), s.budgetKind]
+            fields += ["\(s.budgetValue)", "\(s.keptFraction)", "\(s.loss)", "\(s.reward)", accuracy, "\(s.depth)"]
+            fields += [csvField(s.searchKey), job, created, strategy, sizes]
+            lines.append(fields.joined(separator: ","))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func jsonl(_ samples: [Sample]) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try samples.map { String(decoding: try encoder.encode($0), as: UTF8.self) + "\n" }.joined()
+    }
+
+    static func csvField(_ text: String) -> String {
+        text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
+    }
+}
