@@ -169,6 +169,7 @@ func describe(_ job: Job) -> String {
         "attempt:  \(job.attempt) of \(job.maxAttempts)\(job.attemptedBy.map { " by \($0)" } ?? "")",
         "progress: \(progressBar(job.progress))\(job.progressMessage.map { "  \($0)" } ?? "")",
         "args:     \(job.args.text)",
+    ] + (job.parentId.map { ["parent:   job \($0)"] } ?? []) + [
         "created:  \(job.createdAt)   scheduled: \(job.scheduledAt)\(job.finalizedAt.map { "   finalized: \($0)" } ?? "")",
     ]
     if let result = job.result { lines.append("result:   \(result.text)") }
@@ -186,8 +187,17 @@ struct Status: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            guard let job = try options.jobQueue().get(id) else { throw QueueError.noSuchJob(id) }
-            if options.json { try printJSON(job) } else { print(describe(job)) }
+            let queue = try options.jobQueue()
+            guard let job = try queue.get(id) else { throw QueueError.noSuchJob(id) }
+            if options.json { return try printJSON(job) }
+            print(describe(job))
+            let children = try queue.children(of: id)
+            guard !children.isEmpty else { return }
+            let byState = Dictionary(grouping: children, by: \.state).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
+            print("children: \(children.count) (\(byState.joined(separator: ", ")))")
+            for child in children {
+                print("  job \(child.id) \(child.kind) \(child.state.rawValue) \(progressBar(child.progress, width: 20))\(child.progressMessage.map { "  \($0)" } ?? "")")
+            }
         }
     }
 }

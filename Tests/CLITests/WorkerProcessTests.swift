@@ -118,4 +118,71 @@ import Testing
         let jobs = try queue.list(limit: 100)
         #expect(jobs.count == 30 && jobs.allSatisfy { $0.state == .completed })
     }
+    // MARK: Search and sweep jobs on tiny-llama
+
+    var tinyLlama: String { TestDatabase.repositoryRoot + "/Fixtures/tiny-llama" }
+
+    func sampleCount(_ pool: ConnectionPool, job: Int64) throws -> (all: Int, distinct: Int) {
+        try pool.withConnection { c in
+            let row = try c.query("SELECT count(*) AS n, count(DISTINCT sizes) AS d FROM lop.samples WHERE job_id = \(job)").single()
+            return (try row.decode("n"), try row.decode("d"))
+        }
+    }
+
+    @Test func sweepOverFourBudgetsRunsAsFourSearchesOnTwoWorkers() throws {
+        let target = try TestDatabase.createMigrated()
+        let env = environment(target)
+        let queue = JobQueue(pool: ConnectionPool(target: target, size: 2))
+        let submitted = try lop(["submit", "sweep", "--arg", "model=\(tinyLlama)", "--arg", "budgets=[0.3, 0.4, 0.5, 0.6]", "--arg", "samples=8",
+                                 "--arg", #"search={"simulations": 10}"#], env)
+        #expect(submitted.status == 0, "\(submitted.output)")
+        let sweep = try #require(Int64(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let workers = [try worker("s1", env), try worker("s2", env)]
+        defer { workers.forEach { $0.signal(SIGKILL) } }
+        #expect(try waitUntil(timeout: 240) { try queue.get(sweep)?.state.isFinal == true })
+        let done = try #require(try queue.get(sweep))
+        #expect(done.state == .completed && done.attempt == 1 && done.snoozes >= 1, "\(done.errors)")
+        let children = try queue.children(of: sweep)
+        #expect(children.count == 4 && children.allSatisfy { $0.kind == "search" && $0.state == .completed && $0.parentId == sweep })
+        for child in children {
+            let result = try #require(try child.result?.object() as? [String: Any])
+            let statistics = try #require(result["statistics"] as? [String: Any])
+            let stored = try sampleCount(queue.pool, job: child.id)
+            #expect(stored.all == statistics["evaluations"] as? Int && stored.all == stored.distinct && stored.all > 1)
+        }
+        let summary = try #require(try done.result?.object() as? [String: Any])
+        #expect(summary["completed"] as? Int == 4 && summary["failed"] as? Int == 0)
+        #expect((summary["searches"] as? [[String: Any]])?.compactMap { $0["budget"] as? String }.sorted() == ["0.3", "0.4", "0.5", "0.6"])
+        let status = try lop(["status", "\(sweep)"], env)
+        #expect(status.output.contains("children: 4 (4 completed)"), "\(status.output)")
+        let listed = try lop(["samples", "list", "--model", tinyLlama], env)
+        #expect(listed.status == 0 && listed.output.split(separator: "\n").count == 5, "\(listed.output)")
+    }
+
+    @Test func killedSearchResumesFromItsSamplesAndEndsLikeAnUninterruptedOne() throws {
+        let target = try TestDatabase.createMigrated()
+        let env = environment(target)
+        let queue = JobQueue(pool: ConnectionPool(target: target, size: 2))
+        let args = JSONB(text: #"{"model": "\#(tinyLlama)", "budget": 0.5, "samples": 32, "search": {"simulations": 80, "sample_batch": 2}}"#)
+        let interrupted = try queue.enqueue(NewJob(kind: "search", args: args)).job
+        let doomed = try worker("doomed", env, concurrency: 1)
+        #expect(try waitUntil(timeout: 120) { try sampleCount(queue.pool, job: interrupted.id).all >= 6 })
+        doomed.signal(SIGKILL)
+        _ = doomed.wait()
+        let before = try sampleCount(queue.pool, job: interrupted.id).all
+        let survivor = try worker("survivor", env, concurrency: 1)
+        defer { survivor.signal(SIGKILL) }
+        #expect(try waitUntil(timeout: 180) { try queue.get(interrupted.id)?.state == .completed })
+        let reference = try queue.enqueue(NewJob(kind: "search", args: args)).job
+        #expect(try waitUntil(timeout: 180) { try queue.get(reference.id)?.state == .completed })
+        let resumed = try #require(try queue.get(interrupted.id)?.result?.object() as? [String: Any])
+        let whole = try #require(try queue.get(reference.id)?.result?.object() as? [String: Any])
+        func best(_ r: [String: Any]) -> [Int]? { (r["best"] as? [String: Any])?["sizes"] as? [Int] }
+        #expect(best(resumed) != nil && best(resumed) == best(whole))
+        let (a, b) = (try sampleCount(queue.pool, job: interrupted.id), try sampleCount(queue.pool, job: reference.id))
+        #expect(a.all == a.distinct && a.all == b.all)
+        let statistics = try #require(resumed["statistics"] as? [String: Any])
+        #expect((statistics["preloaded"] as? Int ?? 0) >= before && before >= 6)
+        #expect(try queue.get(interrupted.id)?.attempt == 2)
+    }
 }
