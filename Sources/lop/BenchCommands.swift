@@ -8,7 +8,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self])
+        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -48,6 +48,48 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try runComputeBenchmark(options) { try PruningBenchmark.run(folder: fixture, repeats: repeats) }
+        }
+    }
+
+    struct SearchBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "search",
+            abstract: "LOP's tree search at budget 0.5 on tiny-llama and a tiny-llava-shaped model: rates, cost per evaluation, BLAS share, and each shortcut switched off.")
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "A text fixture folder.")
+        var fixture = "Fixtures/tiny-llama"
+
+        @Option(help: "Simulations per search.")
+        var simulations = 60
+
+        @Option(help: "Seeds for the successive-halving comparison.")
+        var seeds = 3
+
+        @Option(help: "Timed runs per single-evaluation figure (the median is reported).")
+        var repeats = 5
+
+        @Flag(name: .customLong("text-only"), help: "Skip the multimodal model.")
+        var textOnly = false
+
+        func validate() throws {
+            guard (2...100_000).contains(simulations) else { throw ValidationError("--simulations must be between 2 and 100000") }
+            guard (1...100).contains(seeds) else { throw ValidationError("--seeds must be between 1 and 100") }
+            guard (1...1000).contains(repeats) else { throw ValidationError("--repeats must be between 1 and 1000") }
+        }
+
+        func run() throws {
+            try runComputeBenchmark(options) {
+                try SearchBenchmark.run(folder: fixture, label: (fixture as NSString).lastPathComponent, simulations: simulations, seeds: seeds, repeats: repeats)
+            }
+            if !textOnly {
+                let committed = FileManager.default.fileExists(atPath: "Fixtures/tiny-llava/config.json")
+                try runComputeBenchmark(options) {
+                    try SearchBenchmark.run(folder: committed ? "Fixtures/tiny-llava" : nil, label: committed ? "tiny-llava" : "tiny-llava shapes (3-step weights)",
+                                            simulations: simulations, seeds: seeds, repeats: repeats)
+                }
+            }
         }
     }
 
