@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on a fresh machine: install, start a throwaway PostgreSQL, build lop, migrate,
 # start a worker, submit jobs by SQL INSERT and by the CLI, and follow them to completion.
-# Later stages (pruning, search, predictor, webhooks) extend this script.
+# Then pruning, search and sweeps; later stages (predictor, webhooks) extend this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -38,3 +38,16 @@ echo "== a 50 % variant: smaller checkpoint with pruning.json, then evaluated"
 "$lop" prune Fixtures/tiny-llama --calibration corpus --budget 0.5 --strategy uniform --out "$dir/tiny-llama-50" --dtype f16
 ls -l "$dir/tiny-llama-50"
 "$lop" eval "$dir/tiny-llama-50" --data Fixtures/tiny-llama/heldout.bin
+echo "== search: a sweep over four budgets, submitted by SQL, fanned out to one search job per budget"
+"$(dirname "$lop")/lop-worker" --concurrency 2 2>>"$dir/worker.log" &
+worker_pid=$!
+sweep=$(psql "$LOP_DATABASE_URL" -qtAc "INSERT INTO lop.jobs (kind, args) VALUES ('sweep', '{\"model\": \"Fixtures/tiny-llama\", \"budgets\": {\"from\": 0.3, \"to\": 0.6, \"step\": 0.1}, \"search\": {\"simulations\": 60}}') RETURNING id")
+"$lop" watch "$sweep"
+"$lop" status "$sweep" | grep -A5 '^children'
+echo "== every evaluated strategy is a sample"
+"$lop" samples list --model Fixtures/tiny-llama
+kill -TERM "$worker_pid"; wait "$worker_pid"; worker_pid=
+echo "== one search in process; its best strategy pruned and evaluated"
+"$lop" search Fixtures/tiny-llama --budget 0.5 --set simulations=100 --out "$dir/searched-50.json"
+"$lop" prune Fixtures/tiny-llama --calibration corpus --budget 0.5 --strategy "$dir/searched-50.json" --out "$dir/tiny-llama-50-searched" --dtype f16
+"$lop" eval "$dir/tiny-llama-50-searched" --data Fixtures/tiny-llama/heldout.bin

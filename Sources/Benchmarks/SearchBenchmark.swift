@@ -60,18 +60,25 @@ public enum SearchBenchmark {
             table.add("image features, once per search", full.counters.featureSeconds, unit: "s", reference: "—")
         }
 
-        // Looking up strategies with equal sizes.
-        var uncached = request
-        uncached.settings.cacheEvaluations = false
-        let noCache = try uncached.run(prepared, searchKey: "bench", jobId: nil)
-        table.add("evaluations run, cache off", Double(noCache.counters.evaluations), unit: "evals", reference: "—")
-        table.add("evaluations run, cache on", Double(full.counters.evaluations), unit: "evals", reference: "cache off",
-                  ratio: Double(full.counters.evaluations) / Double(max(noCache.counters.evaluations, 1)))
-        table.add("search seconds, cache on", full.seconds, unit: "s", reference: "cache off", ratio: full.seconds / noCache.seconds)
+        // Looking up strategies with equal sizes. With one-neuron steps two strategies rarely coincide; with
+        // hardware-aligned counts (multiples of 32 here) they often do.
+        for alignment in [request.bounds.alignment, 32] {
+            var on = request, off = request
+            on.bounds.alignment = alignment
+            off.bounds.alignment = alignment
+            off.settings.cacheEvaluations = false
+            let (cached, uncached) = (try on.run(prepared, searchKey: "bench", jobId: nil), try off.run(prepared, searchKey: "bench", jobId: nil))
+            table.add("alignment \(alignment): evaluations run, cache off", Double(uncached.counters.evaluations), unit: "evals", reference: "—")
+            table.add("alignment \(alignment): evaluations run, cache on", Double(cached.counters.evaluations), unit: "evals", reference: "cache off",
+                      ratio: Double(cached.counters.evaluations) / Double(max(uncached.counters.evaluations, 1)))
+            table.add("alignment \(alignment): search seconds, cache on", cached.seconds, unit: "s", reference: "cache off", ratio: cached.seconds / uncached.seconds)
+        }
 
-        // Successive halving over several seeds: cost, quality, and whether it changes the final choice.
+        // Successive halving over several seeds: cost, quality, whether it changes the final choice, and the plain
+        // search given the same time instead.
         var changed = 0
-        var (plainSeconds, halvingSeconds, plainLoss, halvingLoss, plainEvaluations, halvingEvaluations) = (0.0, 0.0, 0.0, 0.0, 0, 0)
+        var (plainSeconds, halvingSeconds, plainLoss, halvingLoss, sameTimeLoss) = (0.0, 0.0, 0.0, 0.0, 0.0)
+        var (plainEvaluations, halvingEvaluations) = (0, 0)
         for seed in 0..<seeds {
             var plain = request, halving = request
             plain.settings.seed = seed
@@ -79,9 +86,12 @@ public enum SearchBenchmark {
             halving.settings.successiveHalving = true
             let a = try plain.run(prepared, searchKey: "bench", jobId: nil)
             let b = try halving.run(prepared, searchKey: "bench", jobId: nil)
+            var longer = plain
+            longer.settings.simulations = max(2, Int((Double(simulations) * b.seconds / a.seconds).rounded()))
+            let c = try longer.run(prepared, searchKey: "bench", jobId: nil)
             if a.best.sizes != b.best.sizes { changed += 1 }
             (plainSeconds, halvingSeconds) = (plainSeconds + a.seconds, halvingSeconds + b.seconds)
-            (plainLoss, halvingLoss) = (plainLoss + a.best.score.loss, halvingLoss + b.best.score.loss)
+            (plainLoss, halvingLoss, sameTimeLoss) = (plainLoss + a.best.score.loss, halvingLoss + b.best.score.loss, sameTimeLoss + c.best.score.loss)
             (plainEvaluations, halvingEvaluations) = (plainEvaluations + a.counters.evaluations, halvingEvaluations + b.counters.evaluations)
         }
         let n = Double(seeds)
@@ -89,6 +99,7 @@ public enum SearchBenchmark {
         table.add("full evaluations, halving", Double(halvingEvaluations) / n, unit: "evals", reference: "no halving",
                   ratio: Double(halvingEvaluations) / Double(max(plainEvaluations, 1)))
         table.add("best loss, halving", halvingLoss / n, unit: "loss", reference: "no halving", ratio: halvingLoss / plainLoss)
+        table.add("best loss, no halving, same seconds", sameTimeLoss / n, unit: "loss", reference: "halving", ratio: sameTimeLoss / halvingLoss)
         table.add("seeds where halving changed the choice", Double(changed), unit: "of \(seeds)", reference: "—")
         return table
     }
