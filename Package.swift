@@ -65,6 +65,8 @@ let package = Package(
         .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
+        // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
+        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
@@ -114,6 +116,7 @@ let package = Package(
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
