@@ -1,0 +1,60 @@
+import Foundation
+import Jobs
+import LopConfig
+import Models
+import Pruning
+import Search
+import Testing
+import TestSupport
+@testable import Predictor
+
+/// Searches of tiny-llama at seven budgets (a small sweep, seeded), run once for the suite; two budgets are held
+/// out of the predictor's training.
+struct Sweep: @unchecked Sendable {
+    let request: SearchRequest
+    let prepared: SearchRequest.Prepared
+    let samples: [Double: [PredictorSample]]
+    let results: [Double: SearchResult]
+
+    static let budgets = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
+    static let heldOut = [0.45, 0.6]
+
+    static let shared: Result<Sweep, any Error> = Result {
+        var request = SearchRequest(model: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama", budget: .fraction(0.5), config: LopConfig())
+        request.samples = 16
+        request.settings.simulations = 45
+        let prepared = try request.prepare()
+        var samples: [Double: [PredictorSample]] = [:], results: [Double: SearchResult] = [:]
+        for b in budgets {
+            var r = request
+            r.budget = .fraction(b)
+            results[b] = try r.run(prepared, searchKey: "sweep", jobId: nil, sample: { s in
+                samples[b, default: []].append(PredictorSample(modelHash: s.modelHash, calibrationHash: s.calibrationHash, units: s.units, budget: s.budget,
+                                                               keptFraction: s.keptFraction, strategy: s.strategy, loss: s.loss))
+            })
+        }
+        return Sweep(request: request, prepared: prepared, samples: samples, results: results)
+    }
+}
+
+@Suite struct LeaveBudgetsOutTests {
+    @Test func predictedStrategiesForUnseenBudgetsAreNearlyAsGoodAsSearchedOnes() throws {
+        let sweep = try Sweep.shared.get()
+        let training = Sweep.budgets.filter { !Sweep.heldOut.contains($0) }.flatMap { sweep.samples[$0]! }
+        let predictor = try Predictor.train(samples: training, units: sweep.prepared.pruner.units)
+        try predictor.check(modelHash: sweep.prepared.pruner.modelHash, units: sweep.prepared.pruner.units)
+        let evaluator = try StrategyEvaluator(pruner: sweep.prepared.pruner, calibration: sweep.prepared.calibration)
+        for b in Sweep.heldOut {
+            let prediction = try predictor.predict(.fraction(b))
+            let predicted = try evaluator.score(sizes: prediction.sizes).score.loss
+            let searched = sweep.results[b]!.best.score.loss, uniform = sweep.results[b]!.uniform.score.loss
+            print(String(format: "held-out budget %.2f: predicted %.4f, searched %.4f, uniform %.4f; spread %.4f; %.1f ms", b, predicted, searched, uniform,
+                         prediction.spread, prediction.seconds * 1000))
+            #expect(prediction.inTrainedRange)
+            #expect(predicted <= searched * 1.05)
+            #expect(predicted < uniform)
+        }
+        // Outside the trained budgets the predictor says so.
+        #expect(!(try predictor.predict(.fraction(0.9))).inTrainedRange)
+    }
+}
