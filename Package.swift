@@ -97,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search",
+                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Evaluation
 import Foundation
+import Predictor
 import LopConfig
 import Models
 import Pruning
@@ -38,6 +39,8 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     } catch let error as BudgetError {
         fail(error.description, code: Exit.dataError)
     } catch let error as EvaluationError {
+        fail(error.description, code: Exit.dataError)
+    } catch let error as PredictorError {
         fail(error.description, code: Exit.dataError)
     }
 }
