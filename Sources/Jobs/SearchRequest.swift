@@ -21,6 +21,8 @@ public struct SearchRequest: Sendable {
     public var scope: UnitScope
     public var bounds: KeepBounds
     public var settings: SearchSettings
+    /// Read and write activation statistics in `MODEL/.lop-cache` (when the folder is writable).
+    public var cache = true
 
     /// The request with every setting at the config's default.
     public init(model: String, budget: Budget, config: LopConfig) {
@@ -77,8 +79,8 @@ public struct SearchRequest: Sendable {
         let loaded = try Model.load(directory: model)
         let spec = try DataSpec(parsing: calibration ?? Self.defaultCalibration(for: loaded))
         let set = try spec.calibration(for: loaded, samples: samples, context: context)
-        let cache = FileManager.default.isWritableFile(atPath: model) ? model + "/.lop-cache" : nil
-        let pruner = try Pruner(model: loaded, scope: scope, importance: importance, calibration: set, cacheDirectory: cache)
+        let directory = cache && FileManager.default.isWritableFile(atPath: model) ? model + "/.lop-cache" : nil
+        let pruner = try Pruner(model: loaded, scope: scope, importance: importance, calibration: set, cacheDirectory: directory)
         return Prepared(model: loaded, pruner: pruner, calibration: set)
     }
 

@@ -30,17 +30,7 @@ struct SearchCommand: ParsableCommand {
     @Option(help: "The budget: a fraction kept (0.5, 50%), params:N, flops:N or bytes:N[@SIZE].")
     var budget: String
 
-    @Option(help: "Calibration data (default: 'corpus' for a text model, 'shapes-train' for tiny-llava; or a token file).")
-    var calibration: String?
-
-    @Option(help: "Calibration samples (default: pruning.calibration_samples).")
-    var samples: Int?
-
-    @Option(help: "Neuron importance: lop, magnitude or wanda (default: pruning.importance).")
-    var importance: String?
-
-    @Flag(help: "Also prune the vision encoder's MLPs (LLaVA models).")
-    var vision = false
+    @OptionGroup var pruning: PruningOptions
 
     @Option(name: .customLong("set"), help: "A search setting, KEY=VALUE (repeatable; keys as in the config's search section).")
     var settings: [String] = []
@@ -52,10 +42,10 @@ struct SearchCommand: ParsableCommand {
     var store = false
 
     func request(_ config: LopConfig) throws -> SearchRequest {
-        var object: [String: AnyJSON] = ["model": .string(model), "vision": .bool(vision)]
-        if let calibration { object["calibration"] = .string(calibration) }
-        if let samples { object["samples"] = .number(Double(samples)) }
-        if let importance { object["importance"] = .string(importance) }
+        var object: [String: AnyJSON] = ["model": .string(model), "vision": .bool(pruning.vision)]
+        if let calibration = pruning.calibration { object["calibration"] = .string(calibration) }
+        if let samples = pruning.samples { object["samples"] = .number(Double(samples)) }
+        if let importance = pruning.importance { object["importance"] = .string(importance) }
         var overrides: [String: AnyJSON] = [:]
         for pair in settings {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else { throw ValidationError("--set '\(pair)' is not KEY=VALUE") }
@@ -64,7 +54,10 @@ struct SearchCommand: ParsableCommand {
         }
         object["search"] = .object(overrides)
         do {
-            return try SearchRequest(arguments: object, budget: try Budget(parsing: budget), config: config)
+            var request = try SearchRequest(arguments: object, budget: try Budget(parsing: budget), config: config)
+            request.bounds = pruning.bounds(config.pruning)
+            request.cache = !pruning.noCache
+            return request
         } catch let error as ArgumentError {
             throw ValidationError(error.description.replacingOccurrences(of: "invalid args: ", with: ""))
         }
