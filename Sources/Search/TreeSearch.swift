@@ -161,7 +161,4 @@ public final class TreeSearch {
     }
 
     func realised(_ sizes: [Int]) -> [Double] { zip(sizes, units).map { Double($0) / Double($1.width) } }
-
-    /// Every evaluated strategy's sizes, in node order (the tree's shape, for determinism checks).
-    public var evaluatedSizes: [[Int]] { nodes.compactMap { $0.sample?.sizes } }
 }
