@@ -66,7 +66,7 @@ let package = Package(
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
-        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopConfig", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
@@ -106,7 +106,7 @@ let package = Package(
         ),
 
         // Shared by test targets: a throwaway PostgreSQL cluster and per-test databases.
-        .target(name: "TestSupport", dependencies: ["Store", "Models", "Tensor"], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["Store", "Models", "Tensor", "Fixtures"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),

@@ -49,10 +49,9 @@ public struct SearchSummary: Codable, Sendable {
 
     public init(request: SearchRequest, prepared: SearchRequest.Prepared, result: SearchResult, samplesWritten: Int) {
         let units = prepared.pruner.units
-        let prunable = Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
         func strategy(_ s: SearchSample) -> Strategy {
             Strategy(strategy: s.ratios, sizes: s.sizes, loss: s.score.loss, accuracy: s.score.accuracy, reward: s.reward,
-                     keptFraction: Double(Projection.keptParameters(s.sizes, units: units)) / prunable)
+                     keptFraction: Projection.keptFraction(s.sizes, units: units))
         }
         model = request.model
         modelHash = prepared.pruner.modelHash
@@ -101,26 +100,18 @@ public struct SearchHandler: JobHandler {
         let store = SampleStore(pool: context.queue.pool)
         let key = "job:\(job.id)"
         let stored = try store.samples(searchKey: key)
-        var buffer: [Sample] = []
-        var written = 0
-        func flush() throws {
-            written += try store.insert(buffer)
-            buffer.removeAll()
-        }
+        let writer = SampleWriter(store: store, batch: request.settings.sampleBatch)
         let result: SearchResult
         do {
-            result = try request.run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: { sample in
-                buffer.append(sample)
-                if buffer.count >= request.settings.sampleBatch { try flush() }
-            }, report: { done, total, bestLoss in
+            result = try request.run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: writer.add, report: { done, total, bestLoss in
                 context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
             }, checkStop: context.checkCancelled)
         } catch {
-            try? flush()  // what was evaluated stays useful to the retry
+            try? writer.flush()  // what was evaluated stays useful to the retry
             throw error
         }
-        try flush()
-        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
+        try writer.flush()
+        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: writer.written)
         return JobResult(result: try JSONB(encoding: summary))
     }
 }

@@ -104,17 +104,41 @@ public struct SearchRequest: Sendable {
             evaluator.preload(sizes: stored.sizes, score: StrategyScore(loss: stored.loss, accuracy: stored.metrics["accuracy"] ?? 0))
         }
         let search = TreeSearch(evaluator: evaluator, budget: budget, bounds: bounds, settings: settings)
-        let prunable = Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
         var bestLoss = Double.infinity
         return try search.run(sample: { s in
             bestLoss = min(bestLoss, s.score.loss)
             try sample(Sample(model: model, modelHash: prepared.pruner.modelHash, calibrationHash: prepared.calibration.hash,
                               units: units.map(\.name), importance: importance.rawValue, budget: budget.description,
                               budgetKind: budget.kind, budgetValue: budget.value,
-                              keptFraction: Double(Projection.keptParameters(s.sizes, units: units)) / prunable,
+                              keptFraction: Projection.keptFraction(s.sizes, units: units),
                               strategy: s.ratios, sizes: s.sizes, reward: s.reward, loss: s.score.loss,
                               metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId))
         }, progress: { done, total in report(done, total, bestLoss) }, checkStop: checkStop)
+    }
+}
+
+/// Buffers a search's samples and inserts them in batches (a killed search loses at most one batch, which its
+/// retry evaluates again).
+public final class SampleWriter {
+    let store: SampleStore
+    let batch: Int
+    private var buffer: [Sample] = []
+    /// Rows inserted so far (a strategy the search had already stored is not counted).
+    public private(set) var written = 0
+
+    public init(store: SampleStore, batch: Int) {
+        self.store = store
+        self.batch = batch
+    }
+
+    public func add(_ sample: Sample) throws {
+        buffer.append(sample)
+        if buffer.count >= batch { try flush() }
+    }
+
+    public func flush() throws {
+        written += try store.insert(buffer)
+        buffer.removeAll()
     }
 }
 

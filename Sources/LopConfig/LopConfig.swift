@@ -57,3 +57,8 @@ public struct LopConfig: Sendable, Equatable {
         public init() {}
     }
 }
+
+/// lop's version, as `lop --version` prints it and predictor cards record it.
+public enum LopVersion {
+    public static let current = "0.1.0"
+}

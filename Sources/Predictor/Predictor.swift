@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LopConfig
 import Models
 import Pruning
 import Tensor
@@ -142,11 +143,9 @@ public final class Predictor {
         }
         let card = PredictorCard(modelHash: first.modelHash, calibrationHash: first.calibrationHash, units: units, shape: shape, settings: settings,
                                  seeds: seeds, examples: data.count, samples: samples.count, budgets: Array(Set(data.map(\.budget))).sorted(),
-                                 validationError: errors, lopVersion: lopVersion, createdAt: ISO8601DateFormatter().string(from: Date()))
+                                 validationError: errors, lopVersion: LopVersion.current, createdAt: ISO8601DateFormatter().string(from: Date()))
         return Predictor(card: card, networks: networks)
     }
-
-    public static let lopVersion = "0.1.0"
 
     static func trainMember(_ data: [(budget: Double, ratios: [Double], weight: Double)], shape: NetworkShape, settings: PredictorSettings,
                             seed: Int, log: (String) -> Void) -> (StrategyNetwork, Double) {
@@ -221,7 +220,7 @@ public final class Predictor {
         let sizes = try Projection.project(ratios: mean, units: units, budget: budget, bounds: bounds)
         let range = [card.budgets.first ?? 0, card.budgets.last ?? 0]
         return Prediction(budget: budget.description, ratios: zip(sizes, units).map { Double($0) / Double($1.width) }, sizes: sizes,
-                          keptFraction: Double(Projection.keptParameters(sizes, units: units)) / total,
+                          keptFraction: Projection.keptFraction(sizes, units: units),
                           spread: deviations.reduce(0, +) / Double(deviations.count), maximumSpread: deviations.max() ?? 0,
                           inTrainedRange: fraction >= range[0] - 1e-9 && fraction <= range[1] + 1e-9, trainedRange: range,
                           seconds: Date().timeIntervalSince(start))

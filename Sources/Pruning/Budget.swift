@@ -35,7 +35,7 @@ public enum Budget: Sendable, Equatable {
         switch self {
         case .fraction(let f):
             guard f.isFinite, f > 0, f <= 1 else { throw BudgetError("budget fraction \(f) is outside (0, 1]") }
-            return f * Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+            return f * Double(Projection.prunableParameters(units))
         case .parameters(let n):
             guard n > 0 else { throw BudgetError("budget of \(n) parameters is not positive") }
             return Double(n)
@@ -137,6 +137,16 @@ public enum Projection {
     public static func keptParameters(_ counts: [Int], units: [PrunableUnit]) -> Int {
         zip(counts, units).reduce(0) { $0 + $1.0 * $1.1.parametersPerNeuron }
     }
+
+    /// Every parameter the units own (what a fraction budget is a fraction of).
+    public static func prunableParameters(_ units: [PrunableUnit]) -> Int {
+        units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron }
+    }
+
+    /// The fraction of the units' parameters that integer counts keep.
+    public static func keptFraction(_ counts: [Int], units: [PrunableUnit]) -> Double {
+        Double(keptParameters(counts, units: units)) / Double(prunableParameters(units))
+    }
 }
 
 extension Budget {
@@ -189,7 +199,7 @@ extension Budget {
 
     /// The fraction of the units' parameters this budget keeps (a uniform allocation's ratio).
     public func fraction(of units: [PrunableUnit]) throws(BudgetError) -> Double {
-        try allowedParameters(units) / Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+        try allowedParameters(units) / Double(Projection.prunableParameters(units))
     }
 }
 

@@ -108,7 +108,7 @@ public final class Pruner {
                       importance: importance.rawValue,
                       calibrationHash: calibration?.hash, calibrationSamples: calibration?.samples, sourceModelHash: modelHash,
                       keptParameters: Projection.keptParameters(sizes, units: units),
-                      prunableParameters: units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron },
+                      prunableParameters: Projection.prunableParameters(units),
                       parameterCount: pruned.parameterCount, sourceParameterCount: base.parameterCount)
     }
 

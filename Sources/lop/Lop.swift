@@ -38,10 +38,6 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
-enum LopVersion {
-    static let current = "0.1.0"
-}
-
 enum LoggingBootstrap {
     private static let started = LockedFlag()
 

@@ -246,7 +246,7 @@ struct CompareCommand: ParsableCommand {
             let held = try DataSpec(parsing: data).evaluationData(for: loaded, context: config.pruning.calibrationContext)
             var document = Report(model: model, modelHash: pruner.modelHash, data: data, importance: pruner.importance.rawValue,
                                   units: pruner.units.map(\.name), original: try held.evaluate(loaded), originalParameterCount: loaded.parameterCount)
-            let total = Double(pruner.units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
+            let total = Double(Projection.prunableParameters(pruner.units))
             for (b, budget) in parsedBudgets.enumerated() {
                 for (m, method) in methods.enumerated() {
                     progress("[\(b * methods.count + m + 1)/\(parsedBudgets.count * methods.count)] \(method.rawValue) at \(budget)")

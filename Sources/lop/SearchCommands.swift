@@ -70,24 +70,19 @@ struct SearchCommand: ParsableCommand {
             BLAS.setThreads(config.blas.threads)
             progress("loading \(model) and ranking neurons")
             let prepared = try request.prepare()
-            let sampleStore = store ? SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))) : nil
+            let writer = store ? SampleWriter(store: SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))), batch: request.settings.sampleBatch) : nil
             // One key per distinct search: the same command stores its samples once, however often it runs.
             let identity = "\(prepared.pruner.modelHash) \(prepared.calibration.hash) \(request.budget) \(request.settings) \(request.importance.rawValue)"
             let key = "cli:" + SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
-            var buffer: [Sample] = []
-            var written = 0
             var lastReport = Date.distantPast
-            let result = try request.run(prepared, searchKey: key, jobId: nil, sample: { sample in
-                guard let sampleStore else { return }
-                buffer.append(sample)
-                if buffer.count >= request.settings.sampleBatch { written += try sampleStore.insert(buffer); buffer.removeAll() }
-            }, report: { done, total, best in
+            let result = try request.run(prepared, searchKey: key, jobId: nil, sample: { try writer?.add($0) }, report: { done, total, best in
                 if Date().timeIntervalSince(lastReport) >= 1 || done == total {
                     lastReport = Date()
                     progress(String(format: "simulation %d/%d  best loss %.4f", done, total, best))
                 }
             })
-            if let sampleStore { written += try sampleStore.insert(buffer) }
+            try writer?.flush()
+            let written = writer?.written ?? 0
             let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
             if let out {
                 let encoder = JSONEncoder()

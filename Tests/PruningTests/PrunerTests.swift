@@ -18,12 +18,7 @@ func tinyLlama() throws -> (model: Model, heldOut: [Int], calibration: Calibrati
     return (model, Array(tokens.suffix(2048)), calibration)
 }
 
-/// tiny-llava: the committed folder when there is one, else a copy trained briefly by the fixture's recipe.
-func tinyLlava() throws -> Model {
-    let folder = fixturesRoot + "/tiny-llava"
-    if FileManager.default.fileExists(atPath: folder + "/config.json") { return try Model.load(directory: folder) }
-    return .llava(try Fixtures.trainTinyLlava(recipe: Fixtures.Recipe.tinyLlava.with(steps: 5)) { _ in })
-}
+func tinyLlava() throws -> Model { try FixtureModels.tinyLlava() }
 
 func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
     precondition(a.shape == b.shape)

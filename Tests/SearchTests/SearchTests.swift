@@ -116,7 +116,7 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
     }
 
     @Test func visionFeaturesComputedOnceGiveTheSameScores() throws {
-        let llava = try tinyLlavaModel()
+        let llava = try FixtureModels.tinyLlava()
         let calibration = try DataSpec.shapes(count: 8, heldOut: false).calibration(for: llava, samples: 8)
         let pruner = try Pruner(model: llava, importance: .magnitude, calibration: nil)
         let reusing = try StrategyEvaluator(pruner: pruner, calibration: calibration, reuseVisionFeatures: true)
@@ -131,12 +131,6 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
     }
 }
 
-/// tiny-llava: the committed folder when there is one, else a copy trained briefly by the fixture's recipe.
-func tinyLlavaModel() throws -> Model {
-    let folder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llava"
-    if FileManager.default.fileExists(atPath: folder + "/config.json") { return try Model.load(directory: folder) }
-    return .llava(try Fixtures.trainTinyLlava(recipe: Fixtures.Recipe.tinyLlava.with(steps: 5)) { _ in })
-}
 
 @Suite struct SearchSettingsTests {
     @Test func jobArgumentsOverrideAndAreChecked() throws {
