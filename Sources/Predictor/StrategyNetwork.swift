@@ -90,14 +90,68 @@ public final class StrategyNetwork {
     }
 
     /// Decodes one strategy unit by unit: each prediction is clamped by `clamp(i, ratio, decodedSoFar)` before it
-    /// becomes the next position's input.
+    /// becomes the next position's input. One position at a time with cached keys and values (sgemv, no graph):
+    /// the same function as `forward` on the decoded prefix, which the tests check, at a fraction of its cost.
     public func decode(budget: Double, clamp: (Int, Double, [Double]) -> Double) -> [Double] {
+        let (n, w, heads) = (shape.units, shape.width, shape.heads)
+        let headDim = w / heads, features = 2 + n
+        let scale = 1 / Float(headDim).squareRoot()
+        var keys = blocks.map { _ in [Float](repeating: 0, count: n * w) }, values = keys
+        var x = [Float](repeating: 0, count: w), normed = x, q = x, attended = x, hidden = [Float](repeating: 0, count: 4 * w)
+        var weights = [Float](repeating: 0, count: n)
         var ratios: [Double] = []
-        for i in 0..<shape.units {
-            // Inputs for positions 0...i; causal attention makes the prefix's outputs independent of the rest.
-            let padded = ratios + Array(repeating: 0, count: shape.units - ratios.count)
-            let out = forward(Graph(recording: false), inputs(budgets: [budget], ratios: [padded]))
-            ratios.append(clamp(i, Double(out.tensor.data[i]), ratios))
+        func multiply(_ p: Parameter, _ input: [Float], _ output: inout [Float], accumulate: Bool = false) {
+            input.withUnsafeBufferPointer { i in output.withUnsafeMutableBufferPointer { o in BLAS.matrixVector(p.value, i.baseAddress!, into: o.baseAddress!, accumulate: accumulate) } }
+        }
+        func layerNorm(_ weight: Parameter, _ bias: Parameter) {
+            let mean = x.reduce(0, +) / Float(w)
+            let variance = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(w)
+            let inverse = 1 / (variance + 1e-5).squareRoot()
+            for j in 0..<w { normed[j] = (x[j] - mean) * inverse * weight.value.data[j] + bias.value.data[j] }
+        }
+        for t in 0..<n {
+            // Position t's input (value, is-budget flag, one-hot t) through the input map: three columns of it.
+            let value = Float(t == 0 ? budget : ratios[t - 1])
+            input.value.data.withUnsafeBufferPointer { m in
+                for j in 0..<w { x[j] = m[j * features] * value + (t == 0 ? m[j * features + 1] : 0) + m[j * features + 2 + t] + inputBias.value.data[j] }
+            }
+            for (b, p) in blocks.enumerated() {
+                layerNorm(p[0], p[1])
+                multiply(p[2], normed, &q)
+                keys[b].withUnsafeMutableBufferPointer { k in normed.withUnsafeBufferPointer { BLAS.matrixVector(p[3].value, $0.baseAddress!, into: k.baseAddress! + t * w) } }
+                values[b].withUnsafeMutableBufferPointer { v in normed.withUnsafeBufferPointer { BLAS.matrixVector(p[4].value, $0.baseAddress!, into: v.baseAddress! + t * w) } }
+                for h in 0..<heads {
+                    let offset = h * headDim
+                    var largest = -Float.infinity
+                    for u in 0...t {
+                        var dot: Float = 0
+                        for d in 0..<headDim { dot += q[offset + d] * keys[b][u * w + offset + d] }
+                        weights[u] = dot * scale
+                        largest = max(largest, weights[u])
+                    }
+                    var sum: Float = 0
+                    for u in 0...t { weights[u] = exp(weights[u] - largest); sum += weights[u] }
+                    for d in 0..<headDim {
+                        var total: Float = 0
+                        for u in 0...t { total += weights[u] * values[b][u * w + offset + d] }
+                        attended[offset + d] = total / sum
+                    }
+                }
+                multiply(p[5], attended, &x, accumulate: true)
+                layerNorm(p[6], p[7])
+                multiply(p[8], normed, &hidden)
+                for j in 0..<4 * w {
+                    let z = hidden[j] + p[9].value.data[j]
+                    hidden[j] = 0.5 * z * (1 + erf(z / Float(2).squareRoot()))
+                }
+                multiply(p[10], hidden, &x, accumulate: true)
+                for j in 0..<w { x[j] += p[11].value.data[j] }
+            }
+            layerNorm(finalNormWeight, finalNormBias)
+            var logit = headBias.value.data[0]
+            for j in 0..<w { logit += head.value.data[j] * normed[j] }
+            let ratio = shape.minimumRatio + (shape.maximumRatio - shape.minimumRatio) * Double(1 / (1 + exp(-logit)))
+            ratios.append(clamp(t, ratio, ratios))
         }
         return ratios
     }

@@ -2,7 +2,8 @@ import COpenBLAS
 import Foundation
 import Synchronization
 
-/// The one door to matrix multiplication: every product in lop goes through `BLAS.gemm` (OpenBLAS sgemm).
+/// The one door to matrix multiplication: every product in lop goes through `BLAS.gemm` (OpenBLAS sgemm),
+/// or `BLAS.matrixVector` (sgemv) where one vector at a time is all there is (incremental decoding).
 public enum BLAS {
     /// Sets OpenBLAS's thread count (0 means one per core) and keeps freed tensor memory in the process:
     /// a forward pass allocates and frees megabyte-sized buffers per op, and returning them to the kernel
@@ -53,6 +54,20 @@ public enum BLAS {
         if profiled {
             nanoseconds.add(Int(DispatchTime.now().uptimeNanoseconds - start), ordering: .relaxed)
             flops.add(2 * m * n * k, ordering: .relaxed)
+        }
+    }
+
+    /// y = W · x (+ y with `accumulate`) for a row-major matrix W of `[rows, columns]`.
+    public static func matrixVector(_ w: Tensor, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        precondition(w.rank == 2, "matrixVector needs a matrix, got \(w.shape)")
+        let (rows, columns) = (w.shape[0], w.shape[1])
+        guard rows > 0 else { return }
+        guard columns > 0 else {
+            if !accumulate { y.update(repeating: 0, count: rows) }
+            return
+        }
+        w.data.withUnsafeBufferPointer { pw in
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(columns), 1, pw.baseAddress!, Int32(columns), x, 1, accumulate ? 1 : 0, y, 1)
         }
     }
 }

@@ -59,6 +59,31 @@ func quickSettings() -> PredictorSettings {
         #expect(checked > 50)
     }
 
+    @Test func incrementalDecodingMatchesTheTeacherForcedForwardPass() throws {
+        for (units, width, heads, layers) in [(6, 32, 4, 2), (9, 16, 2, 3), (1, 8, 1, 1)] {
+            var shape = NetworkShape(units: units)
+            (shape.width, shape.heads, shape.layers) = (width, heads, layers)
+            let network = StrategyNetwork(shape: shape, seed: UInt64(units))
+            // Larger weights than at initialisation, so attention and GELU are far from linear.
+            var generator = SeededGenerator(seed: 11)
+            for p in network.parameters {
+                let noise = Tensor.normal(p.value.shape, std: 0.3, generator: &generator)
+                p.value = Tensor(shape: p.value.shape, data: zip(p.value.data, noise.data).map { $0 + $1 })
+            }
+            for budget in [0.2, 0.55, 0.9] {
+                let decoded = network.decode(budget: budget) { _, ratio, _ in ratio }
+                // Fed its own outputs, the causal forward pass must give them back at every position.
+                let forward = network.forward(Graph(recording: false), network.inputs(budgets: [budget], ratios: [decoded])).tensor.data
+                #expect(decoded.count == units)
+                for i in 0..<units { #expect(abs(decoded[i] - Double(forward[i])) < 2e-5, "units \(units), budget \(budget), position \(i): \(decoded[i]) vs \(forward[i])") }
+                // A clamp's choice becomes the next position's input.
+                let pinned = network.decode(budget: budget) { i, ratio, _ in i == 0 ? 0.5 : ratio }
+                let reference = network.forward(Graph(recording: false), network.inputs(budgets: [budget], ratios: [pinned])).tensor.data
+                for i in 1..<units { #expect(abs(pinned[i] - Double(reference[i])) < 2e-5) }
+            }
+        }
+    }
+
     @Test func everyPredictionMeetsItsBudgetExactly() throws {
         let predictor = try Predictor.train(samples: try syntheticSamples(budgets: [0.3, 0.4, 0.5, 0.6, 0.7]), units: units, settings: quickSettings())
         var generator = SeededGenerator(seed: 5)
