@@ -66,9 +66,9 @@ let package = Package(
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
-        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopConfig", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopConfig", "Store", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [

@@ -3,6 +3,7 @@ import Foundation
 import LopConfig
 import Models
 import Pruning
+import Store
 import Tensor
 
 /// One searched strategy as the predictor learns from it (a row of `lop.samples`, reduced).
@@ -19,6 +20,12 @@ public struct PredictorSample: Sendable {
     public init(modelHash: String, calibrationHash: String, units: [String], budget: String, keptFraction: Double, strategy: [Double], loss: Double) {
         (self.modelHash, self.calibrationHash, self.units, self.budget) = (modelHash, calibrationHash, units, budget)
         (self.keptFraction, self.strategy, self.loss) = (keptFraction, strategy, loss)
+    }
+
+    /// A stored sample; its budget is named by kind and value, so equal budgets written differently still group.
+    public init(_ sample: Sample) {
+        self.init(modelHash: sample.modelHash, calibrationHash: sample.calibrationHash, units: sample.units,
+                  budget: "\(sample.budgetKind) \(sample.budgetValue)", keptFraction: sample.keptFraction, strategy: sample.strategy, loss: sample.loss)
     }
 }
 
@@ -106,9 +113,12 @@ public final class Predictor {
         self.networks = networks
     }
 
+    /// One training example: a kept fraction, the strategy to predict for it, and its weight in the loss.
+    public typealias Example = (budget: Double, ratios: [Double], weight: Double)
+
     /// The training examples of one model and calibration set: per budget, its best strategy and those within the
     /// margin, weighted from 1 (best) down to 0.1 (at the margin), keyed by the kept fraction actually reached.
-    public static func examples(_ samples: [PredictorSample], margin: Double) -> [(budget: Double, ratios: [Double], weight: Double)] {
+    public static func examples(_ samples: [PredictorSample], margin: Double) -> [Example] {
         var out: [(Double, [Double], Double)] = []
         for (_, group) in Dictionary(grouping: samples, by: \.budget).sorted(by: { $0.key < $1.key }) {
             let best = group.map(\.loss).min()!
@@ -130,9 +140,7 @@ public final class Predictor {
         }
         let data = examples(samples, margin: settings.margin)
         guard data.count >= 2 else { throw PredictorError("\(data.count) training example(s) after the margin filter; at least 2 are needed") }
-        var shape = NetworkShape(units: units.count)
-        (shape.width, shape.heads, shape.layers) = (settings.width, settings.heads, settings.layers)
-        (shape.minimumRatio, shape.maximumRatio) = (bounds.minimumRatio, bounds.maximumRatio)
+        let shape = NetworkShape(units: units.count, settings: settings, bounds: bounds)
         var networks: [StrategyNetwork] = []
         var errors: [Double] = []
         let seeds = (0..<settings.ensemble).map { settings.seed + $0 }
@@ -147,42 +155,50 @@ public final class Predictor {
         return Predictor(card: card, networks: networks)
     }
 
-    static func trainMember(_ data: [(budget: Double, ratios: [Double], weight: Double)], shape: NetworkShape, settings: PredictorSettings,
+    static func trainMember(_ data: [Example], shape: NetworkShape, settings: PredictorSettings,
                             seed: Int, log: (String) -> Void) -> (StrategyNetwork, Double) {
         let network = StrategyNetwork(shape: shape, seed: UInt64(seed) &* 7919 &+ 17)
+        return (network, fit(network, data, settings: settings, seed: seed, log: log).validationError)
+    }
+
+    /// How one fit went: weighted MSE of the ratios on the training and validation examples, before training
+    /// and at the step kept (the best validation error).
+    public struct Fit: Sendable {
+        public let initialTrainingError, trainingError, validationError: Double
+    }
+
+    /// Trains any ratio model on the examples with the predictor's recipe: a seeded validation split, AdamW with
+    /// warm-up and cosine decay, gradient clipping, and the weights of the best validation step kept.
+    static func fit(_ model: some RatioModel, _ data: [Example], settings: PredictorSettings, seed: Int, log: (String) -> Void) -> Fit {
         var generator = SeededGenerator(seed: UInt64(seed) &+ 4242)
         let order = Array(data.indices).shuffled(using: &generator)
         let held = min(max(1, Int((Double(data.count) * settings.validationFraction).rounded())), data.count - 1)
         let (validation, training) = (Array(order.prefix(held)), Array(order.dropFirst(held)))
-        func batch(_ indices: [Int]) -> (Tensor, Tensor, [Float]) {
-            let inputs = network.inputs(budgets: indices.map { data[$0].budget }, ratios: indices.map { data[$0].ratios })
-            let targets = Tensor(shape: [indices.count, shape.units], data: indices.flatMap { data[$0].ratios.map(Float.init) })
-            return (inputs, targets, indices.map { Float(data[$0].weight) })
+        func loss(_ g: Graph, _ indices: [Int]) -> Value {
+            let targets = Tensor(shape: [indices.count, data[0].ratios.count], data: indices.flatMap { data[$0].ratios.map(Float.init) })
+            return g.meanSquaredError(model.predictions(g, budgets: indices.map { data[$0].budget }, ratios: indices.map { data[$0].ratios }),
+                                      target: targets, rowWeights: indices.map { Float(data[$0].weight) })
         }
-        let (validationInputs, validationTargets, validationWeights) = batch(validation)
-        func validationError() -> Double {
-            let g = Graph(recording: false)
-            return Double(g.meanSquaredError(network.forward(g, validationInputs), target: validationTargets, rowWeights: validationWeights).tensor.scalar)
-        }
-        let optimizer = AdamW(parameters: network.parameters, weightDecay: settings.weightDecay)
+        func error(_ indices: [Int]) -> Double { Double(loss(Graph(recording: false), indices).tensor.scalar) }
+        let initialTrainingError = error(training)
+        let optimizer = AdamW(parameters: model.parameters, weightDecay: settings.weightDecay)
         let schedule = WarmupCosineSchedule(peak: settings.learningRate, warmupSteps: min(50, settings.steps / 10), totalSteps: settings.steps)
-        var best = (error: validationError(), weights: network.parameters.map(\.value))
+        var best = (error: error(validation), weights: model.parameters.map(\.value))
         for step in 0..<settings.steps {
             let picked = (0..<min(settings.batch, training.count)).map { _ in training[Int.random(in: 0..<training.count, using: &generator)] }
-            let (inputs, targets, weights) = batch(picked)
             let g = Graph(recording: true)
-            g.backward(g.meanSquaredError(network.forward(g, inputs), target: targets, rowWeights: weights))
-            _ = clipGradientNorm(network.parameters, maxNorm: 1)
+            g.backward(loss(g, picked))
+            _ = clipGradientNorm(model.parameters, maxNorm: 1)
             optimizer.update(learningRate: schedule.rate(at: step))
             optimizer.zeroGradients()
             if (step + 1) % settings.validateEvery == 0 || step + 1 == settings.steps {
-                let error = validationError()
-                if error < best.error { best = (error, network.parameters.map(\.value)) }
-                if (step + 1) % (settings.validateEvery * 20) == 0 { log(String(format: "seed %d step %d validation MSE %.6f (best %.6f)", seed, step + 1, error, best.error)) }
+                let current = error(validation)
+                if current < best.error { best = (current, model.parameters.map(\.value)) }
+                if (step + 1) % (settings.validateEvery * 20) == 0 { log(String(format: "seed %d step %d validation MSE %.6f (best %.6f)", seed, step + 1, current, best.error)) }
             }
         }
-        for (parameter, value) in zip(network.parameters, best.weights) { parameter.value = value }
-        return (network, best.error)
+        for (parameter, value) in zip(model.parameters, best.weights) { parameter.value = value }
+        return Fit(initialTrainingError: initialTrainingError, trainingError: error(training), validationError: best.error)
     }
 
     /// Refuses a model whose content hash or unit list is not the one trained on.

@@ -1,4 +1,5 @@
 import Foundation
+import Pruning
 import Tensor
 
 /// Shape of one predictor network (LOP's defaults: 2 layers, width 128, 4 heads, GELU).
@@ -12,6 +13,13 @@ public struct NetworkShape: Codable, Sendable, Equatable {
 
     public init(units: Int) {
         self.units = units
+    }
+
+    /// The shape training settings ask for, with the ratios' bounds.
+    init(units: Int, settings: PredictorSettings, bounds: KeepBounds) {
+        self.units = units
+        (width, heads, layers) = (settings.width, settings.heads, settings.layers)
+        (minimumRatio, maximumRatio) = (bounds.minimumRatio, bounds.maximumRatio)
     }
 
     enum CodingKeys: String, CodingKey {

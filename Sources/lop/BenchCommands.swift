@@ -1,6 +1,7 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import LopConfig
 import Store
 import Tensor
 
@@ -8,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self])
+        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -89,6 +90,45 @@ struct Bench: ParsableCommand {
                     try SearchBenchmark.run(folder: committed ? "Fixtures/tiny-llava" : nil, label: committed ? "tiny-llava" : "tiny-llava shapes (3-step weights)",
                                             simulations: simulations, seeds: seeds, repeats: repeats)
                 }
+            }
+        }
+    }
+
+    struct PredictorBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "predictor",
+            abstract: "A sweep of searches on a fixture, a predictor trained without five of its budgets, and per budget 0.2–0.8 prediction vs search time and the held-out loss of predicted, searched, uniform, OWL and ECoFLaP strategies; then the Transformer against an MLP.")
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "Fixture folders, comma-separated (tiny-llava is included once it is committed).")
+        var fixtures = FileManager.default.fileExists(atPath: "Fixtures/tiny-llava/config.json") ? "Fixtures/tiny-llama,Fixtures/tiny-llava" : "Fixtures/tiny-llama"
+
+        @Option(help: "Simulations per search (the config's default is what a search job runs).")
+        var simulations = LopConfig().search.simulations
+
+        @Option(help: "Timed predictions per budget (the median is reported).")
+        var repeats = 200
+
+        func validate() throws {
+            guard (2...100_000).contains(simulations) else { throw ValidationError("--simulations must be between 2 and 100000") }
+            guard (1...100_000).contains(repeats) else { throw ValidationError("--repeats must be between 1 and 100000") }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                let config = try options.load()
+                BLAS.setThreads(config.blas.threads)
+                #if DEBUG
+                FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
+                #endif
+                var reports: [PredictorBenchmark.Report] = []
+                for folder in fixtures.split(separator: ",").map(String.init) {
+                    reports.append(try PredictorBenchmark.run(folder: folder, label: (folder as NSString).lastPathComponent, simulations: simulations,
+                                                              repeats: repeats, progress: progress))
+                }
+                if options.json { return try printJSON(reports) }
+                print(reports.map(\.markdown).joined(separator: "\n\n"))
             }
         }
     }

@@ -78,10 +78,7 @@ struct PredictorTrain: ParsableCommand {
             let p = config.pruning
             progress("training \(ensemble) member(s) on \(chosen.count) samples of \(Set(chosen.map(\.budget)).count) budgets")
             let started = Date()
-            let predictor = try Predictor.train(samples: chosen.map {
-                PredictorSample(modelHash: $0.modelHash, calibrationHash: $0.calibrationHash, units: $0.units, budget: "\($0.budgetKind) \($0.budgetValue)",
-                                keptFraction: $0.keptFraction, strategy: $0.strategy, loss: $0.loss)
-            }, units: units, bounds: KeepBounds(minimumRatio: p.minimumRatio, maximumRatio: p.maximumRatio, alignment: p.alignment),
+            let predictor = try Predictor.train(samples: chosen.map(PredictorSample.init), units: units, bounds: KeepBounds(minimumRatio: p.minimumRatio, maximumRatio: p.maximumRatio, alignment: p.alignment),
                settings: settings, log: progress)
             try predictor.save(to: out)
             if options.json { return try printJSON(predictor.card) }

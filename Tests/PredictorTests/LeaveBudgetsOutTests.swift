@@ -29,8 +29,7 @@ struct Sweep: @unchecked Sendable {
             var r = request
             r.budget = .fraction(b)
             results[b] = try r.run(prepared, searchKey: "sweep", jobId: nil, sample: { s in
-                samples[b, default: []].append(PredictorSample(modelHash: s.modelHash, calibrationHash: s.calibrationHash, units: s.units, budget: s.budget,
-                                                               keptFraction: s.keptFraction, strategy: s.strategy, loss: s.loss))
+                samples[b, default: []].append(PredictorSample(s))
             })
         }
         return Sweep(request: request, prepared: prepared, samples: samples, results: results)
