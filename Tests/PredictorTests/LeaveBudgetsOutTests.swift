@@ -57,3 +57,23 @@ struct Sweep: @unchecked Sendable {
         #expect(!(try predictor.predict(.fraction(0.9))).inTrainedRange)
     }
 }
+
+@Suite struct AblationTests {
+    /// LOP's ablation, at a smaller size than the defaults: the Transformer's training error falls well below
+    /// where it started, and an MLP with as many parameters does not beat it by more than 25 %.
+    @Test func theTransformerIsNotBeatenByAnMLPOfItsSize() throws {
+        let sweep = try Sweep.shared.get()
+        var settings = PredictorSettings()
+        (settings.steps, settings.width, settings.ensemble) = (600, 64, 1)
+        let rows = try PredictorAblation.run(samples: Sweep.budgets.flatMap { sweep.samples[$0]! }, units: sweep.prepared.pruner.units, settings: settings)
+        let (transformer, mlp) = (rows[0], rows[1])
+        print(String(format: "ablation: transformer %d parameters, training MSE %.5f → %.5f, validation %.5f; MLP %d parameters, %.5f → %.5f, validation %.5f",
+                     transformer.parameters, transformer.initialTrainingError, transformer.trainingError, transformer.validationError,
+                     mlp.parameters, mlp.initialTrainingError, mlp.trainingError, mlp.validationError))
+        #expect(transformer.model == "transformer" && mlp.model == "mlp")
+        #expect(abs(Double(mlp.parameters) / Double(transformer.parameters) - 1) < 0.05)
+        #expect(transformer.trainingError < 0.25 * transformer.initialTrainingError)
+        #expect(mlp.trainingError < mlp.initialTrainingError)
+        #expect(transformer.trainingError <= 1.25 * mlp.trainingError)
+    }
+}
