@@ -29,6 +29,7 @@ let package = Package(
     products: [
         .executable(name: "lop", targets: ["lop"]),
         .executable(name: "lop-worker", targets: ["lop-worker"]),
+        .executable(name: "lop-notifier", targets: ["lop-notifier"]),
         .library(name: "Store", targets: ["Store"]),
         .library(name: "LopConfig", targets: ["LopConfig"]),
         .library(name: "Tensor", targets: ["Tensor"]),
@@ -68,11 +69,12 @@ let package = Package(
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
         .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopConfig", "Store", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopConfig", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
-                "CLibPQ",
+                "CLibPQ", "LopConfig",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -95,9 +97,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "lop-notifier",
+            dependencies: [
+                "Webhooks", "Store", "LopConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Workers/lop-notifier",
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor",
+                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

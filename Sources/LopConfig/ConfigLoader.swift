@@ -97,6 +97,7 @@ extension LopConfig {
         try reader.table("queue") { try $0.readQueue(into: &queue) }
         try reader.table("pruning") { try $0.readPruning(into: &pruning) }
         try reader.table("search") { try $0.readSearch(into: &search) }
+        try reader.table("webhooks") { try $0.readWebhooks(into: &webhooks) }
     }
 }
 
@@ -176,19 +177,26 @@ struct TableReader {
 
     /// A list of strings from the file, or a comma-separated environment variable.
     mutating func stringList(_ key: String) throws -> [String]? {
+        try scalarTexts(key, expected: "a list of strings", tags: [Tag.Name.str.rawValue])?.map(\.text)
+    }
+
+    /// The items of a list as text with where each came from: a file sequence of scalars (of the given tags,
+    /// any scalar when nil), or a comma-separated environment variable.
+    mutating func scalarTexts(_ key: String, expected: String, tags: Set<String>? = nil) throws -> [(text: String, origin: String)]? {
         let fileNode = node(key)
-        if let raw = environment[environmentName(key)] {
-            return raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let env = environmentName(key)
+        if let raw = environment[env] {
+            return raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { ($0, "environment variable \(env)") }
         }
         guard let node = fileNode else { return nil }
         guard case let .sequence(items) = node else {
-            throw ConfigError.wrongType(key: keyPath(key), expected: "a list of strings", found: Self.describe(node), source: source)
+            throw ConfigError.wrongType(key: keyPath(key), expected: expected, found: Self.describe(node), source: source)
         }
         return try items.map { item in
-            guard item.tag.rawValue == Tag.Name.str.rawValue, let s = item.string else {
-                throw ConfigError.wrongType(key: keyPath(key), expected: "a list of strings", found: Self.describe(item), source: source)
+            guard case .scalar(let scalar) = item, tags.map({ $0.contains(item.tag.rawValue) }) ?? true else {
+                throw ConfigError.wrongType(key: keyPath(key), expected: expected, found: Self.describe(item), source: source)
             }
-            return s
+            return (scalar.string, source)
         }
     }
 

@@ -13,6 +13,7 @@ public struct LopConfig: Sendable, Equatable {
     public var queue = Queue()
     public var pruning = Pruning()
     public var search = SearchSettings()
+    public var webhooks = Webhooks()
 
     public init() {}
 

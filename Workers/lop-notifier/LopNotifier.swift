@@ -1,0 +1,74 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import LopConfig
+import Logging
+import Store
+import Webhooks
+
+/// `lop-notifier`: posts lop's webhooks from the outbox until SIGTERM or SIGINT.
+@main
+struct LopNotifier: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lop-notifier",
+        abstract: "Deliver lop's webhooks (Standard Webhooks, signed) from the outbox in PostgreSQL.",
+        discussion: """
+            Settings come from the webhooks section of Config/lop.yaml (or --config / LOP_CONFIG) and LOP_WEBHOOKS_…
+            variables. Run as many notifiers as you like: they share the outbox without waiting on each other.
+            SIGTERM or SIGINT: stop claiming, finish the posts in flight, exit. Exit codes: 0 after a clean shutdown,
+            69 database unreachable, 78 bad configuration.
+            """)
+
+    @Option(name: .long, help: "Configuration file.")
+    var config: String?
+
+    @Option(name: .long, help: "Deliveries in flight at once (default: webhooks.concurrency).")
+    var concurrency: Int?
+
+    @Option(name: .long, help: "Name recorded with each attempt (default: host-pid).")
+    var name: String?
+
+    func validate() throws {
+        if let concurrency, !(1...1024).contains(concurrency) { throw ValidationError("--concurrency must be between 1 and 1024") }
+    }
+
+    func run() throws {
+        let settings: LopConfig
+        do { settings = try LopConfig.load(file: config).config } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("lop-notifier: error: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = settings.log.level
+            return handler
+        }
+        let logger = Logger(label: "lop.notifier")
+        var webhooks = settings.webhooks
+        if let concurrency { webhooks.concurrency = concurrency }
+        let pool: ConnectionPool
+        do { pool = try ConnectionPool(config: settings.database, minimumSize: 1, logger: logger) } catch {
+            FileHandle.standardError.write(Data("lop-notifier: error: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
+        do { _ = try pool.withConnection { try $0.query("SELECT 1 FROM lop.webhook_deliveries LIMIT 1") } } catch {
+            FileHandle.standardError.write(Data("lop-notifier: error: \(error) (is the database migrated? run `lop migrate`)\n".utf8))
+            throw ExitCode(69)
+        }
+        let notifier = Notifier(store: WebhookStore(pool: pool), settings: webhooks,
+                                name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", listenTarget: pool.target, logger: logger)
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                logger.notice("shutting down", metadata: ["signal": "\(signalNumber)"])
+                notifier.stop()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        notifier.run()
+        sources.forEach { $0.cancel() }
+    }
+}
