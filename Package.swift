@@ -129,6 +129,7 @@ let package = Package(
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -24,8 +24,9 @@ public final class Notifier: Sendable {
 
     public static var userAgent: String { "lop-webhooks/\(LopVersion.current) (+Standard Webhooks v1)" }
 
-    /// A lease outlives a post by a margin; after it a claimed delivery may be taken over by another notifier.
-    var leaseSeconds: Double { settings.timeoutSeconds + 10 }
+    /// A lease outlives a post (and recording it) by a margin; after it a claimed delivery may be taken over by
+    /// another notifier.
+    var leaseSeconds: Double { 2 * settings.timeoutSeconds + 1 }
 
     public func run() {
         let poster = HTTPPoster(timeoutSeconds: settings.timeoutSeconds, snippetBytes: settings.responseSnippetBytes, userAgent: Self.userAgent)
