@@ -25,6 +25,8 @@ seen = {}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY each response waits for a delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

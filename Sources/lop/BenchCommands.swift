@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self])
+        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self, WebhooksBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -129,6 +129,39 @@ struct Bench: ParsableCommand {
                 }
                 if options.json { return try printJSON(reports) }
                 print(reports.map(\.markdown).joined(separator: "\n\n"))
+            }
+        }
+    }
+
+    struct WebhooksBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "webhooks",
+            abstract: "Events through the outbox and a notifier to a local receiver: enqueue → delivered latency at a steady rate, and burst throughput.",
+            discussion: "Uses the configured (migrated) database and scripts/webhook_receiver.py; its endpoint and deliveries are deleted afterwards.")
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "Events per run.")
+        var events = 10_000
+
+        @Option(help: "Events per second in the steady run.")
+        var rate = 500.0
+
+        @Option(help: "The receiver script.")
+        var receiver = "scripts/webhook_receiver.py"
+
+        func validate() throws {
+            guard (10...1_000_000).contains(events) else { throw ValidationError("--events must be between 10 and 1000000") }
+            guard rate > 0 && rate <= 100_000 else { throw ValidationError("--rate must be between 0 and 100000") }
+            guard FileManager.default.fileExists(atPath: receiver) else { throw ValidationError("--receiver: no file \(receiver)") }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                let config = try options.load()
+                let table = try WebhookBenchmark.run(target: try ConnectionTarget(config.database.url), settings: config.webhooks, events: events,
+                                                     rate: rate, receiverScript: receiver)
+                if options.json { try printJSON(table.rows) } else { print(table.markdown) }
             }
         }
     }

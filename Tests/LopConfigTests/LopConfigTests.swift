@@ -110,4 +110,28 @@ import Testing
         let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
         #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
     }
+
+    @Test func webhooksSectionFromFileAndEnvironment() throws {
+        let (_, file) = try write("webhooks:\n  retry_schedule: [0, 1.5, 60]\n  allow_hosts: [\"127.0.0.1\", \"Receiver.Local\"]\n  concurrency: 4\n")
+        let config = try LopConfig.load(file: file, environment: ["LOP_WEBHOOKS_TIMEOUT_SECONDS": "2.5"], currentDirectory: "/").config
+        #expect(config.webhooks.retrySchedule == [0, 1.5, 60] && config.webhooks.allowHosts == ["127.0.0.1", "receiver.local"])
+        #expect(config.webhooks.concurrency == 4 && config.webhooks.timeoutSeconds == 2.5)
+        let fromEnvironment = try LopConfig.load(file: nil, environment: ["LOP_WEBHOOKS_RETRY_SCHEDULE": "0, 0.2"], currentDirectory: "/nonexistent").config
+        #expect(fromEnvironment.webhooks.retrySchedule == [0, 0.2])
+    }
+
+    @Test(arguments: [
+        ("webhooks:\n  retry_schedule: []\n", "between 1 and 100 delays"),
+        ("webhooks:\n  retry_schedule: [0, soon]\n", "webhooks.retry_schedule"),
+        ("webhooks:\n  retry_schedule: [0, -5]\n", "-5 is outside"),
+        ("webhooks:\n  retry_schedule: 5\n", "a list of numbers"),
+        ("webhooks:\n  allow_hosts: [1]\n", "a list of strings"),
+        ("webhooks:\n  timeout_seconds: 0\n", "webhooks.timeout_seconds"),
+        ("webhooks:\n  secret: x\n", "webhooks.secret"),
+    ])
+    func badWebhookSettingsNameTheKey(yaml: String, expected: String) throws {
+        let (_, file) = try write(yaml)
+        let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
 }
