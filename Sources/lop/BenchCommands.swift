@@ -117,11 +117,7 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
-                let config = try options.load()
-                BLAS.setThreads(config.blas.threads)
-                #if DEBUG
-                FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
-                #endif
+                try prepareComputeBenchmark(options)
                 var reports: [PredictorBenchmark.Report] = []
                 for folder in fixtures.split(separator: ",").map(String.init) {
                     reports.append(try PredictorBenchmark.run(folder: folder, label: (folder as NSString).lastPathComponent, simulations: simulations,
@@ -202,14 +198,21 @@ struct Bench: ParsableCommand {
     }
 }
 
-/// Runs a compute benchmark with the configured BLAS threads and prints its table (warning on debug builds).
+/// Loads the configuration for a compute benchmark, sets the BLAS threads, and warns on debug builds.
+@discardableResult
+func prepareComputeBenchmark(_ options: GlobalOptions) throws -> LopConfig {
+    let config = try options.load()
+    BLAS.setThreads(config.blas.threads)
+    #if DEBUG
+    FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
+    #endif
+    return config
+}
+
+/// Runs a compute benchmark and prints its table.
 func runComputeBenchmark(_ options: GlobalOptions, _ body: () throws -> BenchmarkTable) throws {
     try runReportingErrors {
-        let config = try options.load()
-        BLAS.setThreads(config.blas.threads)
-        #if DEBUG
-        FileHandle.standardError.write(Data("note: this is a debug build; use `swift build -c release` for real figures\n".utf8))
-        #endif
+        try prepareComputeBenchmark(options)
         let table = try body()
         if options.json { try printJSON(table.rows) } else { print(table.markdown) }
     }

@@ -33,41 +33,20 @@ struct LopNotifier: ParsableCommand {
     }
 
     func run() throws {
-        let settings: LopConfig
-        do { settings = try LopConfig.load(file: config).config } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("lop-notifier: error: \(error)\n".utf8))
-            throw ExitCode(78)
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.log.level
-            return handler
-        }
+        let settings = Executable.loadConfig(file: config, program: "lop-notifier")
         let logger = Logger(label: "lop.notifier")
         var webhooks = settings.webhooks
         if let concurrency { webhooks.concurrency = concurrency }
         let pool: ConnectionPool
         do { pool = try ConnectionPool(config: settings.database, minimumSize: 1, logger: logger) } catch {
-            FileHandle.standardError.write(Data("lop-notifier: error: \(error)\n".utf8))
-            throw ExitCode(78)
+            Executable.fail("lop-notifier", "\(error)", code: 78)
         }
         do { _ = try pool.withConnection { try $0.query("SELECT 1 FROM lop.webhook_deliveries LIMIT 1") } } catch {
-            FileHandle.standardError.write(Data("lop-notifier: error: \(error) (is the database migrated? run `lop migrate`)\n".utf8))
-            throw ExitCode(69)
+            Executable.fail("lop-notifier", "\(error) (is the database migrated? run `lop migrate`)", code: 69)
         }
         let notifier = Notifier(store: WebhookStore(pool: pool), settings: webhooks,
                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", listenTarget: pool.target, logger: logger)
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                logger.notice("shutting down", metadata: ["signal": "\(signalNumber)"])
-                notifier.stop()
-            }
-            source.resume()
-            sources.append(source)
-        }
+        let sources = Executable.onShutdownSignals(logger: logger) { notifier.stop() }
         notifier.run()
         sources.forEach { $0.cancel() }
     }

@@ -48,16 +48,7 @@ struct LopWorker: ParsableCommand {
     }
 
     func run() throws {
-        let settings: LopConfig
-        do { settings = try LopConfig.load(file: config).config } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
-            throw ExitCode(78)
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = settings.log.level
-            return handler
-        }
+        let settings = Executable.loadConfig(file: config, program: "lop-worker")
         BLAS.setThreads(settings.blas.threads)
         let logger = Logger(label: "lop.worker")
         let q = settings.queue
@@ -70,21 +61,18 @@ struct LopWorker: ParsableCommand {
         // Each slot, the claim loop and the heartbeat may hold a connection at once.
         let pool: ConnectionPool
         do { pool = try ConnectionPool(config: settings.database, minimumSize: options.concurrency + 2, logger: logger) } catch {
-            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
-            throw ExitCode(78)
+            Executable.fail("lop-worker", "\(error)", code: 78)
         }
         let target = pool.target
         let queue = JobQueue(pool: pool)
         do { _ = try pool.withConnection { try $0.query("SELECT 1") } } catch {
-            FileHandle.standardError.write(Data("lop-worker: error: \(error)\n".utf8))
-            throw ExitCode(69)
+            Executable.fail("lop-worker", "\(error)", code: 69)
         }
         var periodic: [PeriodicJob] = []
         for spec in q.periodic {
             let schedule: CronSchedule
             do { schedule = try CronSchedule(spec.cron) } catch {
-                FileHandle.standardError.write(Data("lop-worker: error: queue.periodic '\(spec.name)': \(error)\n".utf8))
-                throw ExitCode(78)
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': \(error)", code: 78)
             }
             let job = NewJob(kind: spec.kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
             periodic.append(PeriodicJob(name: spec.name, schedule: schedule, job: job))
@@ -96,18 +84,7 @@ struct LopWorker: ParsableCommand {
         }
         let worker = Worker(queue: queue, handlers: handlers, options: options, listenTarget: target, logger: logger, tick: tick)
 
-        // Signals arrive on a dispatch queue, never in the middle of a libpq call.
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                logger.notice("shutting down", metadata: ["signal": "\(signalNumber)"])
-                worker.stop()
-            }
-            source.resume()
-            sources.append(source)
-        }
+        let sources = Executable.onShutdownSignals(logger: logger) { worker.stop() }
         worker.run()
         sources.forEach { $0.cancel() }
     }
