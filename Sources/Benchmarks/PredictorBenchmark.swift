@@ -70,7 +70,8 @@ public enum PredictorBenchmark {
             r.budget = .fraction(b)
             results[b] = try r.run(prepared, searchKey: "bench", jobId: nil, sample: { samples[b, default: []].append(PredictorSample($0)) })
         }
-        let training = searched.filter { b in !heldOut.contains { abs($0 - b) < 1e-9 } }.flatMap { samples[$0]! }
+        func isHeldOut(_ b: Double) -> Bool { heldOut.contains { abs($0 - b) < 1e-9 } }
+        let training = searched.filter { !isHeldOut($0) }.flatMap { samples[$0]! }
         progress("training the predictor on \(training.count) samples of \(searched.count - heldOut.count) budgets")
         let trainingStarted = Date()
         let predictor = try Predictor.train(samples: training, units: pruner.units, bounds: request.bounds)
@@ -88,7 +89,7 @@ public enum PredictorBenchmark {
                 try heldOutLoss(try pruner.allocate(method, budget: budget, bounds: request.bounds).sizes)
             }
             let (predicted, best) = (try heldOutLoss(prediction.sizes), try heldOutLoss(result.best.sizes))
-            rows.append(BudgetRow(budget: b, heldOut: heldOut.contains { abs($0 - b) < 1e-9 }, predictMilliseconds: 1000 * seconds,
+            rows.append(BudgetRow(budget: b, heldOut: isHeldOut(b), predictMilliseconds: 1000 * seconds,
                                   searchSeconds: result.seconds, speedup: result.seconds / seconds, predicted: predicted, searched: best,
                                   uniform: try allocated(.uniform), owl: try allocated(.owl), ecoflap: try allocated(.ecoflap),
                                   gap: predicted / best - 1, spread: prediction.spread))

@@ -255,12 +255,12 @@ public struct WebhookStore: Sendable {
     /// Records an attempt and applies its decision, in one transaction. A notifier that lost its lease meanwhile
     /// only adds its attempt; the delivery belongs to whoever holds it now.
     public func record(_ delivery: ClaimedDelivery, notifier: String, startedAt: Date, outcome: PostOutcome, decision: DeliveryDecision) throws {
-        let error: String? = outcome.error ?? outcome.statusCode.flatMap { (200..<300).contains($0) ? nil : "HTTP \($0)" }
+        let error: String? = (outcome.error ?? outcome.statusCode.flatMap { (200..<300).contains($0) ? nil : "HTTP \($0)" }).map { String($0.prefix(2000)) }
         try pool.withTransaction { c in
             _ = try c.execute("""
                 INSERT INTO lop.webhook_attempts (delivery_id, attempt, notifier, started_at, duration_ms, status_code, response, error)
                 VALUES (\(delivery.id), \(Int32(delivery.attempt)), \(notifier), \(startedAt), \(outcome.seconds * 1000), \(outcome.statusCode.map(Int32.init)),
-                        \(outcome.snippet.isEmpty ? nil : String(outcome.snippet.prefix(65536))), \(error.map { String($0.prefix(2000)) }))
+                        \(outcome.snippet.isEmpty ? nil : String(outcome.snippet.prefix(65536))), \(error))
                 """)
             let (state, delay): (String, Double) = switch decision {
             case .delivered: ("delivered", 0)
@@ -271,7 +271,7 @@ public struct WebhookStore: Sendable {
                 UPDATE lop.webhook_deliveries
                 SET state = \(state)::lop.delivery_state, leased_by = NULL, lease_expires_at = NULL,
                     delivered_at = CASE WHEN \(state) = 'delivered' THEN now() END,
-                    next_attempt_at = now() + make_interval(secs => \(delay)), last_error = \(error.map { String($0.prefix(2000)) })
+                    next_attempt_at = now() + make_interval(secs => \(delay)), last_error = \(error)
                 WHERE id = \(delivery.id) AND leased_by = \(notifier) AND attempt = \(Int32(delivery.attempt))
                 """)
             if mine == 1, decision == .gone {

@@ -28,15 +28,6 @@ import Testing
         try TestProcess.start([binaries + "/lop-worker", "--name", name, "--concurrency", "\(concurrency)"], environment: env)
     }
 
-    func waitUntil(timeout: Double = 60, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return try condition()
-    }
-
     @Test func cliSubmissionsRunOnWorkerProcessesAndStatusShowsThem() throws {
         let target = try TestDatabase.createMigrated()
         let env = environment(target)

@@ -223,3 +223,13 @@ public final class LockedValue<Value>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+/// Polls `condition` every 50 ms until it holds or `timeout` seconds pass; returns whether it held.
+public func waitUntil(timeout: Double = 60, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try condition()
+}

@@ -102,15 +102,6 @@ final class DeliveryFixture: @unchecked Sendable {
     }
 }
 
-func waitUntil(timeout: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if try condition() { return true }
-        Thread.sleep(forTimeInterval: 0.05)
-    }
-    return try condition()
-}
-
 @Suite struct DeliveryTests {
     @Test func aCompletedJobIsDeliveredOnceSignedWithTheEndpointSecret() throws {
         let f = try DeliveryFixture()
