@@ -85,7 +85,7 @@ let package = Package(
             dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Search", "Pruning", "Evaluation", "Fixtures", "Models"], swiftSettings: strict),
+        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .executableTarget(
             name: "lop-worker",
             dependencies: [

@@ -59,6 +59,7 @@ public struct SleepHandler: JobHandler {
 /// Every handler lop has, by kind, with the defaults of `config`.
 public enum JobHandlers {
     public static func all(config: LopConfig = LopConfig()) -> [any JobHandler] {
-        [NoopHandler(), SleepHandler(), SearchHandler(config: config), SweepHandler(config: config)]
+        [NoopHandler(), SleepHandler(), SearchHandler(config: config), SweepHandler(config: config), CompressHandler(config: config),
+         TrainHandler(config: config)]
     }
 }

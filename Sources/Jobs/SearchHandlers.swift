@@ -93,25 +93,14 @@ public struct SearchHandler: JobHandler {
     }
 
     public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let request = try request(job.args)
-        try checkModelFolder(request.model)
+        var request = try request(job.args)
+        request.model = try modelFolder(request.model, pool: context.queue.pool, config: config)
         context.progress(0, "loading \(request.model) and ranking neurons")
         let prepared = try request.prepare()
-        let store = SampleStore(pool: context.queue.pool)
-        let key = "job:\(job.id)"
-        let stored = try store.samples(searchKey: key)
-        let writer = SampleWriter(store: store, batch: request.settings.sampleBatch)
-        let result: SearchResult
-        do {
-            result = try request.run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: writer.add, report: { done, total, bestLoss in
-                context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
-            }, checkStop: context.checkCancelled)
-        } catch {
-            try? writer.flush()  // what was evaluated stays useful to the retry
-            throw error
+        let (result, written) = try request.runStored(prepared, job: job, context: context) { done, total, bestLoss in
+            context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
         }
-        try writer.flush()
-        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: writer.written)
+        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
         return JobResult(result: try JSONB(encoding: summary))
     }
 }
@@ -190,7 +179,7 @@ public struct SweepHandler: JobHandler {
         let queue = context.queue
         var children = try queue.children(of: job.id)
         if children.isEmpty {
-            if case .string(let model)? = shared["model"] { try checkModelFolder(model) }
+            if case .string(let model)? = shared["model"] { _ = try modelFolder(model, pool: queue.pool, config: config) }
             try queue.pool.withTransaction { c in
                 for budget in budgets {
                     var args = shared
@@ -217,10 +206,20 @@ public struct SweepHandler: JobHandler {
     }
 }
 
-/// A model argument must name a Hugging Face folder on the worker (checked when the job runs, not when it is
-/// submitted from another machine).
-func checkModelFolder(_ path: String) throws {
-    guard FileManager.default.fileExists(atPath: path + "/config.json") else {
-        throw ArgumentError("model", "no model folder with a config.json at \(path)")
+/// A search or sweep's model argument: a Hugging Face folder on the worker, or a registered base model
+/// (`name[@alias|:version]`, no '/'). Checked when the job runs, not when it is submitted from another machine.
+func modelFolder(_ text: String, pool: ConnectionPool, config: LopConfig) throws -> String {
+    if text.contains("/") || FileManager.default.fileExists(atPath: text + "/config.json") {
+        guard FileManager.default.fileExists(atPath: text + "/config.json") else {
+            throw ArgumentError("model", "no model folder with a config.json at \(text)")
+        }
+        return text
+    }
+    do {
+        let model = try Registry(pool: pool).resolve(try ModelReference(parsing: text))
+        guard model.kind == .base else { throw RegistryError("\(model.reference) is a \(model.kind.rawValue) model, not a base model") }
+        return try ArtifactRoot(config.artifacts.root).folder(model)
+    } catch let error as RegistryError {
+        throw ArgumentError("model", "\(error.description) (nor is it a model folder)")
     }
 }

@@ -117,6 +117,28 @@ public struct SearchRequest: Sendable {
     }
 }
 
+extension SearchRequest {
+    /// Runs the search for a job: samples go to `lop.samples` in batches under the search key `job:ID`, and a
+    /// retried job first reloads what its earlier attempts stored, so it resumes without re-evaluating them.
+    public func runStored(_ prepared: Prepared, job: Job, context: JobContext,
+                          report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
+        let store = SampleStore(pool: context.queue.pool)
+        let key = "job:\(job.id)"
+        let stored = try store.samples(searchKey: key)
+        let writer = SampleWriter(store: store, batch: settings.sampleBatch)
+        let result: SearchResult
+        do {
+            result = try run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: writer.add, report: report,
+                             checkStop: context.checkCancelled)
+        } catch {
+            try? writer.flush()  // what was evaluated stays useful to the retry
+            throw error
+        }
+        try writer.flush()
+        return (result, writer.written)
+    }
+}
+
 /// Buffers a search's samples and inserts them in batches (a killed search loses at most one batch, which its
 /// retry evaluates again).
 public final class SampleWriter {

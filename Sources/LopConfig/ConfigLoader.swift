@@ -98,6 +98,8 @@ extension LopConfig {
         try reader.table("pruning") { try $0.readPruning(into: &pruning) }
         try reader.table("search") { try $0.readSearch(into: &search) }
         try reader.table("webhooks") { try $0.readWebhooks(into: &webhooks) }
+        try reader.table("compress") { try $0.readCompress(into: &compress) }
+        try reader.table("training") { try $0.readTraining(into: &training) }
     }
 }
 

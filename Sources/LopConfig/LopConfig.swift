@@ -14,6 +14,8 @@ public struct LopConfig: Sendable, Equatable {
     public var pruning = Pruning()
     public var search = SearchSettings()
     public var webhooks = Webhooks()
+    public var compress = Compress()
+    public var training = Training()
 
     public init() {}
 

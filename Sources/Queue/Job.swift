@@ -95,7 +95,7 @@ extension Job: Encodable {
         try c.encode(queue, forKey: .queue)
         try c.encode(state, forKey: .state)
         try c.encode(priority, forKey: .priority)
-        try c.encode(RawJSON(args.text), forKey: .args)
+        try c.encode(args, forKey: .args)
         try c.encode(attempt, forKey: .attempt)
         try c.encode(maxAttempts, forKey: .maxAttempts)
         try c.encode(scheduledAt, forKey: .scheduledAt)
@@ -104,7 +104,7 @@ extension Job: Encodable {
         try c.encodeIfPresent(leaseExpiresAt, forKey: .leaseExpiresAt)
         try c.encode(progress, forKey: .progress)
         try c.encodeIfPresent(progressMessage, forKey: .progressMessage)
-        try c.encodeIfPresent(result.map { RawJSON($0.text) }, forKey: .result)
+        try c.encodeIfPresent(result, forKey: .result)
         try c.encode(errors, forKey: .errors)
         try c.encodeIfPresent(uniqueKey, forKey: .uniqueKey)
         try c.encodeIfPresent(cancelRequestedAt, forKey: .cancelRequestedAt)
@@ -112,43 +112,6 @@ extension Job: Encodable {
         try c.encodeIfPresent(finalizedAt, forKey: .finalizedAt)
         try c.encodeIfPresent(parentId, forKey: .parentId)
         try c.encode(snoozes, forKey: .snoozes)
-    }
-}
-
-/// JSON text re-emitted as a JSON value when encoding (so `args` print as objects, not strings).
-struct RawJSON: Encodable {
-    let text: String
-    init(_ text: String) { self.text = text }
-    func encode(to encoder: any Encoder) throws {
-        let value = try JSONDecoder().decode(AnyJSON.self, from: Data(text.utf8))
-        try value.encode(to: encoder)
-    }
-}
-
-/// Any JSON value, for passing through.
-public enum AnyJSON: Codable, Sendable, Equatable {
-    case null, bool(Bool), number(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([AnyJSON].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: AnyJSON].self)) }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .null: try c.encodeNil()
-        case let .bool(b): try c.encode(b)
-        case let .number(n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
-        case let .string(s): try c.encode(s)
-        case let .array(a): try c.encode(a)
-        case let .object(o): try c.encode(o)
-        }
     }
 }
 

@@ -15,9 +15,11 @@ public protocol JobHandler: Sendable {
 /// that completes the job (so a crash never leaves one without the other).
 public struct JobResult: Sendable {
     public var result: JSONB
-    public var finalize: (@Sendable (Connection) throws -> Void)?
+    /// Runs in the completing transaction; returns the result to store when the transaction decides part of it
+    /// (a registered model's version), nil to keep `result`.
+    public var finalize: (@Sendable (Connection) throws -> JSONB?)?
 
-    public init(result: JSONB, finalize: (@Sendable (Connection) throws -> Void)? = nil) {
+    public init(result: JSONB, finalize: (@Sendable (Connection) throws -> JSONB?)? = nil) {
         self.result = result
         self.finalize = finalize
     }

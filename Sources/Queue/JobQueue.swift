@@ -112,7 +112,7 @@ public struct JobQueue: Sendable {
     /// Completes a running job in one transaction with `finalize` (side effects such as a completion count or a
     /// model registration). A job whose cancel was asked is recorded as cancelled and `finalize` does not run.
     @discardableResult
-    public func complete(job: Int64, worker: String, result: JSONB, finalize: ((Connection) throws -> Void)? = nil) throws -> Finalization {
+    public func complete(job: Int64, worker: String, result: JSONB, finalize: ((Connection) throws -> JSONB?)? = nil) throws -> Finalization {
         try pool.withTransaction { c in
             let held = try c.query("""
                 SELECT cancel_requested_at IS NOT NULL AS cancel FROM lop.jobs
@@ -123,9 +123,9 @@ public struct JobQueue: Sendable {
                 try finalizeCancelled(job: job, worker: worker, on: c)
                 return .cancelled
             }
-            try finalize?(c)
+            let stored = try finalize?(c) ?? result
             try c.execute("""
-                UPDATE lop.jobs SET state = 'completed', result = \(result), progress = 1, finalized_at = now(), lease_expires_at = NULL
+                UPDATE lop.jobs SET state = 'completed', result = \(stored), progress = 1, finalized_at = now(), lease_expires_at = NULL
                 WHERE id = \(job) AND state = 'running' AND attempted_by = \(worker)
                 """)
             return .completed

@@ -91,6 +91,44 @@ public struct JSONB: PostgresCodable, Sendable, Equatable, CustomStringConvertib
     public var description: String { text }
 }
 
+/// Inside other JSON, a JSONB value is its JSON value (not a string holding it).
+extension JSONB: Codable {
+    public init(from decoder: any Decoder) throws {
+        try self.init(encoding: try AnyJSON(from: decoder))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try JSONDecoder().decode(AnyJSON.self, from: Data(text.utf8)).encode(to: encoder)
+    }
+}
+
+/// Any JSON value, for passing through.
+public enum AnyJSON: Codable, Sendable, Equatable {
+    case null, bool(Bool), number(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([AnyJSON].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: AnyJSON].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case let .bool(b): try c.encode(b)
+        case let .number(n): if n == n.rounded() && abs(n) < 1e15 { try c.encode(Int64(n)) } else { try c.encode(n) }
+        case let .string(s): try c.encode(s)
+        case let .array(a): try c.encode(a)
+        case let .object(o): try c.encode(o)
+        }
+    }
+}
+
 // MARK: - One-dimensional arrays
 
 /// Splits PostgreSQL's text form of a one-dimensional array into its elements (nil for NULL).

@@ -17,6 +17,8 @@ import Testing
             "LOP_QUEUE_POLL_SECONDS": "0.2", "LOP_QUEUE_PROGRESS_SECONDS": "0.1", "LOP_QUEUE_SHUTDOWN_GRACE_SECONDS": "5",
             "LOP_QUEUE_RETRY_BASE_SECONDS": "0.1", "LOP_QUEUE_RETRY_CAP_SECONDS": "0.5",
             "LOP_DATABASE_RECONNECT_MAX_ATTEMPTS": "100", "LOP_DATABASE_RECONNECT_MAX_DELAY_MS": "500",
+            // No nightly train job may appear in a test that runs at 03:00 UTC.
+            "LOP_TRAINING_SCHEDULE": "",
         ]
     }
 

@@ -77,6 +77,15 @@ struct LopWorker: ParsableCommand {
             let job = NewJob(kind: spec.kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
             periodic.append(PeriodicJob(name: spec.name, schedule: schedule, job: job))
         }
+        // The nightly predictor re-training (training.schedule), unless queue.periodic already names one.
+        if !settings.training.schedule.isEmpty && !periodic.contains(where: { $0.name == "nightly-train" }) {
+            do {
+                periodic.append(PeriodicJob(name: "nightly-train", schedule: try CronSchedule(settings.training.schedule),
+                                            job: NewJob(kind: "train", maxAttempts: q.maxAttempts)))
+            } catch {
+                Executable.fail("lop-worker", "training.schedule: \(error)", code: 78)
+            }
+        }
         let scheduler = PeriodicScheduler(queue: queue, jobs: periodic, catchUpSeconds: q.periodicCatchUpSeconds)
         var tick: (@Sendable () throws -> Void)? = nil
         if !periodic.isEmpty {
