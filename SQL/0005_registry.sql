@@ -106,7 +106,7 @@ CREATE TRIGGER model_aliases_record BEFORE INSERT OR UPDATE OR DELETE ON lop.mod
 
 -- Lineage: the samples behind a model. A predictor's are the samples it was trained on; a pruned model's are
 -- those of its predictor, or of the search that chose its strategy.
-CREATE FUNCTION lop.model_samples(model bigint) RETURNS SETOF lop.samples LANGUAGE sql STABLE AS $$
+CREATE FUNCTION lop.model_samples(model_id bigint) RETURNS SETOF lop.samples LANGUAGE sql STABLE AS $$
     SELECT s.*
       FROM lop.models m
       LEFT JOIN lop.models p ON p.id = CASE WHEN m.kind = 'predictor' THEN m.id ELSE m.predictor_id END
@@ -115,5 +115,5 @@ CREATE FUNCTION lop.model_samples(model bigint) RETURNS SETOF lop.samples LANGUA
                              AND s.calibration_hash = p.lineage->>'calibration_hash'
                              AND s.id <= (p.lineage->>'through_sample_id')::bigint)
                          OR (m.method = 'search' AND s.search_key = m.lineage->>'search_key')
-     WHERE m.id = model
+     WHERE m.id = $1
 $$;

@@ -124,8 +124,10 @@ public struct CompressHandler: JobHandler {
         let started = Date()
         let registry = Registry(pool: context.queue.pool)
         let root = try ArtifactRoot(config.artifacts.root)
+        var current = -1
         func stage(_ index: Int, _ fraction: Double, _ message: String) {
-            context.progress(fraction, "\(index + 1)/\(compressStages.count) \(compressStages[index]): \(message)")
+            context.progress(fraction, "\(index + 1)/\(compressStages.count) \(compressStages[index]): \(message)", milestone: index != current)
+            current = index
         }
 
         // Which models: a name that does not resolve can never work, so it discards the job.
@@ -210,7 +212,9 @@ public struct CompressHandler: JobHandler {
         stage(1, 0.6, "writing the pruned checkpoint")
         let temporary = try root.temporary(for: key)
         defer { try? FileManager.default.removeItem(atPath: temporary) }
-        let (pruned, record) = try opening.prepared.pruner.write(budget: request.budget, allocation: methodUsed, proposed: ratios, sizes: sizes, to: temporary)
+        let dtype = try Checkpoint(directory: opening.folder).storageType
+        let (pruned, record) = try opening.prepared.pruner.write(budget: request.budget, allocation: methodUsed, proposed: ratios, sizes: sizes,
+                                                                  to: temporary, dtype: dtype)
         timings["prune"] = Date().timeIntervalSince(clock)
         try context.checkCancelled()
 

@@ -80,11 +80,12 @@ public final class JobContext: @unchecked Sendable {
     }
 
     /// Reports progress (0…1) with a short message. Writes at most once per progress interval, except the
-    /// final 1.0, which is always written. A failed write is not the handler's problem: it is dropped.
-    public func progress(_ fraction: Double, _ message: String? = nil) {
+    /// final 1.0 and a `milestone` (a new stage), which are always written. A failed write is not the handler's
+    /// problem: it is dropped.
+    public func progress(_ fraction: Double, _ message: String? = nil, milestone: Bool = false) {
         lock.lock()
         let now = Date()
-        let due = fraction >= 1 || now.timeIntervalSince(lastWrite) >= minimumInterval
+        let due = fraction >= 1 || milestone || now.timeIntervalSince(lastWrite) >= minimumInterval
         if due { lastWrite = now }
         lock.unlock()
         if due { _ = try? queue.progress(job: job.id, worker: worker, fraction: fraction, message: message) }

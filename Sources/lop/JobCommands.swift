@@ -35,7 +35,9 @@ struct Submit: ParsableCommand {
         abstract: "Submit a job; prints its id (or, with --json, its row).",
         discussion: """
             Same as INSERT INTO lop.jobs (kind, args) VALUES (…). Kinds: \(knownJobKinds.joined(separator: ", ")).
-            Example: lop submit sleep --arg seconds=5 --priority 1
+            Examples: lop submit sleep --arg seconds=5 --priority 1
+                      lop submit compress --model tiny-llama --budget 0.45 --method auto
+                      lop submit train --model tiny-llama
             """)
 
     @OptionGroup var options: GlobalOptions
@@ -48,6 +50,15 @@ struct Submit: ParsableCommand {
 
     @Option(name: .customLong("arg"), help: "One argument as key=value; the value is read as JSON if it parses, else as a string. Repeatable.")
     var pairs: [String] = []
+
+    @Option(help: "Shorthand for --arg model=NAME (a registered model: name, name@alias or name:version; or a folder).")
+    var model: String?
+
+    @Option(help: "Shorthand for --arg budget=VALUE (0.5, 50%, params:N, …).")
+    var budget: String?
+
+    @Option(help: "Shorthand for --arg method=METHOD (compress: predict, search or auto).")
+    var method: String?
 
     @Option(help: "Queue (default: default).")
     var queue = "default"
@@ -89,6 +100,9 @@ struct Submit: ParsableCommand {
             }
             let key = String(pair[..<equals]), raw = String(pair[pair.index(after: equals)...])
             object[key] = (try? JSONDecoder().decode(AnyJSON.self, from: Data(raw.utf8))) ?? .string(raw)
+        }
+        for (key, value) in [("model", model), ("budget", budget), ("method", method)] {
+            if let value { object[key] = .string(value) }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -177,6 +191,31 @@ func describe(_ job: Job) -> String {
     return lines.joined(separator: "\n")
 }
 
+/// A compress job's stages, each done (✓), running (with its progress) or to come (·), and for a finished job
+/// the model it registered with the time each stage took.
+func compressStages(_ job: Job) -> String {
+    let summary = try? job.result?.decode(CompressSummary.self)
+    var current = -1
+    if let message = job.progressMessage, let slash = message.firstIndex(of: "/"), let n = Int(message[..<slash]) { current = n - 1 }
+    if job.state == .completed { current = Jobs.compressStages.count }
+    let parts = Jobs.compressStages.enumerated().map { index, stage in
+        if index < current { return "\(stage) ✓" + (summary?.timings[stage].map { String(format: " %.1fs", $0) } ?? "") }
+        if index == current { return job.state.isFinal ? "\(stage) ✗" : "\(stage) ▶ \(Int(job.progress * 100))%" }
+        return "\(stage) ·"
+    }
+    var lines = ["stages:   " + parts.joined(separator: " → ")]
+    if let summary, let model = summary.model {
+        lines.append("model:    \(model.name):\(model.version) (id \(model.id))\(summary.reused ? ", reused" : "") from \(summary.base.name):\(summary.base.version); "
+            + "strategy by \(summary.methodUsed)\(summary.fallback.map { " (\($0))" } ?? "")")
+        var line = String(format: "kept:     %.4f of the FFN parameters, %d of %d parameters", summary.keptFraction, summary.parameters, summary.baseParameters)
+        if let m = summary.metrics, let b = summary.baseMetrics {
+            line += String(format: "; held-out loss %.4f (base %.4f)", m.loss, b.loss) + (m.accuracy.map { String(format: ", accuracy %.3f", $0) } ?? "")
+        }
+        lines.append(line)
+    }
+    return lines.joined(separator: "\n")
+}
+
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one job: state, progress, result and the error of every failed attempt.")
 
@@ -191,6 +230,7 @@ struct Status: ParsableCommand {
             guard let job = try queue.get(id) else { throw QueueError.noSuchJob(id) }
             if options.json { return try printJSON(job) }
             print(describe(job))
+            if job.kind == "compress" { print(compressStages(job)) }
             let children = try queue.children(of: id)
             guard !children.isEmpty else { return }
             let byState = Dictionary(grouping: children, by: \.state).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()

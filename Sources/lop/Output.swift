@@ -42,6 +42,8 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         fail(error.description, code: Exit.dataError)
     } catch let error as PredictorError {
         fail(error.description, code: Exit.dataError)
+    } catch let error as RegistryError {
+        fail(error.description, code: Exit.failure)
     }
 }
 
