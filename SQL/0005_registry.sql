@@ -76,19 +76,29 @@ CREATE TABLE lop.model_alias_history (
 );
 CREATE INDEX model_alias_history_by_name ON lop.model_alias_history (name, alias, id);
 
-CREATE FUNCTION lop.model_aliases_record() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Before a write: an alias stays within its name, and carries the time it last moved.
+CREATE FUNCTION lop.model_aliases_check() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     model_name text;
 BEGIN
-    IF TG_OP <> 'DELETE' THEN
-        SELECT name INTO model_name FROM lop.models WHERE id = NEW.model_id;
-        IF model_name IS DISTINCT FROM NEW.name THEN
-            RAISE EXCEPTION 'alias %@% cannot point at model % (named %)', NEW.name, NEW.alias, NEW.model_id, model_name
-                USING ERRCODE = 'check_violation';
-        END IF;
-        IF TG_OP = 'UPDATE' AND OLD.model_id = NEW.model_id THEN
-            RETURN NEW;
-        END IF;
+    SELECT name INTO model_name FROM lop.models WHERE id = NEW.model_id;
+    IF model_name IS DISTINCT FROM NEW.name THEN
+        RAISE EXCEPTION 'alias %@% cannot point at model % (named %)', NEW.name, NEW.alias, NEW.model_id, model_name
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_OP = 'INSERT' OR OLD.model_id <> NEW.model_id THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER model_aliases_check BEFORE INSERT OR UPDATE ON lop.model_aliases
+    FOR EACH ROW EXECUTE FUNCTION lop.model_aliases_check();
+
+-- After a write that changed something (an upsert fires only the trigger of what it did): the history row.
+CREATE FUNCTION lop.model_aliases_record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.model_id = NEW.model_id THEN
+        RETURN NULL;
     END IF;
     INSERT INTO lop.model_alias_history (name, alias, model_id, previous_model_id, changed_by, job_id, reason)
     VALUES (coalesce(NEW.name, OLD.name), coalesce(NEW.alias, OLD.alias),
@@ -97,11 +107,9 @@ BEGIN
             coalesce(nullif(current_setting('lop.actor', true), ''), session_user),
             nullif(current_setting('lop.job_id', true), '')::bigint,
             nullif(current_setting('lop.reason', true), ''));
-    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-    NEW.updated_at := now();
-    RETURN NEW;
+    RETURN NULL;
 END $$;
-CREATE TRIGGER model_aliases_record BEFORE INSERT OR UPDATE OR DELETE ON lop.model_aliases
+CREATE TRIGGER model_aliases_record AFTER INSERT OR UPDATE OR DELETE ON lop.model_aliases
     FOR EACH ROW EXECUTE FUNCTION lop.model_aliases_record();
 
 -- Lineage: the samples behind a model. A predictor's are the samples it was trained on; a pruned model's are

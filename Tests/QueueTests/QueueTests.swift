@@ -18,6 +18,7 @@ struct CountingHandler: JobHandler {
         return JobResult(result: JSONB(text: "{\"ok\": true}")) { c in
             // Written in the completion's transaction: exactly one row per completed job.
             try c.execute("INSERT INTO completions (job_id) VALUES (\(id))")
+            return nil
         }
     }
 }
@@ -37,32 +38,6 @@ func queueDatabase() throws -> (JobQueue, ConnectionTarget) {
     let pool = ConnectionPool(target: target, size: 8)
     try pool.withConnection { try $0.execute("CREATE TABLE completions (job_id bigint NOT NULL)") }
     return (JobQueue(pool: pool), target)
-}
-
-func fastOptions(_ name: String, concurrency: Int = 2) -> WorkerOptions {
-    var options = WorkerOptions(name: name)
-    options.concurrency = concurrency
-    options.pollSeconds = 0.2
-    options.heartbeatSeconds = 0.2
-    options.leaseSeconds = 5
-    options.rescueSeconds = 0.5
-    options.progressSeconds = 0.05
-    options.shutdownGraceSeconds = 2
-    options.retry = RetryPolicy(baseSeconds: 0.01, exponent: 1, capSeconds: 0.05)
-    return options
-}
-
-/// Runs workers on threads until `done` holds (or the timeout), then stops them.
-func runWorkers(_ workers: [Worker], timeout: Double = 60, until done: () throws -> Bool) throws {
-    let group = DispatchGroup()
-    for worker in workers {
-        group.enter()
-        Thread { worker.run(); group.leave() }.start()
-    }
-    let deadline = Date().addingTimeInterval(timeout)
-    while try !done() && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-    workers.forEach { $0.stop() }
-    group.wait()
 }
 
 func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
@@ -224,7 +199,7 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         _ = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 30)
         #expect(try queue.cancel(job: job.id) == .requested)
         let wrote = LockedValue(false)
-        #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{}")) { _ in wrote.withLock { $0 = true } } == .cancelled)
+        #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{}")) { _ in wrote.withLock { $0 = true }; return nil } == .cancelled)
         #expect(!wrote.withLock { $0 }, "side effects of a cancelled job must not be committed")
         #expect(try queue.get(job.id)?.state == .cancelled)
     }
