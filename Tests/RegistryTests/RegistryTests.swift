@@ -108,3 +108,48 @@ func placeholderModel(_ name: String, kind: ModelKind = .base, base: Int64? = ni
         #expect(try registry.aliasHistory(name: "base-pruned").count == 2)
     }
 }
+
+/// `lop models …` and `lop submit` as a user runs them.
+@Suite(.serialized) struct ModelsCLITests {
+    var binaries: String { URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path }
+
+    @Test func registerListShowAliasAndDeleteFromTheCommandLine() throws {
+        let target = try TestDatabase.createMigrated()
+        let root = try temporaryRoot()
+        let env = ["LOP_CONFIG": TestDatabase.repositoryRoot + "/Config/lop.yaml", "LOP_ARTIFACTS_ROOT": root.path,
+                   "LOP_DATABASE_URL": target.parameters.map { "\($0.0)=\($0.1)" }.joined(separator: " ")]
+        func lop(_ arguments: String...) throws -> (status: Int32, output: String) {
+            try TestProcess.run([binaries + "/lop"] + arguments, environment: env, separateStandardError: true)
+        }
+        let registered = try lop("models", "register", tinyLlamaFolder, "--name", "tiny-llama")
+        #expect(registered.status == 0 && registered.output.contains("registered tiny-llama:1 (id 1)") && registered.output.contains("held-out loss"))
+        let badName = try TestProcess.run([binaries + "/lop", "models", "register", tinyLlamaFolder, "--name", "no good"], environment: env)
+        #expect(badName.status == 64 && badName.output.contains("is not a model name"))
+        let notAModel = try TestProcess.run([binaries + "/lop", "models", "register", root.path, "--name", "x"], environment: env)
+        #expect(notAModel.status != 0 && notAModel.output.contains("config.json"))
+        #expect(try lop("models", "register", tinyLlamaFolder, "--name", "tiny-llama").output.contains("registered tiny-llama:2"))
+
+        let listed = try lop("models", "list")
+        #expect(listed.status == 0 && listed.output.contains("tiny-llama:1") && listed.output.contains("tiny-llama:2"))
+        #expect(try lop("models", "alias", "tiny-llama:1", "production", "--reason", "first release").output.contains("tiny-llama@production → tiny-llama:1"))
+        let shown = try lop("models", "show", "tiny-llama@production")
+        #expect(shown.status == 0 && shown.output.contains("tiny-llama:1 (id 1): base") && shown.output.contains("all match their SHA-256"))
+        #expect(shown.output.contains("@production → id 1  by cli:") && shown.output.contains(": first release"))
+
+        // Deleting an aliased model is refused; once the alias is gone the row and its folder go.
+        let refused = try TestProcess.run([binaries + "/lop", "models", "delete", "tiny-llama:1"], environment: env)
+        #expect(refused.status == 1 && refused.output.contains("is @production; move or remove the alias first"))
+        #expect(try lop("models", "alias", "tiny-llama", "production", "--remove").status == 0)
+        let folder = root.path + "/" + (try Registry(pool: ConnectionPool(target: target, size: 1)).resolve(ModelReference(name: "tiny-llama", selector: .version(1))).artifactPath)
+        #expect(FileManager.default.fileExists(atPath: folder + "/model.safetensors"))
+        #expect(try lop("models", "delete", "tiny-llama:1").status == 0)
+        #expect(!FileManager.default.fileExists(atPath: folder))
+        #expect(try lop("models", "show", "tiny-llama:1").status == 1)
+
+        // Shorthands of lop submit, checked before anything is written.
+        let submitted = try lop("submit", "train", "--model", "tiny-llama")
+        #expect(submitted.status == 0 && Int(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
+        let bad = try TestProcess.run([binaries + "/lop", "submit", "compress", "--model", "tiny-llama", "--budget", "0.5", "--method", "bogus"], environment: env)
+        #expect(bad.status == 64 && bad.output.contains("must be predict, search or auto"))
+    }
+}
