@@ -134,4 +134,28 @@ import Testing
         let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
         #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
     }
+
+    @Test func compressAndTrainingSectionsFromFileAndEnvironment() throws {
+        let (_, file) = try write("compress:\n  max_spread: 0.1\n  method: search\ntraining:\n  evaluation_budgets: [0.4, 0.6]\n  steps: 200\n")
+        let config = try LopConfig.load(file: file, environment: ["LOP_TRAINING_SCHEDULE": "", "LOP_TRAINING_PROMOTION_MARGIN": "0.01"],
+                                        currentDirectory: "/").config
+        #expect(config.compress.maxSpread == 0.1 && config.compress.method == "search")
+        #expect(config.training.evaluationBudgets == [0.4, 0.6] && config.training.steps == 200 && config.training.ensemble == 3)
+        #expect(config.training.schedule == "" && config.training.promotionMargin == 0.01)
+        #expect(LopConfig().training.schedule == "0 3 * * *")
+    }
+
+    @Test(arguments: [
+        ("compress:\n  method: guess\n", "'guess' is not predict, search or auto"),
+        ("compress:\n  max_spread: 2\n", "compress.max_spread"),
+        ("training:\n  evaluation_budgets: []\n", "between 1 and 50 budgets"),
+        ("training:\n  evaluation_budgets: [0.5, 1.5]\n", "1.5 is outside"),
+        ("training:\n  ensemble: 0\n", "training.ensemble"),
+        ("training:\n  champion: x\n", "training.champion"),
+    ])
+    func badCompressAndTrainingSettingsNameTheKey(yaml: String, expected: String) throws {
+        let (_, file) = try write(yaml)
+        let error = #expect(throws: ConfigError.self) { try LopConfig.load(file: file, environment: [:], currentDirectory: "/") }
+        #expect(error?.description.contains(expected) == true, "\(error?.description ?? "")")
+    }
 }
