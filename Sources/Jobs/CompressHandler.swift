@@ -32,7 +32,7 @@ public struct CompressSummary: Codable, Sendable {
     public let fallback: String?
     public let predictor: ModelRef?
     /// The ensemble's agreement and whether the budget was inside the predictor's trained range.
-    public let prediction: PredictionSummary?
+    public let prediction: Prediction?
     public let strategy: [Double]
     public let sizes: [Int]
     public let keptFraction: Double
@@ -46,18 +46,6 @@ public struct CompressSummary: Codable, Sendable {
     public let report: String?
     public let samplesWritten: Int
     public let timings: [String: Double]
-
-    public struct PredictionSummary: Codable, Sendable {
-        public let spread: Double
-        public let maximumSpread: Double
-        public let inTrainedRange: Bool
-        public let trainedRange: [Double]
-        public let seconds: Double
-
-        enum CodingKeys: String, CodingKey {
-            case spread, maximumSpread = "maximum_spread", inTrainedRange = "in_trained_range", trainedRange = "trained_range", seconds
-        }
-    }
 
     enum CodingKeys: String, CodingKey {
         case model, reused, base, budget, method, methodUsed = "method_used", fallback, predictor, prediction, strategy, sizes
@@ -172,7 +160,7 @@ public struct CompressHandler: JobHandler {
         let opening = try OpenedBase(base, root: root, config: config, budget: request.budget, importance: opened?.importance, search: request.search)
         var methodUsed = request.method == .search ? "search" : "predict"
         var fallback: String?
-        var prediction: CompressSummary.PredictionSummary?
+        var prediction: Prediction?
         var ratios: [Double] = []
         var sizes: [Int] = []
         var samplesWritten = 0
@@ -180,7 +168,7 @@ public struct CompressHandler: JobHandler {
             do {
                 try opened.check(for: opening)
                 let p = try budgetArgument { try opened.predictor.predict(request.budget, bounds: opening.request.bounds) }
-                prediction = .init(spread: p.spread, maximumSpread: p.maximumSpread, inTrainedRange: p.inTrainedRange, trainedRange: p.trainedRange, seconds: p.seconds)
+                prediction = p
                 (ratios, sizes) = (p.ratios, p.sizes)
                 if request.method == .auto && !p.inTrainedRange {
                     fallback = String(format: "the budget keeps %.3f of the FFN parameters, outside the predictor's trained range %.3f–%.3f",

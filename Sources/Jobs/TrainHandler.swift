@@ -90,7 +90,6 @@ public struct TrainHandler: JobHandler {
     struct Pending {
         var outcome: TrainOutcome
         let model: NewModel
-        let baseName: String
     }
 
     public func run(_ job: Job, context: JobContext) throws -> JobResult {
@@ -192,10 +191,8 @@ public struct TrainHandler: JobHandler {
         try checkStop()
 
         report(0.05, "training on \(chosen.count) samples")
-        var settings = request.settings
-        settings.margin = PredictorSettings().margin
         let challenger = try Predictor.train(samples: chosen.map(PredictorSample.init), units: opening.units, bounds: opening.request.bounds,
-                                             settings: settings)
+                                             settings: request.settings)
         try checkStop()
 
         func heldOutLosses(_ predictor: Predictor, from: Double, to: Double) throws -> [String: Double] {
@@ -254,7 +251,7 @@ public struct TrainHandler: JobHandler {
         outcome.throughSampleId = through
         outcome.validationError = challenger.card.validationError
         outcome.seconds = Date().timeIntervalSince(started)
-        return .trained(Pending(outcome: outcome, model: model, baseName: base.name))
+        return .trained(Pending(outcome: outcome, model: model))
     }
 
     private func mean(_ losses: [String: Double]) -> Double { losses.values.reduce(0, +) / Double(max(losses.count, 1)) }
