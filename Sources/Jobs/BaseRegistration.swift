@@ -84,7 +84,7 @@ public struct BaseRegistration {
         do {
             return try registry.pool.withTransaction { c in
                 let registered = try registry.register(new, on: c)
-                _ = try WebhookStore.emit("model.registered", data: try RegisteredEvent(registered), on: c)
+                _ = try WebhookStore.emit("model.registered", data: RegisteredEvent(registered), on: c)
                 return registered
             }
         } catch {
