@@ -79,7 +79,7 @@ public struct BaseRegistration {
                            contentHash: model.contentHash)
         new.evalData = dataName
         new.calibration = calibration
-        new.metrics = try JSONB(encoding: metrics)
+        new.metrics = try JSONB(encoding: HeldOutMetrics(heldOut: metrics))
         new.lineage = try JSONB(encoding: ["source": folder, "registered_by": actor])
         do {
             return try registry.pool.withTransaction { c in
@@ -92,6 +92,18 @@ public struct BaseRegistration {
             throw error
         }
     }
+}
+
+/// A base or pruned model's registry metrics: its metrics on the base's held-out data.
+struct HeldOutMetrics: Codable {
+    let heldOut: EvaluationData.Metrics?
+
+    enum CodingKeys: String, CodingKey { case heldOut = "held_out" }
+}
+
+extension RegisteredModel {
+    /// A base or pruned model's metrics on its held-out data (nil for a predictor, or a model registered unevaluated).
+    public var heldOutMetrics: EvaluationData.Metrics? { (try? metrics.decode(HeldOutMetrics.self))?.heldOut }
 }
 
 /// The data of a `model.registered` event.

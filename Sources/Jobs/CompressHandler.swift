@@ -209,7 +209,7 @@ public struct CompressHandler: JobHandler {
         // 3. Evaluate the written files (what is registered is what was measured), with a report.
         clock = Date()
         var metrics: EvaluationData.Metrics?
-        let baseMetrics = try? base.metrics.decode(EvaluationData.Metrics.self)
+        let baseMetrics = base.heldOutMetrics
         var reportFile: String?
         if request.evaluate {
             stage(2, 0.7, "held-out \(base.evalData ?? "data")")
@@ -259,7 +259,7 @@ public struct CompressHandler: JobHandler {
         new.sizes = sizes
         new.method = methodUsed
         new.requestKey = key
-        new.metrics = try JSONB(encoding: metrics.map { ["held_out": $0] } ?? [:])
+        new.metrics = try JSONB(encoding: HeldOutMetrics(heldOut: metrics))
         new.lineage = try JSONB(encoding: StoredSummary(summary: summary, searchKey: methodUsed == "search" ? "job:\(job.id)" : nil))
         let model = new
         return JobResult(result: try JSONB(encoding: summary)) { c in

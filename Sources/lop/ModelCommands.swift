@@ -69,7 +69,7 @@ struct ModelsRegister: ParsableCommand {
             let registration = BaseRegistration(source: path, name: name, evalData: data, calibration: calibration, link: link)
             let model = try registration.run(registry: access.registry, root: access.root, actor: RegistryAccess.actor, log: progress)
             if options.json { return try printJSON(model) }
-            let metrics = try? model.metrics.decode(EvaluationData.Metrics.self)
+            let metrics = model.heldOutMetrics
             print("registered \(model.reference) (id \(model.id)): \(model.parameters) parameters, \(model.files.count) files, \(model.sizeBytes) bytes"
                   + (metrics.map { String(format: ", held-out loss %.4f on %@", $0.loss, model.evalData ?? "") } ?? ""))
             print("  \(access.root.folder(model))")
@@ -119,9 +119,7 @@ struct ModelsList: ParsableCommand {
 func heldOut(_ model: RegisteredModel) -> String {
     guard let object = try? model.metrics.decode([String: AnyJSON].self) else { return "-" }
     if case .number(let mean)? = object["mean_held_out_loss"] { return String(format: "%.4f", mean) }
-    let metrics = (try? model.metrics.decode(EvaluationData.Metrics.self))
-        ?? (try? model.metrics.decode([String: EvaluationData.Metrics].self))?["held_out"]
-    guard let metrics else { return "-" }
+    guard let metrics = model.heldOutMetrics else { return "-" }
     return String(format: "%.4f", metrics.loss) + (metrics.accuracy.map { String(format: " (%.3f)", $0) } ?? "")
 }
 
