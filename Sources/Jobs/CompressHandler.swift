@@ -158,6 +158,12 @@ public struct CompressHandler: JobHandler {
         var clock = Date()
         let opened: OpenedPredictor? = try predictorRecord.map { try OpenedPredictor($0, root: root) }
         let opening = try OpenedBase(base, root: root, config: config, budget: request.budget, importance: opened?.importance, search: request.search)
+        // A budget this model cannot meet within the bounds can never work: checked once, before any strategy.
+        do {
+            _ = try Projection.project(ratios: opening.units.map { _ in 1 }, units: opening.units, budget: request.budget, bounds: opening.request.bounds)
+        } catch {
+            throw ArgumentError("budget", error.description)
+        }
         var methodUsed = request.method == .search ? "search" : "predict"
         var fallback: String?
         var prediction: Prediction?
@@ -167,7 +173,7 @@ public struct CompressHandler: JobHandler {
         if let opened {
             do {
                 try opened.check(for: opening)
-                let p = try budgetArgument { try opened.predictor.predict(request.budget, bounds: opening.request.bounds) }
+                let p = try opened.predictor.predict(request.budget, bounds: opening.request.bounds)
                 prediction = p
                 (ratios, sizes) = (p.ratios, p.sizes)
                 if request.method == .auto && !p.inTrainedRange {
@@ -185,10 +191,8 @@ public struct CompressHandler: JobHandler {
         if request.method == .search || fallback != nil {
             methodUsed = "search"
             stage(0, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
-            let (result, written) = try budgetArgument {
-                try opening.request.runStored(opening.prepared, job: job, context: context) { done, total, bestLoss in
-                    stage(0, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
-                }
+            let (result, written) = try opening.request.runStored(opening.prepared, job: job, context: context) { done, total, bestLoss in
+                stage(0, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
             }
             (ratios, sizes, samplesWritten) = (result.best.ratios, result.best.sizes, written)
         }
@@ -280,13 +284,6 @@ public struct CompressHandler: JobHandler {
     /// Runs a lookup whose failure means the argument can never work (the job is discarded, not retried).
     private func argument<T>(_ key: String, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as RegistryError { throw ArgumentError(key, error.description) }
-    }
-
-    /// A budget the model cannot meet (below the bounds, above its size) can never work either.
-    private func budgetArgument<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch let error as BudgetError { throw ArgumentError("budget", error.description) } catch let error as PredictorError where error.description.contains("budget") {
-            throw ArgumentError("budget", error.description)
-        }
     }
 }
 

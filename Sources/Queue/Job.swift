@@ -6,11 +6,6 @@ public enum JobState: String, Sendable, CaseIterable, Codable, PostgresDecodable
     case available, scheduled, running, retryable, completed, cancelled, discarded
 
     public var isFinal: Bool { self == .completed || self == .cancelled || self == .discarded }
-
-    public init(postgresText text: String, type: Oid) throws {
-        guard let state = JobState(rawValue: text) else { throw DecodeFailure("not a job state") }
-        self = state
-    }
 }
 
 /// One failed attempt, as kept in `lop.jobs.errors`.

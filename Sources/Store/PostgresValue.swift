@@ -31,6 +31,14 @@ extension PostgresDecodable {
     public static var postgresNull: Self? { nil }
 }
 
+/// A Swift enum over a text column or SQL enum (job states, model kinds) decodes from its raw value.
+extension PostgresDecodable where Self: RawRepresentable, Self.RawValue == String {
+    public init(postgresText text: String, type: Oid) throws {
+        guard let value = Self(rawValue: text) else { throw DecodeFailure("'\(text)' is not a \(Self.self)") }
+        self = value
+    }
+}
+
 public typealias PostgresCodable = PostgresEncodable & PostgresDecodable
 
 /// Why one value could not be decoded; `Row` adds the column and value.

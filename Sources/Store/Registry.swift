@@ -3,11 +3,6 @@ import Foundation
 /// What a registered model is: a model as given, a pruned variant of one, or a predictor trained for one.
 public enum ModelKind: String, Sendable, Codable, CaseIterable, PostgresDecodable {
     case base, pruned, predictor
-
-    public init(postgresText text: String, type: Oid) throws {
-        guard let kind = ModelKind(rawValue: text) else { throw DecodeFailure("not a model kind") }
-        self = kind
-    }
 }
 
 /// One registered file: its SHA-256 and size.
@@ -310,8 +305,10 @@ public struct Registry: Sendable {
             case .alias(let alias):
                 let aliases = try self.aliases(name: reference.name, on: c).map(\.alias)
                 throw RegistryError("\"\(reference.name)\" has no alias \"\(alias)\"" + (aliases.isEmpty ? " (it has none)" : " (it has \(aliases.joined(separator: ", ")))"))
-            default:
-                throw RegistryError("\"\(reference.name)\" has no version \(reference.description.split(separator: ":").last ?? "")")
+            case .version(let version):
+                throw RegistryError("\"\(reference.name)\" has no version \(version)")
+            case .latest:
+                throw RegistryError("\"\(reference.name)\" has no versions")
             }
         }
     }

@@ -209,7 +209,7 @@ public struct WebhookStore: Sendable {
         try pool.withTransaction { c in
             _ = try endpoint(endpointId)
             let timestamp = ISO8601DateFormatter().string(from: Date())
-            let payload = try JSONB(text: #"{"type": "ping", "timestamp": "\#(timestamp)", "data": {"endpoint_id": \#(endpointId)}}"#)
+            let payload = JSONB(text: #"{"type": "ping", "timestamp": "\#(timestamp)", "data": {"endpoint_id": \#(endpointId)}}"#)
             let id: String = try c.query("""
                 INSERT INTO lop.webhook_deliveries (endpoint_id, event_type, payload) VALUES (\(endpointId), 'ping', \(payload)) RETURNING id
                 """).single().decode("id")
