@@ -1,5 +1,4 @@
 import Evaluation
-import Fixtures
 import Foundation
 import Jobs
 import LopConfig
@@ -12,17 +11,8 @@ import Tensor
 /// beside the dense forward pass, the share of time in BLAS, and what each evaluation shortcut saves, each
 /// measured by switching it off in the same run.
 public enum SearchBenchmark {
-    public static func run(folder: String?, label: String, simulations: Int, seeds: Int, repeats: Int) throws -> BenchmarkTable {
-        var request: SearchRequest
-        if let folder {
-            request = SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
-        } else {
-            // tiny-llava is not committed yet: a copy trained for a few steps has its exact shapes, which is all speed depends on.
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lop-bench-llava-\(UUID().uuidString)").path
-            try Model.llava(try Fixtures.trainTinyLlava(recipe: Fixtures.Recipe.tinyLlava.with(steps: 3)) { _ in }).write(to: directory)
-            request = SearchRequest(model: directory, budget: .fraction(0.5), config: LopConfig())
-        }
-        defer { if folder == nil { try? FileManager.default.removeItem(atPath: request.model) } }
+    public static func run(folder: String, label: String, simulations: Int, seeds: Int, repeats: Int) throws -> BenchmarkTable {
+        var request = SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
         request.settings.simulations = simulations
         let prepared = try request.prepare()
         let calibration = prepared.calibration

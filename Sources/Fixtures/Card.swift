@@ -11,6 +11,8 @@ public struct FixtureMetrics: Equatable {
     public var heldOutAccuracy: Double?
     /// Held-out loss when one layer's FFN keeps only its leading quarter of neurons, per layer.
     public var layerSensitivity: [Double]
+    /// Exact-answer accuracy per question kind (tiny-llava only).
+    public var accuracyByKind: [String: Double] = [:]
 }
 
 extension Fixtures {
@@ -34,7 +36,8 @@ extension Fixtures {
             let sensitivity = try (0..<m.config.text.layers).map { i in
                 try Evaluation.answers(model, examples, options: ForwardOptions(ffnKeep: quarterKeep(m.config.text, layer: i))).loss
             }
-            return FixtureMetrics(heldOutLoss: score.loss, heldOutAccuracy: score.accuracy, layerSensitivity: sensitivity)
+            return FixtureMetrics(heldOutLoss: score.loss, heldOutAccuracy: score.accuracy, layerSensitivity: sensitivity,
+                                  accuracyByKind: score.accuracyByKind)
         }
     }
 
@@ -79,7 +82,7 @@ extension Fixtures {
             "| warmup steps | \(r.warmupSteps) (then cosine to 10 %) |", "| AdamW β₁, β₂, ε | 0.9, 0.999, 1e-8 |",
             "| weight decay | \(r.weightDecay) (matrices and embeddings) |", "| gradient clipping | global norm \(r.clipNorm) |",
             "| validation | every \(r.validateEvery) steps; the best weights are kept |", "| seed | \(r.seed) |",
-        ] + (r.curriculumSteps > 0 ? ["| curriculum | one shape per image for \(r.curriculumSteps) steps, up to two for \(r.curriculumSteps) more, then up to three |"] : [])
+        ] + (r.featurePenalty > 0 ? ["| image-feature penalty | \(r.featurePenalty) × mean square of the projected image features, added to the loss |"] : [])
     }
 
     static func textCardHead(corpus: TextCorpus, recipe: Recipe) -> [String] {
@@ -145,6 +148,9 @@ extension Fixtures {
         ]
         if let accuracy = metrics.heldOutAccuracy {
             lines.append(String(format: "| held-out accuracy | %.4f |", accuracy))
+            for (kind, value) in metrics.accuracyByKind.sorted(by: { $0.key < $1.key }) {
+                lines.append(String(format: "| %@%@ | %.4f |", accuracyPrefix, kind, value))
+            }
         } else {
             lines.append(String(format: "| held-out bits per byte | %.4f |", metrics.heldOutLoss / log(2)))
         }
@@ -190,6 +196,15 @@ extension Fixtures {
         guard let loss = value("held-out loss") else { return nil }
         var sensitivity: [Double] = []
         while let v = value(String(sensitivity.count)) { sensitivity.append(v) }
-        return FixtureMetrics(heldOutLoss: loss, heldOutAccuracy: value("held-out accuracy"), layerSensitivity: sensitivity)
+        var byKind: [String: Double] = [:]
+        for line in card.split(separator: "\n") where line.hasPrefix("| " + accuracyPrefix) {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if cells.count == 2, let v = Double(cells[1]) { byKind[String(cells[0].dropFirst(accuracyPrefix.count))] = v }
+        }
+        return FixtureMetrics(heldOutLoss: loss, heldOutAccuracy: value("held-out accuracy"), layerSensitivity: sensitivity,
+                              accuracyByKind: byKind)
     }
+
+    /// Label prefix of the card's per-kind accuracy rows ("| accuracy, how many | 0.9900 |").
+    static let accuracyPrefix = "accuracy, "
 }

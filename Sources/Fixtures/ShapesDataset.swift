@@ -29,9 +29,9 @@ public struct ShapesDataset {
         return (0..<count).map { _ in example(&generator, questions: questions) }
     }
 
-    /// One example with one to `maxShapes` shapes (training starts with fewer: a curriculum).
-    static func example(_ g: inout SeededGenerator, questions: Int = 1, maxShapes: Int = 3) -> Example {
-        let count = Int.random(in: 1...maxShapes, using: &g)
+    /// One example with one to three shapes.
+    static func example(_ g: inout SeededGenerator, questions: Int = 1) -> Example {
+        let count = Int.random(in: 1...3, using: &g)
         let quadrants = Array((0..<4).shuffled(using: &g).prefix(count))
         let chosenColors = Array((0..<colors.count).shuffled(using: &g).prefix(count))
         let chosenKinds = (0..<count).map { _ in Int.random(in: 0..<kinds.count, using: &g) }

@@ -85,10 +85,8 @@ struct Bench: ParsableCommand {
                 try SearchBenchmark.run(folder: fixture, label: (fixture as NSString).lastPathComponent, simulations: simulations, seeds: seeds, repeats: repeats)
             }
             if !textOnly {
-                let committed = tinyLlavaCommitted
                 try runComputeBenchmark(options) {
-                    try SearchBenchmark.run(folder: committed ? "Fixtures/tiny-llava" : nil, label: committed ? "tiny-llava" : "tiny-llava shapes (3-step weights)",
-                                            simulations: simulations, seeds: seeds, repeats: repeats)
+                    try SearchBenchmark.run(folder: "Fixtures/tiny-llava", label: "tiny-llava", simulations: simulations, seeds: seeds, repeats: repeats)
                 }
             }
         }
@@ -101,8 +99,8 @@ struct Bench: ParsableCommand {
 
         @OptionGroup var options: GlobalOptions
 
-        @Option(help: "Fixture folders, comma-separated (tiny-llava is included once it is committed).")
-        var fixtures = tinyLlavaCommitted ? "Fixtures/tiny-llama,Fixtures/tiny-llava" : "Fixtures/tiny-llama"
+        @Option(help: "Fixture folders, comma-separated.")
+        var fixtures = "Fixtures/tiny-llama,Fixtures/tiny-llava"
 
         @Option(help: "Simulations per search (the config's default is what a search job runs).")
         var simulations = LopConfig().search.simulations
@@ -197,9 +195,6 @@ struct Bench: ParsableCommand {
         }
     }
 }
-
-/// Whether the tiny-llava fixture is committed (benchmarks include it then).
-let tinyLlavaCommitted = FileManager.default.fileExists(atPath: "Fixtures/tiny-llava/config.json")
 
 /// Loads the configuration for a compute benchmark, sets the BLAS threads, and warns on debug builds.
 @discardableResult

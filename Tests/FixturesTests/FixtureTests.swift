@@ -8,9 +8,7 @@ import TestSupport
 let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
 
 @Suite struct FixtureTests {
-    /// The committed fixtures. tiny-llava's recipe does not yet learn to use its images (its held-out loss stays
-    /// at the language prior), so it is not committed; its architecture is checked on a briefly trained copy below.
-    static let committed = ["tiny-llama"]
+    static let committed = ["tiny-llama", "tiny-llava"]
 
     @Test(arguments: committed)
     func heldOutMetricsMatchTheModelCard(name: String) throws {
@@ -39,17 +37,32 @@ let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
     }
 
     @Test func tinyLlavaLogitsMatchNumPy() throws {
-        // A few training steps by the fixture's own recipe, written as the recipe writes it (F16).
-        let folder = NSTemporaryDirectory() + "lop-tiny-llava-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        _ = try Fixtures.build("tiny-llava", to: folder, steps: 5) { _ in }
+        let folder = fixturesRoot + "/tiny-llava"
         guard case .llava(let model) = try Model.load(directory: folder) else { Issue.record("not a LLaVA folder"); return }
         let examples = ShapesDataset.generate(count: 2, seed: Fixtures.shapesHeldOutSeed)
         let batch = Fixtures.answerSet(examples, config: model.config).batch(0..<2)
         let ours = try model.logits(Graph(recording: false), tokens: batch.rows, images: batch.images).tensor
         #expect(ReferenceLogits.relativeError(ours, try ReferenceLogits.compute(model: folder, tokens: batch.rows, images: batch.images)) < 1e-4)
-        // The card it wrote states what its folder measures.
+    }
+
+    @Test func tinyLlavaAnswersFromTheImage() throws {
+        // Every question kind beats its chance level on held-out images (a model blind to its images answers
+        // from the question alone: about 0.33 for count and shape, 0.25 for colour and position).
+        let card = try String(contentsOfFile: fixturesRoot + "/tiny-llava/MODEL_CARD.md", encoding: .utf8)
+        let byKind = try #require(Fixtures.cardMetrics(card)).accuracyByKind
+        let measured = try Fixtures.metrics(folder: fixturesRoot + "/tiny-llava").accuracyByKind
+        #expect(Set(byKind.keys) == Set(measured.keys) && byKind.count == 5)
+        for (kind, accuracy) in measured { #expect(abs(accuracy - (byKind[kind] ?? -1)) < 0.02, "\(kind)") }
+        #expect(measured["how many"]! > 0.6 && measured["what color"]! > 0.6)
+    }
+
+    @Test func recipeWritesAFolderItsCardDescribes() throws {
+        // A few training steps by the fixture's own recipe, written as the recipe writes it (F16).
+        let folder = NSTemporaryDirectory() + "lop-tiny-llava-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        _ = try Fixtures.build("tiny-llava", to: folder, steps: 5) { _ in }
         let card = try String(contentsOfFile: folder + "/MODEL_CARD.md", encoding: .utf8)
+        #expect(card.contains("image-feature penalty"))
         #expect(Fixtures.agree(try #require(Fixtures.cardMetrics(card)), try Fixtures.metrics(folder: folder)))
     }
 
@@ -73,7 +86,8 @@ let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
     }
 
     @Test func cardsParseBackTheirOwnMetrics() {
-        let metrics = FixtureMetrics(heldOutLoss: 1.2345, heldOutAccuracy: 0.875, layerSensitivity: [1.3, 1.25])
+        let metrics = FixtureMetrics(heldOutLoss: 1.2345, heldOutAccuracy: 0.875, layerSensitivity: [1.3, 1.25],
+                                     accuracyByKind: ["how many": 0.5, "what color": 1])
         let card = Fixtures.cardTail(model: .llama(try! LlamaModel(config: LlamaConfig(vocabularySize: 8, hiddenSize: 4, intermediateSize: 4, layers: 1, heads: 1, kvHeads: 1),
                                                                    weights: RandomInitialization(seed: 1, layers: 1))),
                                      metrics: metrics, trainingSeconds: 1, name: "x").joined(separator: "\n")
