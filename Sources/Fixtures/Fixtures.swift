@@ -19,7 +19,7 @@ public enum Fixtures {
         public var seed: UInt64
         /// tiny-llava: weight of the mean square of the projected image features, added to the loss. Without it
         /// Adam grows the vision tower's residual stream (the language model's RMSNorm hides the scale from the
-        /// loss) until the features are a near-constant vector a thousand times the token embeddings' size, and
+        /// loss) until the features are a near-constant vector hundreds of times the token embeddings' size, and
         /// the language model never learns to read them: it answers from the question alone.
         public var featurePenalty: Float = 0
 

@@ -46,14 +46,14 @@ let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
     }
 
     @Test func tinyLlavaAnswersFromTheImage() throws {
-        // Every question kind beats its chance level on held-out images (a model blind to its images answers
-        // from the question alone: about 0.33 for count and shape, 0.25 for colour and position).
+        // The kinds that can only be answered by reading the image are far above chance (a model blind to its
+        // images answers from the question alone: about 0.33 for count and shape, 0.25 for colour and position).
         let card = try String(contentsOfFile: fixturesRoot + "/tiny-llava/MODEL_CARD.md", encoding: .utf8)
         let byKind = try #require(Fixtures.cardMetrics(card)).accuracyByKind
         let measured = try Fixtures.metrics(folder: fixturesRoot + "/tiny-llava").accuracyByKind
         #expect(Set(byKind.keys) == Set(measured.keys) && byKind.count == 5)
         for (kind, accuracy) in measured { #expect(abs(accuracy - (byKind[kind] ?? -1)) < 0.02, "\(kind)") }
-        #expect(measured["how many"]! > 0.6 && measured["what color"]! > 0.6)
+        for kind in ["how many", "what color", "what shape", "where is"] { #expect((measured[kind] ?? 0) > 0.6, "\(kind)") }
     }
 
     @Test func recipeWritesAFolderItsCardDescribes() throws {
