@@ -63,9 +63,21 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
     public func contains(_ name: String) -> Bool { location[name] != nil }
 
     public func tensor(_ name: String) throws -> Tensor {
-        guard let file = location[name] else { throw CheckpointError(path: directory, problem: "no tensor \"\(name)\"") }
-        return try shards[file]!.tensor(name)
+        try shard(of: name).tensor(name)
     }
+
+    /// A matrix in its stored type.
+    public func stored(_ name: String) throws -> StoredMatrix {
+        try shard(of: name).stored(name)
+    }
+
+    private func shard(of name: String) throws -> SafeTensorsFile {
+        guard let file = location[name] else { throw CheckpointError(path: directory, problem: "no tensor \"\(name)\"") }
+        return shards[file]!
+    }
+
+    /// A tensor's stored shape.
+    public func shape(_ name: String) -> [Int]? { location[name].flatMap { shards[$0]!.entries[name]?.shape } }
 
     /// The stored element type of a tensor.
     public func dtype(_ name: String) -> DType? { location[name].flatMap { shards[$0]!.entries[name]?.dtype } }
@@ -93,6 +105,15 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
         config: JSON, tensors: [String: Tensor], dtype: DType = .f32, maxShardBytes: Int? = nil,
         extraFiles: [String: Data] = [:], to directory: String
     ) throws {
+        try write(config: config, weights: tensors.mapValues { Weight.float($0) }, dtype: dtype, maxShardBytes: maxShardBytes,
+                  extraFiles: extraFiles, to: directory)
+    }
+
+    /// The same for weights Float or stored, each streamed to its shard (no second copy of the model in memory).
+    public static func write(
+        config: JSON, weights tensors: [String: Weight], dtype: DType = .f32, maxShardBytes: Int? = nil,
+        extraFiles: [String: Data] = [:], to directory: String
+    ) throws {
         let manager = FileManager.default
         let suffix = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let temporary = directory + ".tmp-" + suffix
@@ -102,12 +123,12 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
             for (name, data) in extraFiles { try AtomicFile.write(data, to: temporary + "/" + name) }
             let groups = shardGroups(tensors, dtype: dtype, maxBytes: maxShardBytes)
             if groups.count == 1 {
-                try SafeTensorsFile.write(groups[0], dtype: dtype, to: temporary + "/" + singleFile)
+                try SafeTensorsFile.write(weights: groups[0], dtype: dtype, to: temporary + "/" + singleFile)
             } else {
                 var weightMap: [String: JSON] = [:]
                 for (i, group) in groups.enumerated() {
                     let file = String(format: "model-%05d-of-%05d.safetensors", i + 1, groups.count)
-                    try SafeTensorsFile.write(group, dtype: dtype, to: temporary + "/" + file)
+                    try SafeTensorsFile.write(weights: group, dtype: dtype, to: temporary + "/" + file)
                     for name in group.keys { weightMap[name] = .string(file) }
                 }
                 let total = tensors.values.reduce(0) { $0 + $1.count * dtype.byteSize }
@@ -129,9 +150,9 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
     }
 
     /// Tensors in name order, cut into groups of at most `maxBytes` (a larger tensor gets a shard to itself).
-    static func shardGroups(_ tensors: [String: Tensor], dtype: DType, maxBytes: Int?) -> [[String: Tensor]] {
+    static func shardGroups(_ tensors: [String: Weight], dtype: DType, maxBytes: Int?) -> [[String: Weight]] {
         guard let maxBytes else { return [tensors] }
-        var groups: [[String: Tensor]] = [[:]]
+        var groups: [[String: Weight]] = [[:]]
         var bytes = 0
         for name in tensors.keys.sorted() {
             let size = tensors[name]!.count * dtype.byteSize

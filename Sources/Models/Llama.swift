@@ -53,29 +53,29 @@ public final class LlamaModel {
         self.config = config
         var r = WeightReader(source, prefix: prefix)
         let (h, qWidth, kvWidth) = (config.hiddenSize, config.heads * config.headDim, config.kvHeads * config.headDim)
-        embedTokens = try r.take("model.embed_tokens.weight", [config.vocabularySize, h], .embedding)
+        embedTokens = try r.take("model.embed_tokens.weight", [config.vocabularySize, h], .embedding, stored: true)
         var layers: [Layer] = []
         for i in 0..<config.layers {
             let p = "model.layers.\(i)."
             let f = config.ffnSizes[i]
             layers.append(Layer(
                 inputNorm: try r.take(p + "input_layernorm.weight", [h], .normScale),
-                q: try r.take(p + "self_attn.q_proj.weight", [qWidth, h], .matrix),
-                k: try r.take(p + "self_attn.k_proj.weight", [kvWidth, h], .matrix),
-                v: try r.take(p + "self_attn.v_proj.weight", [kvWidth, h], .matrix),
-                o: try r.take(p + "self_attn.o_proj.weight", [h, qWidth], .matrix),
+                q: try r.take(p + "self_attn.q_proj.weight", [qWidth, h], .matrix, stored: true),
+                k: try r.take(p + "self_attn.k_proj.weight", [kvWidth, h], .matrix, stored: true),
+                v: try r.take(p + "self_attn.v_proj.weight", [kvWidth, h], .matrix, stored: true),
+                o: try r.take(p + "self_attn.o_proj.weight", [h, qWidth], .matrix, stored: true),
                 qBias: try r.optional(p + "self_attn.q_proj.bias", [qWidth], .bias, when: config.qkvBias),
                 kBias: try r.optional(p + "self_attn.k_proj.bias", [kvWidth], .bias, when: config.qkvBias),
                 vBias: try r.optional(p + "self_attn.v_proj.bias", [kvWidth], .bias, when: config.qkvBias),
                 oBias: try r.optional(p + "self_attn.o_proj.bias", [h], .bias, when: config.outputBias),
                 postNorm: try r.take(p + "post_attention_layernorm.weight", [h], .normScale),
-                gate: try r.take(p + "mlp.gate_proj.weight", [f, h], .matrix),
-                up: try r.take(p + "mlp.up_proj.weight", [f, h], .matrix),
-                down: try r.take(p + "mlp.down_proj.weight", [h, f], .matrix)))
+                gate: try r.take(p + "mlp.gate_proj.weight", [f, h], .matrix, stored: true),
+                up: try r.take(p + "mlp.up_proj.weight", [f, h], .matrix, stored: true),
+                down: try r.take(p + "mlp.down_proj.weight", [h, f], .matrix, stored: true)))
         }
         self.layers = layers
         norm = try r.take("model.norm.weight", [h], .normScale)
-        lmHead = config.tiedEmbeddings ? nil : try r.take("lm_head.weight", [config.vocabularySize, h], .matrix)
+        lmHead = config.tiedEmbeddings ? nil : try r.take("lm_head.weight", [config.vocabularySize, h], .matrix, stored: true)
         parameters = r.loaded
     }
 
@@ -83,7 +83,7 @@ public final class LlamaModel {
     public func embed(_ g: Graph, tokens: [[Int]]) -> Value {
         let (batch, length) = (tokens.count, tokens.first?.count ?? 0)
         precondition(tokens.allSatisfy { $0.count == length }, "token rows must have equal length")
-        return g.reshape(g.embedding(g.parameter(embedTokens), ids: tokens.flatMap { $0 }), [batch, length, config.hiddenSize])
+        return g.reshape(g.embedding(embedTokens, ids: tokens.flatMap { $0 }), [batch, length, config.hiddenSize])
     }
 
     /// Logits `[batch·length, vocabulary]` from input embeddings `[batch, length, hidden]`.
@@ -103,7 +103,7 @@ public final class LlamaModel {
             x = g.add(x, ffn(g, m, layer: layer, index: i, options: options))
         }
         let final = g.rmsNorm(x, weight: g.parameter(norm), eps: eps)
-        let logits = g.linear(final, g.parameter(lmHead ?? embedTokens))
+        let logits = g.linear(final, lmHead ?? embedTokens)
         return g.reshape(logits, [batch * length, config.vocabularySize])
     }
 
@@ -112,22 +112,16 @@ public final class LlamaModel {
     }
 
     func linear(_ g: Graph, _ x: Value, _ weight: Parameter, _ bias: Parameter?) -> Value {
-        g.linear(x, g.parameter(weight), bias: bias.map { g.parameter($0) })
+        g.linear(x, weight, bias: bias)
     }
 
     /// SwiGLU: down(silu(gate(x)) ⊙ up(x)), over all neurons or the leading `ffnKeep[index]` of them.
     func ffn(_ g: Graph, _ x: Value, layer: Layer, index: Int, options: ForwardOptions) -> Value {
-        let width = layer.gate.value.shape[0]
+        let width = layer.gate.shape[0]
         let keep = options.ffnKeep?[index] ?? width
         precondition(keep >= 0 && keep <= width, "layer \(index) keeps \(keep) of \(width) FFN neurons")
-        let hidden: Value
-        if keep == width {
-            hidden = g.mul(g.silu(g.linear(x, g.parameter(layer.gate))), g.linear(x, g.parameter(layer.up)))
-        } else {
-            hidden = g.mul(g.silu(g.linear(x, layer.gate.value.leading(rows: keep))), g.linear(x, layer.up.value.leading(rows: keep)))
-        }
+        let hidden = g.mul(g.silu(g.linear(x, layer.gate, rows: keep)), g.linear(x, layer.up, rows: keep))
         options.observe?(FFNObservation(tower: .language, layer: index, input: x.tensor, hidden: hidden.tensor))
-        if keep == width { return g.linear(hidden, g.parameter(layer.down)) }
-        return g.linear(hidden, layer.down.value.leading(columns: keep))
+        return g.linear(hidden, layer.down, columns: keep)
     }
 }

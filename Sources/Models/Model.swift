@@ -42,16 +42,24 @@ public enum Model {
         }
     }
 
-    /// Weights by Hugging Face name, for writing a checkpoint.
+    /// Weights by Hugging Face name, as held (stored weights stay stored).
+    public var weights: [String: Weight] {
+        Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.weight) })
+    }
+
+    /// Weights by Hugging Face name widened to Float (a copy of the whole model: for small models and tests).
     public var tensors: [String: Tensor] {
         Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.value) })
     }
 
-    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.weight.count } }
 
-    /// Writes the model as a Hugging Face folder (temporary folder, then renamed).
+    /// Bytes the weights occupy in memory as held.
+    public var weightBytes: Int { parameters.reduce(0) { $0 + $1.weight.bytes } }
+
+    /// Writes the model as a Hugging Face folder (temporary folder, then renamed), streaming one tensor at a time.
     public func write(to directory: String, dtype: DType = .f32, maxShardBytes: Int? = nil, extraFiles: [String: Data] = [:]) throws {
-        try Checkpoint.write(config: config, tensors: tensors, dtype: dtype, maxShardBytes: maxShardBytes, extraFiles: extraFiles, to: directory)
+        try Checkpoint.write(config: config, weights: weights, dtype: dtype, maxShardBytes: maxShardBytes, extraFiles: extraFiles, to: directory)
     }
 }
 

@@ -1,13 +1,6 @@
 import Foundation
 import Tensor
 
-/// Element types lop reads and writes; all become `Float` in memory.
-public enum DType: String, Sendable, CaseIterable {
-    case f32 = "F32", f16 = "F16", bf16 = "BF16"
-
-    public var byteSize: Int { self == .f32 ? 4 : 2 }
-}
-
 /// A problem with a safetensors file, naming the file and, where there is one, the tensor.
 public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
     public let file: String
@@ -30,33 +23,40 @@ public struct TensorEntry: Sendable, Equatable {
     public var elementCount: Int { shape.reduce(1, *) }
 }
 
-/// A safetensors file opened for reading: the header is parsed and validated once, the data section is
-/// memory-mapped, and tensors are converted to `Float` only when asked for.
+/// A safetensors file opened for reading: the header is parsed and validated once; tensors are read when asked
+/// for, either widened to `Float` or kept in their stored type.
 ///
 /// Format: 8 bytes little-endian header length N, N bytes of UTF-8 JSON mapping names to
 /// `{dtype, shape, data_offsets}` (and an optional `__metadata__` of strings), then the data.
-public final class SafeTensorsFile: @unchecked Sendable {  // immutable after init; the mapping is read-only
+///
+/// Tensors are read with `pread` into private memory, never memory-mapped: a file that is truncated or
+/// rewritten while lop runs cannot fault the process (a mapped page beyond a new end of file raises SIGBUS);
+/// a read that comes up short is an error naming the file and the tensor, and weights already read stay valid.
+public final class SafeTensorsFile: @unchecked Sendable {  // immutable after init; reads are positional
     /// Headers larger than this are refused before they are read (real ones are kilobytes).
     public static let maximumHeaderBytes = 100 << 20
 
     public let path: String
     public let entries: [String: TensorEntry]
     public let metadata: [String: String]
-    private let mapping: MappedFile
+    private let file: ReadOnlyFile
     private let dataStart: Int
 
     public init(path: String) throws(SafeTensorsError) {
         let fail = { (problem: String) in SafeTensorsError(file: path, tensor: nil, problem: problem) }
-        do { mapping = try MappedFile(path: path) } catch { throw fail(error.description) }
-        let size = mapping.count
+        do { file = try ReadOnlyFile(path: path) } catch { throw fail(error.description) }
+        let size = file.size
         guard size >= 8 else { throw fail("truncated: \(size) bytes, shorter than the 8-byte header length") }
-        let declared = mapping.bytes.loadUnaligned(as: UInt64.self).littleEndian
+        let lengthField: [UInt8]
+        do { lengthField = try file.bytes(8, at: 0) } catch { throw fail(error.description) }
+        let declared = lengthField.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian
         guard declared <= UInt64(size - 8) else {
             throw fail("header length \(declared) exceeds the \(size - 8) bytes after the length field (truncated file?)")
         }
         guard declared <= UInt64(Self.maximumHeaderBytes) else { throw fail("header of \(declared) bytes is larger than the 100 MiB limit") }
         let headerLength = Int(declared)
-        let headerBytes = UnsafeRawBufferPointer(start: mapping.bytes + 8, count: headerLength)
+        let headerBytes: [UInt8]
+        do { headerBytes = try file.bytes(headerLength, at: 8) } catch { throw fail(error.description) }
         let header: JSON
         do { header = try JSON.parse(headerBytes) } catch {
             if let key = error.duplicateKey { throw SafeTensorsError(file: path, tensor: key, problem: "name appears twice in the header") }
@@ -123,46 +123,103 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
 
     /// A tensor converted to `Float`.
     public func tensor(_ name: String) throws(SafeTensorsError) -> Tensor {
-        guard let entry = entries[name] else { throw SafeTensorsError(file: path, tensor: name, problem: "not in this file") }
-        let source = UnsafeRawPointer(mapping.bytes + dataStart + entry.offsets.lowerBound)
+        let (entry, bytes) = try read(name)
         let count = entry.elementCount
         let data = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            switch entry.dtype {
-            case .f32:
-                if count > 0 { memcpy(buffer.baseAddress!, source, count * 4) }
-            case .f16:
-                for i in 0..<count { buffer[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian)) }
-            case .bf16:
-                for i in 0..<count {
-                    buffer[i] = Float(bitPattern: UInt32(source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian) << 16)
-                }
-            }
+            if count > 0 { HalfPrecision.widen(UnsafeRawPointer(bytes.pointer), entry.dtype, count: count, into: buffer.baseAddress!) }
             initialized = count
         }
         return Tensor(shape: entry.shape, data: data)
+    }
+
+    /// A matrix kept in its stored type (two bytes a value for F16/BF16). Tensors of rank above 2 are seen as
+    /// `[first axis, the rest]`.
+    public func stored(_ name: String) throws(SafeTensorsError) -> StoredMatrix {
+        let (entry, bytes) = try read(name)
+        guard entry.shape.count >= 2 else { throw SafeTensorsError(file: path, tensor: name, problem: "shape \(entry.shape) is not a matrix") }
+        return StoredMatrix(dtype: entry.dtype, bytes: bytes, rows: entry.shape[0], columns: entry.shape.dropFirst().reduce(1, *))
+    }
+
+    /// A tensor's bytes, read into private memory.
+    private func read(_ name: String) throws(SafeTensorsError) -> (TensorEntry, StoredBytes) {
+        guard let entry = entries[name] else { throw SafeTensorsError(file: path, tensor: name, problem: "not in this file") }
+        let bytes = StoredBytes(count: entry.offsets.count)
+        do { try file.read(into: bytes.pointer, count: entry.offsets.count, at: dataStart + entry.offsets.lowerBound) } catch {
+            throw SafeTensorsError(file: path, tensor: name, problem: error.description)
+        }
+        return (entry, bytes)
     }
 
     // MARK: Writing
 
     /// Writes tensors (in name order) as one safetensors file: to a temporary name beside `path`, then renamed.
     public static func write(_ tensors: [String: Tensor], dtype: DType = .f32, metadata: [String: String] = [:], to path: String) throws {
+        try write(weights: tensors.mapValues { Weight.float($0) }, dtype: dtype, metadata: metadata, to: path)
+    }
+
+    /// Writes weights, Float or stored, streamed a few megabytes at a time (never a second copy of the model):
+    /// stored weights already in `dtype` are copied bit for bit, others rounded to nearest even.
+    public static func write(weights: [String: Weight], dtype: DType = .f32, metadata: [String: String] = [:], to path: String) throws {
         try AtomicFile.write(to: path) { handle in
-            try handle.write(contentsOf: encodeHeader(tensors, dtype: dtype, metadata: metadata))
-            for name in tensors.keys.sorted() { try handle.write(contentsOf: encode(tensors[name]!, as: dtype)) }
+            try handle.write(contentsOf: encodeHeader(weights.mapValues(\.shape), dtype: dtype, metadata: metadata))
+            for name in weights.keys.sorted() { try stream(weights[name]!, as: dtype, to: handle) }
+        }
+    }
+
+    /// Bytes buffered per write.
+    static let chunkBytes = 8 << 20
+
+    static func stream(_ weight: Weight, as dtype: DType, to handle: FileHandle) throws {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunkBytes, alignment: 64)
+        defer { buffer.deallocate() }
+        func flush(_ count: Int) throws {
+            if count > 0 { try handle.write(contentsOf: Data(bytesNoCopy: buffer, count: count, deallocator: .none)) }
+        }
+        switch weight {
+        case .float(let t):
+            let perChunk = chunkBytes / dtype.byteSize
+            try t.data.withUnsafeBufferPointer { source in
+                for start in stride(from: 0, to: t.count, by: perChunk) {
+                    let n = min(perChunk, t.count - start)
+                    HalfPrecision.narrow(source.baseAddress! + start, count: n, to: dtype, into: buffer)
+                    try flush(n * dtype.byteSize)
+                }
+            }
+        case .stored(let m):
+            let rowBytes = m.columns * dtype.byteSize
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, m.columns))
+            defer { scratch.deallocate() }
+            if rowBytes > chunkBytes {
+                // A row longer than the buffer (only in odd test shapes): one row at a time through its own buffer.
+                let row = UnsafeMutableRawPointer.allocate(byteCount: rowBytes, alignment: 64)
+                defer { row.deallocate() }
+                for r in 0..<m.rows {
+                    m.encode(row: r, as: dtype, into: row, scratch: scratch)
+                    try handle.write(contentsOf: Data(bytesNoCopy: row, count: rowBytes, deallocator: .none))
+                }
+                return
+            }
+            var used = 0
+            for r in 0..<m.rows {
+                if used + rowBytes > chunkBytes { try flush(used); used = 0 }
+                m.encode(row: r, as: dtype, into: buffer + used, scratch: scratch)
+                used += rowBytes
+            }
+            try flush(used)
         }
     }
 
     /// The length field and the space-padded JSON header (padding keeps the data section 8-byte aligned).
-    static func encodeHeader(_ tensors: [String: Tensor], dtype: DType, metadata: [String: String]) -> Data {
+    static func encodeHeader(_ shapes: [String: [Int]], dtype: DType, metadata: [String: String]) -> Data {
         var members: [String: JSON] = [:]
         var offset = 0
-        for name in tensors.keys.sorted() {
+        for name in shapes.keys.sorted() {
             precondition(name != "__metadata__", "a tensor may not be named __metadata__")
-            let tensor = tensors[name]!
-            let length = tensor.count * dtype.byteSize
+            let shape = shapes[name]!
+            let length = shape.reduce(1, *) * dtype.byteSize
             members[name] = .object([
                 "dtype": .string(dtype.rawValue),
-                "shape": .array(tensor.shape.map { JSON.int($0) }),
+                "shape": .array(shape.map { JSON.int($0) }),
                 "data_offsets": .array([.int(offset), .int(offset + length)]),
             ])
             offset += length
@@ -175,56 +232,53 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
         out.append(contentsOf: header)
         return out
     }
-
-    /// A tensor's bytes in `dtype` (half types round to nearest even).
-    static func encode(_ tensor: Tensor, as dtype: DType) -> Data {
-        switch dtype {
-        case .f32:
-            return tensor.data.withUnsafeBytes { Data($0) }
-        case .f16:
-            let bits = tensor.data.map { Float16($0).bitPattern.littleEndian }
-            return bits.withUnsafeBytes { Data($0) }
-        case .bf16:
-            let bits = tensor.data.map { value -> UInt16 in
-                let raw = value.bitPattern
-                if value.isNaN { return UInt16(raw >> 16) | 0x0040 }  // stays a (quiet) NaN
-                return UInt16((raw &+ 0x7FFF &+ ((raw >> 16) & 1)) >> 16).littleEndian
-            }
-            return bits.withUnsafeBytes { Data($0) }
-        }
-    }
 }
 
-/// A read-only memory mapping of a whole file (large checkpoints are paged in as tensors are read).
-final class MappedFile {
-    let bytes: UnsafeRawPointer
-    let count: Int
-    private let mapped: Bool
+/// A regular file opened for positional reads; short reads are errors (the file changed under the reader).
+final class ReadOnlyFile {
+    let size: Int
+    private let descriptor: Int32
 
-    struct OpenError: Error, CustomStringConvertible { let description: String }
+    struct ReadError: Error, CustomStringConvertible { let description: String }
 
-    init(path: String) throws(OpenError) {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw OpenError(description: "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+    init(path: String) throws(ReadError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ReadError(description: "cannot open: \(String(cString: strerror(errno)))") }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw OpenError(description: "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw OpenError(description: "not a regular file") }
-        count = Int(info.st_size)
-        if count == 0 {
-            bytes = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 8))
-            mapped = false
-            return
-        }
-        guard let address = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0), address != MAP_FAILED else {
-            throw OpenError(description: "cannot map: \(String(cString: strerror(errno)))")
-        }
-        bytes = UnsafeRawPointer(address)
-        mapped = true
+        guard fstat(fd, &info) == 0 else { close(fd); throw ReadError(description: "cannot stat: \(String(cString: strerror(errno)))") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { close(fd); throw ReadError(description: "not a regular file") }
+        descriptor = fd
+        size = Int(info.st_size)
     }
 
-    deinit {
-        if mapped { munmap(UnsafeMutableRawPointer(mutating: bytes), count) } else { bytes.deallocate() }
+    deinit { close(descriptor) }
+
+    /// Exactly `count` bytes at `offset`, as an array.
+    func bytes(_ count: Int, at offset: Int) throws(ReadError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        var failure: ReadError?
+        out.withUnsafeMutableBytes { buffer in
+            do throws(ReadError) { try read(into: buffer.baseAddress!, count: count, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// Reads exactly `count` bytes at `offset`.
+    func read(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(ReadError) {
+        var done = 0
+        while done < count {
+            let n = pread(descriptor, destination + done, min(count - done, 1 << 30), off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ReadError(description: "read failed at byte \(offset + done): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 {
+                throw ReadError(description: "truncated: bytes \(offset)..<\(offset + count) were expected, the file ends at \(offset + done) (was it changed after it was opened?)")
+            }
+            done += n
+        }
     }
 }
 

@@ -51,19 +51,19 @@ public final class VisionEncoder {
             layers.append(Layer(
                 norm1Weight: try r.take(l + "layer_norm1.weight", [h], .normScale),
                 norm1Bias: try r.take(l + "layer_norm1.bias", [h], .bias),
-                q: try r.take(l + "self_attn.q_proj.weight", [h, h], .matrix),
+                q: try r.take(l + "self_attn.q_proj.weight", [h, h], .matrix, stored: true),
                 qBias: try r.take(l + "self_attn.q_proj.bias", [h], .bias),
-                k: try r.take(l + "self_attn.k_proj.weight", [h, h], .matrix),
+                k: try r.take(l + "self_attn.k_proj.weight", [h, h], .matrix, stored: true),
                 kBias: try r.take(l + "self_attn.k_proj.bias", [h], .bias),
-                v: try r.take(l + "self_attn.v_proj.weight", [h, h], .matrix),
+                v: try r.take(l + "self_attn.v_proj.weight", [h, h], .matrix, stored: true),
                 vBias: try r.take(l + "self_attn.v_proj.bias", [h], .bias),
-                out: try r.take(l + "self_attn.out_proj.weight", [h, h], .matrix),
+                out: try r.take(l + "self_attn.out_proj.weight", [h, h], .matrix, stored: true),
                 outBias: try r.take(l + "self_attn.out_proj.bias", [h], .bias),
                 norm2Weight: try r.take(l + "layer_norm2.weight", [h], .normScale),
                 norm2Bias: try r.take(l + "layer_norm2.bias", [h], .bias),
-                fc1: try r.take(l + "mlp.fc1.weight", [f, h], .matrix),
+                fc1: try r.take(l + "mlp.fc1.weight", [f, h], .matrix, stored: true),
                 fc1Bias: try r.take(l + "mlp.fc1.bias", [f], .bias),
-                fc2: try r.take(l + "mlp.fc2.weight", [h, f], .matrix),
+                fc2: try r.take(l + "mlp.fc2.weight", [h, f], .matrix, stored: true),
                 fc2Bias: try r.take(l + "mlp.fc2.bias", [h], .bias)))
         }
         self.layers = layers
@@ -90,24 +90,17 @@ public final class VisionEncoder {
         x = g.layerNorm(x, weight: g.parameter(preNormWeight), bias: g.parameter(preNormBias), eps: eps)
         for (i, layer) in layers.prefix(layersUsed).enumerated() {
             let a = g.layerNorm(x, weight: g.parameter(layer.norm1Weight), bias: g.parameter(layer.norm1Bias), eps: eps)
-            let q = g.linear(a, g.parameter(layer.q), bias: g.parameter(layer.qBias))
-            let k = g.linear(a, g.parameter(layer.k), bias: g.parameter(layer.kBias))
-            let v = g.linear(a, g.parameter(layer.v), bias: g.parameter(layer.vBias))
+            let q = g.linear(a, layer.q, bias: layer.qBias)
+            let k = g.linear(a, layer.k, bias: layer.kBias)
+            let v = g.linear(a, layer.v, bias: layer.vBias)
             let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.heads, causal: false)
-            x = g.add(x, g.linear(attended, g.parameter(layer.out), bias: g.parameter(layer.outBias)))
+            x = g.add(x, g.linear(attended, layer.out, bias: layer.outBias))
             let m = g.layerNorm(x, weight: g.parameter(layer.norm2Weight), bias: g.parameter(layer.norm2Bias), eps: eps)
-            let width = layer.fc1.value.shape[0]
+            let width = layer.fc1.shape[0]
             let keep = options.visionKeep?[i] ?? width
             precondition(keep >= 0 && keep <= width, "vision layer \(i) keeps \(keep) of \(width) MLP neurons")
-            let hidden: Value
-            if keep == width {
-                hidden = g.activation(g.linear(m, g.parameter(layer.fc1), bias: g.parameter(layer.fc1Bias)), config.activation)
-                x = g.add(x, g.linear(hidden, g.parameter(layer.fc2), bias: g.parameter(layer.fc2Bias)))
-            } else {
-                let bias = g.constant(Tensor(shape: [keep], data: Array(layer.fc1Bias.value.data.prefix(keep))))
-                hidden = g.activation(g.add(g.linear(m, layer.fc1.value.leading(rows: keep)), bias), config.activation)
-                x = g.add(x, g.add(g.linear(hidden, layer.fc2.value.leading(columns: keep)), g.constant(layer.fc2Bias.value)))
-            }
+            let hidden = g.activation(g.linear(m, layer.fc1, bias: layer.fc1Bias, rows: keep), config.activation)
+            x = g.add(x, g.linear(hidden, layer.fc2, bias: layer.fc2Bias, columns: keep))
             options.observe?(FFNObservation(tower: .vision, layer: i, input: m.tensor, hidden: hidden.tensor))
         }
         return x
@@ -152,9 +145,9 @@ public final class LlavaModel {
         vision = try VisionEncoder(config: config.vision, weights: source, prefix: "vision_tower.", layersUsed: config.visionLayersUsed)
         var r = WeightReader(source, prefix: "multi_modal_projector.")
         let (v, t) = (config.vision.hiddenSize, config.text.hiddenSize)
-        projector1 = try r.take("linear_1.weight", [t, v], .matrix)
+        projector1 = try r.take("linear_1.weight", [t, v], .matrix, stored: true)
         projector1Bias = try r.take("linear_1.bias", [t], .bias)
-        projector2 = try r.take("linear_2.weight", [t, t], .matrix)
+        projector2 = try r.take("linear_2.weight", [t, t], .matrix, stored: true)
         projector2Bias = try r.take("linear_2.bias", [t], .bias)
         language = try LlamaModel(config: config.text, weights: source, prefix: "language_model.")
     }
@@ -164,8 +157,8 @@ public final class LlavaModel {
         precondition(options.visionKeep.map { $0.count == vision.layersUsed } ?? true, "visionKeep needs one entry per vision layer run")
         let states = vision.forward(g, images: images, options: options)
         let selected = config.visionFeatureSelect == "full" ? states : g.slice(states, axis: 1, 1..<states.shape[1])
-        let hidden = g.activation(g.linear(selected, g.parameter(projector1), bias: g.parameter(projector1Bias)), config.projectorActivation)
-        return g.linear(hidden, g.parameter(projector2), bias: g.parameter(projector2Bias))
+        let hidden = g.activation(g.linear(selected, projector1, bias: projector1Bias), config.projectorActivation)
+        return g.linear(hidden, projector2, bias: projector2Bias)
     }
 
     /// Text embeddings with each row's run of image tokens replaced by that row's image features. Rows with

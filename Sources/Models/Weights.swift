@@ -8,33 +8,36 @@ public enum WeightRole: Sendable {
 
 /// Where a model's weights come from: a checkpoint (shapes checked against the config) or fresh initialisation.
 public protocol WeightSource {
-    func tensor(_ name: String, shape: [Int], role: WeightRole) throws -> Tensor
+    /// The named weight. With `keepStored`, a source that holds the weight in a stored type (a checkpoint's
+    /// F16/BF16/F32 matrix) returns it so; otherwise it is widened to Float.
+    func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight
     /// Whether the source holds this tensor (optional weights such as biases or `lm_head` are looked up by it).
     func contains(_ name: String) -> Bool
 }
 
 extension Checkpoint: WeightSource {
-    public func tensor(_ name: String, shape: [Int], role: WeightRole) throws -> Tensor {
-        guard contains(name) else { throw CheckpointError(path: directory, problem: "tensor \"\(name)\" is missing") }
-        let t = try tensor(name)
-        guard t.shape == shape else {
-            throw CheckpointError(path: directory, problem: "tensor \"\(name)\" has shape \(t.shape); config.json implies \(shape)")
+    public func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
+        guard let stored = self.shape(name) else { throw CheckpointError(path: directory, problem: "tensor \"\(name)\" is missing") }
+        guard stored == shape else {
+            throw CheckpointError(path: directory, problem: "tensor \"\(name)\" has shape \(stored); config.json implies \(shape)")
         }
-        return t
+        return keepStored && shape.count == 2 ? .stored(try self.stored(name)) : .float(try tensor(name))
     }
 }
 
-/// Tensors held in memory (a model being copied, or a test's hand-made weights).
+/// Weights held in memory (a model being copied, permuted or sliced, or a test's hand-made weights).
 public struct TensorSource: WeightSource {
-    public let tensors: [String: Tensor]
-    public init(_ tensors: [String: Tensor]) { self.tensors = tensors }
+    public let weights: [String: Weight]
+    public init(_ tensors: [String: Tensor]) { weights = tensors.mapValues { Weight.float($0) } }
+    public init(weights: [String: Weight]) { self.weights = weights }
 
-    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+    public func contains(_ name: String) -> Bool { weights[name] != nil }
 
-    public func tensor(_ name: String, shape: [Int], role: WeightRole) throws -> Tensor {
-        guard let t = tensors[name] else { throw CheckpointError(path: "(memory)", problem: "tensor \"\(name)\" is missing") }
-        guard t.shape == shape else { throw CheckpointError(path: "(memory)", problem: "tensor \"\(name)\" has shape \(t.shape), expected \(shape)") }
-        return t
+    public func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
+        guard let w = weights[name] else { throw CheckpointError(path: "(memory)", problem: "tensor \"\(name)\" is missing") }
+        guard w.shape == shape else { throw CheckpointError(path: "(memory)", problem: "tensor \"\(name)\" has shape \(w.shape), expected \(shape)") }
+        if case .stored(let m) = w, !keepStored { return .float(m.widened()) }
+        return w
     }
 }
 
@@ -51,14 +54,14 @@ public final class RandomInitialization: WeightSource {
 
     public func contains(_ name: String) -> Bool { true }
 
-    public func tensor(_ name: String, shape: [Int], role: WeightRole) throws -> Tensor {
+    public func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
         switch role {
-        case .normScale: return Tensor(repeating: 1, shape: shape)
-        case .bias: return Tensor(zeros: shape)
-        case .embedding: return .normal(shape, std: 0.02, generator: &generator)
+        case .normScale: return .float(Tensor(repeating: 1, shape: shape))
+        case .bias: return .float(Tensor(zeros: shape))
+        case .embedding: return .float(.normal(shape, std: 0.02, generator: &generator))
         case .matrix:
             let residual = name.hasSuffix("o_proj.weight") || name.hasSuffix("down_proj.weight") || name.hasSuffix("out_proj.weight") || name.hasSuffix("fc2.weight")
-            return .normal(shape, std: 0.02 * (residual ? residualScale : 1), generator: &generator)
+            return .float(.normal(shape, std: 0.02 * (residual ? residualScale : 1), generator: &generator))
         }
     }
 }
@@ -74,9 +77,12 @@ struct WeightReader {
         self.prefix = prefix
     }
 
-    mutating func take(_ name: String, _ shape: [Int], _ role: WeightRole) throws -> Parameter {
+    /// `stored`: the model reads this weight only through products or row lookups, so it may stay in the type its
+    /// file stores; every other weight is widened to Float.
+    mutating func take(_ name: String, _ shape: [Int], _ role: WeightRole, stored: Bool = false) throws -> Parameter {
         let full = prefix + name
-        let parameter = Parameter(full, try source.tensor(full, shape: shape, role: role), decays: role == .matrix || role == .embedding)
+        let weight = try source.weight(full, shape: shape, role: role, keepStored: stored)
+        let parameter = Parameter(full, weight, decays: role == .matrix || role == .embedding)
         loaded.append(parameter)
         return parameter
     }

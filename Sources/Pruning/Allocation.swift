@@ -62,7 +62,7 @@ public enum Allocation {
         statistics.units.indices.map { u in
             let weights = UnitWeights(model, statistics.units[u])
             var scores: [Float] = []
-            for (parameter, axis) in weights.all where parameter.value.rank == 2 {
+            for (parameter, axis) in weights.all where parameter.shape.count == 2 {
                 let t = parameter.value, columns = t.shape[1]
                 // Rows are neurons (axis 0): columns are input channels. Columns are neurons (axis 1): scale by them.
                 let norms = axis == 0 ? statistics.inputNorms[u] : statistics.hiddenNorms[u]
@@ -79,14 +79,16 @@ public enum Allocation {
     /// weights — a first-order estimate of the loss change from removing them.
     public static func zerothOrderScores(_ nested: NestedModel, calibration: Calibration, settings: AllocationSettings) throws -> [Double] {
         guard settings.ecoflapPerturbations > 0, settings.ecoflapEpsilon > 0 else { throw BudgetError("ECoFLaP needs positive perturbations and epsilon") }
-        let parameters = nested.units.map { UnitWeights(nested.model, $0).all.map(\.parameter).filter { $0.value.rank == 2 } }
+        let parameters = nested.units.map { UnitWeights(nested.model, $0).all.map(\.parameter).filter { $0.shape.count == 2 } }
+        // Perturbing needs Float copies of every unit weight; the stored forms are put back afterwards.
+        let held = parameters.map { $0.map(\.weight) }
         let originals = parameters.map { $0.map(\.value) }
         let scales = originals.map { unit in
             unit.map { t in Float((t.data.reduce(0.0) { $0 + Double($1 * $1) } / Double(max(t.count, 1))).squareRoot() * settings.ecoflapEpsilon) }
         }
         var estimate = originals.map { $0.map { [Double](repeating: 0, count: $0.count) } }
         var generator = SeededGenerator(seed: settings.seed &+ 0xEC0F)
-        defer { for (unit, values) in zip(parameters, originals) { for (p, v) in zip(unit, values) { p.value = v } } }
+        defer { for (unit, values) in zip(parameters, held) { for (p, w) in zip(unit, values) { p.weight = w } } }
         for _ in 0..<settings.ecoflapPerturbations {
             let directions = originals.map { $0.map { Tensor.normal($0.shape, std: 1, generator: &generator) } }
             func shifted(_ sign: Float) throws -> Double {

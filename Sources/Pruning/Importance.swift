@@ -87,7 +87,7 @@ public struct ActivationStatistics: Equatable {
             self.units = units
             lop = units.map { [Double](repeating: 0, count: $0.width) }
             hidden = lop
-            input = units.map { [Double](repeating: 0, count: UnitWeights(model, $0).input.value.shape[1]) }
+            input = units.map { [Double](repeating: 0, count: UnitWeights(model, $0).input.shape[1]) }
             samples = Array(repeating: 0, count: units.count)
             tokens = samples
         }

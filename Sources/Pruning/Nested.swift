@@ -4,7 +4,9 @@ import Tensor
 
 /// A model whose units' neurons are permuted by importance, most important first, so that keeping `k` neurons
 /// of a unit means using its leading `k` rows/columns: any strategy is evaluated by narrower BLAS products,
-/// with no copy and no mask. Permuting changes no output.
+/// with no copy and no mask. Permuting changes no output. Stored weights are permuted as views (an order over
+/// the base's bytes, applied as panels are widened), so the nested model costs no second copy of the weights;
+/// Float weights (models built in memory) are gathered into permuted copies.
 public struct NestedModel {
     public let model: Model
     public let units: [PrunableUnit]
@@ -15,14 +17,27 @@ public struct NestedModel {
     public init(_ base: Model, units: [PrunableUnit], scores: [[Float]]) throws {
         precondition(scores.count == units.count && zip(scores, units).allSatisfy { $0.count == $1.width }, "one score per neuron")
         order = scores.map { s in s.indices.sorted { s[$0] != s[$1] ? s[$0] > s[$1] : $0 < $1 } }
-        var tensors = base.tensors
+        var weights = base.weights
         for (unit, permutation) in zip(units, order) {
             for (parameter, axis) in UnitWeights(base, unit).all {
-                tensors[parameter.name] = Self.gather(parameter.value, axis: axis, indices: permutation)
+                weights[parameter.name] = Self.select(parameter.weight, axis: axis, indices: permutation)
             }
         }
-        model = try Model.load(config: base.config, weights: TensorSource(tensors))
+        model = try Model.load(config: base.config, weights: TensorSource(weights: weights))
         self.units = units
+    }
+
+    /// `indices` taken along `axis` of a weight: a reordered (or leading) view of a stored matrix, a gathered
+    /// copy of a Float tensor.
+    static func select(_ weight: Weight, axis: Int, indices: [Int]) -> Weight {
+        switch weight {
+        case .float(let t): return .float(gather(t, axis: axis, indices: indices))
+        case .stored(let m):
+            let whole = indices.count == (axis == 0 ? m.rows : m.columns)
+            if whole { return .stored(axis == 0 ? m.permutingRows(indices) : m.permutingColumns(indices)) }
+            precondition(indices == Array(0..<indices.count), "a stored matrix is cut to its leading rows or columns only")
+            return .stored(axis == 0 ? m.leading(rows: indices.count) : m.leading(columns: indices.count))
+        }
     }
 
     /// `indices` taken along `axis` (0: rows or vector entries, 1: columns) of a matrix or vector.
@@ -52,17 +67,17 @@ public struct NestedModel {
         model.options(units: units, sizes: sizes)
     }
 
-    /// The physically smaller model: each unit's leading `sizes` neurons copied out, the config's per-layer
-    /// widths set accordingly.
+    /// The smaller model: each unit's leading `sizes` neurons, the config's per-layer widths set accordingly.
+    /// Stored weights are cut as views, so writing it streams from the base's bytes.
     public func pruned(sizes: [Int]) throws -> Model {
         try check(sizes: sizes)
-        var tensors = model.tensors
+        var weights = model.weights
         for (unit, size) in zip(units, sizes) {
             for (parameter, axis) in UnitWeights(model, unit).all {
-                tensors[parameter.name] = Self.gather(parameter.value, axis: axis, indices: Array(0..<size))
+                weights[parameter.name] = Self.select(parameter.weight, axis: axis, indices: Array(0..<size))
             }
         }
-        return try Model.load(config: Self.config(of: model, units: units, sizes: sizes), weights: TensorSource(tensors))
+        return try Model.load(config: Self.config(of: model, units: units, sizes: sizes), weights: TensorSource(weights: weights))
     }
 
     /// `model`'s config with the units' FFN widths replaced by `sizes`.
@@ -88,7 +103,7 @@ public struct NestedModel {
     /// equal, and the masking baseline that nested pruning is measured against).
     public func zeroMasked(sizes: [Int]) throws -> Model {
         try check(sizes: sizes)
-        var tensors = model.tensors
+        var tensors = model.weights
         for (unit, size) in zip(units, sizes) {
             for (parameter, axis) in UnitWeights(model, unit).all {
                 var t = parameter.value
@@ -98,9 +113,9 @@ public struct NestedModel {
                 } else {
                     for r in 0..<t.shape[0] { for c in size..<columns { t.data[r * columns + c] = 0 } }
                 }
-                tensors[parameter.name] = t
+                tensors[parameter.name] = .float(t)
             }
         }
-        return try Model.load(config: model.config, weights: TensorSource(tensors))
+        return try Model.load(config: model.config, weights: TensorSource(weights: tensors))
     }
 }

@@ -30,13 +30,13 @@ extension Model {
     public func prunableUnits(_ scope: UnitScope = .language) throws(BudgetError) -> [PrunableUnit] {
         let h = language.config.hiddenSize
         var units = language.layers.enumerated().map { i, layer in
-            PrunableUnit(name: PrunableUnit.languagePrefix + "\(i).mlp", width: layer.gate.value.shape[0], parametersPerNeuron: 3 * h)
+            PrunableUnit(name: PrunableUnit.languagePrefix + "\(i).mlp", width: layer.gate.shape[0], parametersPerNeuron: 3 * h)
         }
         if scope == .all {
             guard case .llava(let m) = self else { throw BudgetError("vision units were asked for, but the model has no vision encoder") }
             let v = m.config.vision.hiddenSize
             units += m.vision.layers.prefix(m.vision.layersUsed).enumerated().map { i, layer in
-                PrunableUnit(name: PrunableUnit.visionPrefix + "\(i).mlp", width: layer.fc1.value.shape[0], parametersPerNeuron: 2 * v + 1)
+                PrunableUnit(name: PrunableUnit.visionPrefix + "\(i).mlp", width: layer.fc1.shape[0], parametersPerNeuron: 2 * v + 1)
             }
         }
         guard !units.isEmpty else { throw BudgetError("the model has no FFN layers to prune") }
@@ -46,9 +46,9 @@ extension Model {
     /// Forward options that run each unit at its kept width (the leading neurons; units not listed stay whole).
     public func options(units: [PrunableUnit], sizes: [Int]) -> ForwardOptions {
         precondition(units.count == sizes.count, "one size per unit")
-        var languageKeep = language.layers.map { $0.gate.value.shape[0] }
+        var languageKeep = language.layers.map { $0.gate.shape[0] }
         var visionKeep: [Int]?
-        if case .llava(let m) = self { visionKeep = m.vision.layers.prefix(m.vision.layersUsed).map { $0.fc1.value.shape[0] } }
+        if case .llava(let m) = self { visionKeep = m.vision.layers.prefix(m.vision.layersUsed).map { $0.fc1.shape[0] } }
         var narrowsVision = false
         for (unit, size) in zip(units, sizes) {
             guard let (tower, layer) = unit.location else { preconditionFailure("unit \(unit.name) is not lop's") }
@@ -63,8 +63,19 @@ extension Model {
         var hasher = SHA256()
         hasher.update(data: Data(config.serialized().utf8))
         for parameter in parameters.sorted(by: { $0.name < $1.name }) {
-            hasher.update(data: Data("\(parameter.name)\(parameter.value.shape)".utf8))
-            parameter.value.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+            hasher.update(data: Data("\(parameter.name)\(parameter.shape)".utf8))
+            switch parameter.weight {
+            case .float(let t): t.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+            case .stored(let m):
+                // Widened a panel at a time: the hash is over Float values, without a Float copy of the matrix.
+                let panel = max(1, min(m.rows, (8 << 20) / max(1, m.columns)))
+                var scratch = [Float](repeating: 0, count: panel * m.columns)
+                for start in stride(from: 0, to: m.rows, by: panel) {
+                    let p = min(panel, m.rows - start)
+                    scratch.withUnsafeMutableBufferPointer { m.widen(rows: start..<(start + p), into: $0.baseAddress!) }
+                    scratch.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0.prefix(p * m.columns * 4))) }
+                }
+            }
         }
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }

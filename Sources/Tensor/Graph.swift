@@ -1,18 +1,80 @@
 import Synchronization
 
-/// A trainable tensor with its accumulated gradient.
+/// How a weight is held: as Float (trainable) or in its stored type (read-only; products widen panels of it).
+public enum Weight: @unchecked Sendable {
+    case float(Tensor)
+    case stored(StoredMatrix)
+
+    public var shape: [Int] {
+        switch self {
+        case .float(let t): return t.shape
+        case .stored(let m): return m.shape
+        }
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+
+    /// The elements as Float (a copy for stored weights).
+    public var widened: Tensor {
+        switch self {
+        case .float(let t): return t
+        case .stored(let m): return m.widened()
+        }
+    }
+
+    /// Bytes the weight occupies in memory.
+    public var bytes: Int {
+        switch self {
+        case .float(let t): return t.count * 4
+        case .stored(let m): return m.count * m.dtype.byteSize
+        }
+    }
+}
+
+/// A model weight with its accumulated gradient.
 public final class Parameter {
     public let name: String
-    public var value: Tensor
+    /// Float, or kept in the type its file stores; `value` widens a stored weight for good when written to.
+    public var weight: Weight
     /// Sum of the gradients of every `backward` since the last `zeroGradient` (nil until one reaches it).
     public var gradient: Tensor?
     /// Whether AdamW's weight decay applies (matrices yes; norms' scales and biases usually not).
     public var decays: Bool
 
-    public init(_ name: String, _ value: Tensor, decays: Bool? = nil) {
+    public convenience init(_ name: String, _ value: Tensor, decays: Bool? = nil) {
+        self.init(name, .float(value), decays: decays)
+    }
+
+    public init(_ name: String, _ weight: Weight, decays: Bool? = nil) {
         self.name = name
-        self.value = value
-        self.decays = decays ?? (value.rank >= 2)
+        self.weight = weight
+        self.decays = decays ?? (weight.shape.count >= 2)
+    }
+
+    public var shape: [Int] { weight.shape }
+
+    /// The Float elements. Reading a stored weight widens a copy; writing (training, perturbing) replaces the
+    /// stored form by Float.
+    public var value: Tensor {
+        get { weight.widened }
+        set { weight = .float(newValue) }
+        _modify {
+            var tensor = weight.widened
+            weight = .float(Tensor(zeros: [0]))  // drops the old reference, so the yielded tensor is not copied on write
+            defer { weight = .float(tensor) }
+            yield &tensor
+        }
+    }
+
+    /// The stored form, or nil for a Float weight.
+    public var stored: StoredMatrix? {
+        if case .stored(let m) = weight { return m }
+        return nil
+    }
+
+    /// Makes the weight Float (once) so gradients and updates can reach it.
+    public func makeTrainable() {
+        if case .stored(let m) = weight { weight = .float(m.widened()) }
     }
 
     public func zeroGradient() { gradient = nil }
@@ -57,6 +119,7 @@ public final class Graph {
     /// A parameter's current value; when recording, gradients flow back into `parameter.gradient`.
     public func parameter(_ parameter: Parameter) -> Value {
         guard isRecording else { return Value(tensor: parameter.value, node: nil) }
+        parameter.makeTrainable()
         nodes.append(Node(inputs: [], pullback: nil, parameter: parameter))
         return Value(tensor: parameter.value, node: nodes.count - 1)
     }

@@ -132,3 +132,43 @@ extension Graph {
         }
     }
 }
+
+extension Graph {
+    /// x · Wᵀ (+ bias) for a model weight `[out, in]`, whether Float or stored: `rows`/`columns` use only W's
+    /// leading outputs or inputs (nested pruning; the bias is cut to match). A whole Float weight takes the
+    /// recorded path and gets gradients; a narrowed or stored one passes gradients to `x` only (a recording
+    /// graph makes a whole stored weight Float first, so training works on any model).
+    public func linear(_ x: Value, _ weight: Parameter, bias: Parameter? = nil, rows: Int? = nil, columns: Int? = nil) -> Value {
+        let full = (rows ?? weight.shape[0]) == weight.shape[0] && (columns ?? weight.shape[1]) == weight.shape[1]
+        if full && (isRecording || weight.stored == nil) {
+            return linear(x, parameter(weight), bias: bias.map { parameter($0) })
+        }
+        let product: Value
+        switch weight.weight {
+        case .float(let t): product = linear(x, t.leading(rows: rows, columns: columns))
+        case .stored(let m): product = linear(x, m.leading(rows: rows, columns: columns))
+        }
+        guard let bias else { return product }
+        let kept = rows ?? weight.shape[0]
+        if kept == bias.shape[0] { return add(product, full ? parameter(bias) : constant(bias.value)) }
+        return add(product, constant(Tensor(shape: [kept], data: Array(bias.value.data.prefix(kept)))))
+    }
+
+    /// x · Wᵀ for a stored matrix: panels of W are widened into a Float scratch buffer for each sgemm.
+    public func linear(_ x: Value, _ matrix: StoredMatrix) -> Value {
+        precondition(x.shape.last == matrix.columns, "linear: input \(x.shape) does not match a weight of \(matrix.columns) columns")
+        let n = x.tensor.leadingCount
+        var out = Tensor(uninitialized: Array(x.shape.dropLast()) + [matrix.rows])
+        x.tensor.data.withUnsafeBufferPointer { px in
+            out.data.withUnsafeMutableBufferPointer { po in matrix.multiply(px.baseAddress!, count: n, into: po.baseAddress!) }
+        }
+        let inputShape = x.shape
+        return record(out, [x]) { g in
+            var dx = Tensor(uninitialized: inputShape)
+            g.data.withUnsafeBufferPointer { pg in
+                dx.data.withUnsafeMutableBufferPointer { pdx in matrix.multiplyTransposed(pg.baseAddress!, count: n, into: pdx.baseAddress!) }
+            }
+            return [dx]
+        }
+    }
+}

@@ -19,6 +19,20 @@ extension Graph {
         }
     }
 
+    /// Rows of a model's embedding table, Float or stored (a stored table is read row by row; no gradient).
+    public func embedding(_ table: Parameter, ids: [Int]) -> Value {
+        guard let matrix = table.stored, !isRecording else { return embedding(parameter(table), ids: ids) }
+        let width = matrix.columns
+        var out = Tensor(uninitialized: [ids.count, width])
+        out.data.withUnsafeMutableBufferPointer { po in
+            for (row, id) in ids.enumerated() {
+                precondition(id >= 0 && id < matrix.rows, "embedding: id \(id) is outside the vocabulary of \(matrix.rows)")
+                matrix.widen(rows: id..<(id + 1), into: po.baseAddress! + row * width)
+            }
+        }
+        return constant(out)
+    }
+
     public func reshape(_ x: Value, _ shape: [Int]) -> Value {
         let original = x.shape
         return record(x.tensor.reshaped(shape), [x]) { g in [g.reshaped(original)] }

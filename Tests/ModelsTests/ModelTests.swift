@@ -9,14 +9,14 @@ final class VariedInitialization: WeightSource {
     private var generator: SeededGenerator
     init(seed: UInt64) { generator = SeededGenerator(seed: seed) }
     func contains(_ name: String) -> Bool { true }
-    func tensor(_ name: String, shape: [Int], role: WeightRole) throws -> Tensor {
+    func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
         switch role {
         case .normScale:
             let noise = Tensor.normal(shape, std: 0.2, generator: &generator)
-            return Tensor(shape: shape, data: noise.data.map { 1 + $0 })
-        case .bias: return .normal(shape, std: 0.1, generator: &generator)
-        case .embedding: return .normal(shape, std: 0.5, generator: &generator)
-        case .matrix: return .normal(shape, std: 0.15, generator: &generator)
+            return .float(Tensor(shape: shape, data: noise.data.map { 1 + $0 }))
+        case .bias: return .float(.normal(shape, std: 0.1, generator: &generator))
+        case .embedding: return .float(.normal(shape, std: 0.5, generator: &generator))
+        case .matrix: return .float(.normal(shape, std: 0.15, generator: &generator))
         }
     }
 }
