@@ -6,7 +6,8 @@ import Tensor
 /// and how much of a fixture-shaped forward pass runs inside BLAS.
 public enum TensorBenchmark {
     public static func run(repeats: Int = 5) -> BenchmarkTable {
-        var table = BenchmarkTable(title: "Tensor engine (OpenBLAS, \(BLAS.threads) threads; medians of \(repeats) runs)")
+        let kernel = BLASKernel.report
+        var table = BenchmarkTable(title: "Tensor engine (OpenBLAS core \(kernel.core), chosen by \(kernel.chosenBy), \(BLAS.threads) threads; medians of \(repeats) runs)")
         var generator = SeededGenerator(seed: 1)
 
         // Raw sgemm at 1024³: the machine's reference rate.

@@ -160,9 +160,20 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
     /// Writes weights, Float or stored, streamed a few megabytes at a time (never a second copy of the model):
     /// stored weights already in `dtype` are copied bit for bit, others rounded to nearest even.
     public static func write(weights: [String: Weight], dtype: DType = .f32, metadata: [String: String] = [:], to path: String) throws {
+        try write(shapes: weights.mapValues(\.shape), dtype: dtype, metadata: metadata, to: path) { weights[$0]! }
+    }
+
+    /// Writes tensors of the given shapes, each made by `produce` only when its turn comes (name order), so a
+    /// file larger than memory can be written one tensor at a time.
+    public static func write(shapes: [String: [Int]], dtype: DType, metadata: [String: String] = [:], to path: String,
+                             produce: (String) throws -> Weight) throws {
         try AtomicFile.write(to: path) { handle in
-            try handle.write(contentsOf: encodeHeader(weights.mapValues(\.shape), dtype: dtype, metadata: metadata))
-            for name in weights.keys.sorted() { try stream(weights[name]!, as: dtype, to: handle) }
+            try handle.write(contentsOf: encodeHeader(shapes, dtype: dtype, metadata: metadata))
+            for name in shapes.keys.sorted() {
+                let weight = try produce(name)
+                precondition(weight.shape == shapes[name]!, "tensor \(name) was produced with shape \(weight.shape), not \(shapes[name]!)")
+                try stream(weight, as: dtype, to: handle)
+            }
         }
     }
 

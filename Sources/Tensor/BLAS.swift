@@ -71,3 +71,25 @@ public enum BLAS {
         }
     }
 }
+
+/// The process's memory high-water mark, as the kernel counts it.
+public enum ProcessMemory {
+    /// Peak resident set size in bytes (`VmHWM` of /proc/self/status; `ru_maxrss` elsewhere).
+    public static var peakResidentBytes: Int {
+        #if os(Linux)
+        if let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            return kilobytes * 1024
+        }
+        #endif
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return usage.ru_maxrss
+        #endif
+    }
+}

@@ -2,6 +2,9 @@ import CCurl
 import Foundation
 
 /// What a receiver answered, or why there was no answer.
+/// The libcurl version lop is linked against, as `curl_version()` reports it.
+public var libcurlVersion: String { String(cString: curl_version()) }
+
 public struct PostOutcome: Sendable, Equatable {
     public var statusCode: Int?
     /// The `Retry-After` header, as sent.

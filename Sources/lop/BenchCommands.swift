@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self, WebhooksBench.self])
+        subcommands: [TensorBench.self, EngineBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self, WebhooksBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -27,6 +27,65 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try runComputeBenchmark(options) { TensorBenchmark.run(repeats: repeats) }
+        }
+    }
+
+    struct EngineBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "engine",
+            abstract: "lop at TinyLlama-1.1B's (or Llama-2-7B's) shape beside PyTorch + transformers on the same random-weight file and tokens.",
+            discussion: """
+                Writes the checkpoint (2.2 GB for tinyllama, 13.5 GB for 7b, BF16) into --dir, reused by later runs. \
+                For the PyTorch column, install torch and transformers into a virtual environment and pass its python \
+                (see scripts/engine_reference.py); without it the table has lop's figures only.
+                """)
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "Model shape: tinyllama or 7b.")
+        var shape = "tinyllama"
+
+        @Option(help: "Folder for the checkpoint and token file (kept, and reused when it matches).")
+        var dir = NSTemporaryDirectory() + "lop-bench-engine"
+
+        @Option(help: "Stored type of the weights: bf16, f16 or f32.")
+        var dtype = "bf16"
+
+        @Option(help: "Evaluation windows.")
+        var windows = 8
+
+        @Option(help: "Tokens per window.")
+        var context = 128
+
+        @Option(help: "Threads for lop's BLAS and for PyTorch.")
+        var threads = 2
+
+        @Option(help: "A Python interpreter with torch and transformers.")
+        var python: String?
+
+        @Option(help: "Search evaluations timed (the median is reported).")
+        var evaluations = 3
+
+        func validate() throws {
+            guard ["tinyllama", "7b"].contains(shape) else { throw ValidationError("--shape must be tinyllama or 7b") }
+            guard DType(rawValue: dtype.uppercased()) != nil else { throw ValidationError("--dtype must be bf16, f16 or f32") }
+            guard (1...1024).contains(windows), (2...8192).contains(context), (1...256).contains(threads), (1...100).contains(evaluations) else {
+                throw ValidationError("--windows 1…1024, --context 2…8192, --threads 1…256 and --evaluations 1…100")
+            }
+        }
+
+        func run() throws {
+            try runComputeBenchmark(options) {
+                var o = EngineBenchmark.Options(directory: dir, lop: "/proc/self/exe", repositoryRoot: FileManager.default.currentDirectoryPath)
+                o.shape = shape
+                o.dtype = DType(rawValue: dtype.uppercased())!
+                o.windows = windows
+                o.context = context
+                o.threads = threads
+                o.python = python
+                o.evaluations = evaluations
+                return try EngineBenchmark.run(o, progress: progress)
+            }
         }
     }
 

@@ -4,9 +4,16 @@ import LopConfig
 import Logging
 import Queue
 import Store
+import Tensor
 
 @main
 struct Lop: ParsableCommand {
+    /// Makes sure BLAS runs a kernel fit for this CPU (may re-execute once), then parses the command line.
+    static func main() {
+        BLASKernel.ensureFit()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "lop",
         abstract: "On-demand structured pruning of multimodal LLMs (LOP), run as a PostgreSQL-backed job queue.",
@@ -18,7 +25,7 @@ struct Lop: ParsableCommand {
         version: LopVersion.current,
         subcommands: [Migrate.self, Database.self, Submit.self, List.self, Status.self, Watch.self, Cancel.self, Retry.self, PruneJobs.self,
                       ImportanceCommand.self, PruneCommand.self, EvalCommand.self, CompareCommand.self, SearchCommand.self, SamplesCommand.self, PredictorCommand.self, PredictCommand.self,
-                      WebhooksCommand.self, ModelsCommand.self, FixturesCommand.self, Bench.self]
+                      WebhooksCommand.self, ModelsCommand.self, FixturesCommand.self, Bench.self, DoctorCommand.self]
     )
 }
 

@@ -197,11 +197,24 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let config = try options.load()
+            let loadStarted = Date()
             let loaded = try loadModel(model, config: config)
+            let loadSeconds = Date().timeIntervalSince(loadStarted)
             let spec = try DataSpec(parsing: data)
             let started = Date()
             let metrics = try spec.evaluationData(for: loaded, context: context).evaluate(loaded)
-            if options.json { return try printJSON(metrics) }
+            let seconds = Date().timeIntervalSince(started)
+            if options.json {
+                // The metrics, with what the run cost beside them.
+                var object = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(metrics)) as? [String: Any] ?? [:]
+                object["load_seconds"] = loadSeconds
+                object["evaluation_seconds"] = seconds
+                object["peak_rss_bytes"] = ProcessMemory.peakResidentBytes
+                object["weight_bytes"] = loaded.weightBytes
+                object["blas_core"] = BLASKernel.report.core
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                return print(String(decoding: data, as: UTF8.self))
+            }
             print(String(format: "loss %.4f", metrics.loss) + (metrics.perplexity.map { String(format: "  perplexity %.3f", $0) } ?? "")
                   + (metrics.accuracy.map { String(format: "  accuracy %.3f", $0) } ?? "")
                   + "  (\(metrics.count) \(metrics.accuracy == nil ? "tokens" : "questions"), \(String(format: "%.1f", Date().timeIntervalSince(started))) s)")

@@ -11,6 +11,12 @@ import Tensor
 /// `lop-worker`: claims jobs from lop.jobs and runs them until SIGTERM or SIGINT.
 @main
 struct LopWorker: ParsableCommand {
+    /// Makes sure BLAS runs a kernel fit for this CPU (may re-execute once), then parses the command line.
+    static func main() {
+        BLASKernel.ensureFit()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "lop-worker",
         abstract: "Claim lop's jobs from PostgreSQL and run them.",
@@ -51,6 +57,9 @@ struct LopWorker: ParsableCommand {
         let settings = Executable.loadConfig(file: config, program: "lop-worker")
         BLAS.setThreads(settings.blas.threads)
         let logger = Logger(label: "lop.worker")
+        let kernel = BLASKernel.report
+        logger.info("BLAS kernel", metadata: ["core": "\(kernel.core)", "chosen_by": "\(kernel.chosenBy)", "library_core": "\(kernel.libraryCore)",
+                                               "threads": "\(kernel.threads)", "note": "\(kernel.note)"])
         let q = settings.queue
         var options = WorkerOptions(config: q, name: name ?? WorkerOptions.defaultName())
         if let queues { options.queues = queues.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }

@@ -1,0 +1,146 @@
+import Evaluation
+import Foundation
+import Models
+import Pruning
+import Search
+import Tensor
+
+/// `lop bench engine`: lop at a real model's size beside PyTorch + transformers on the same file and tokens.
+///
+/// Writes a random-weight checkpoint of TinyLlama-1.1B's shape (or Llama-2-7B's) and a token file, runs
+/// `lop eval` and `scripts/engine_reference.py` on them as child processes one after the other (each with its
+/// own peak RSS), then scores a budget-0.5 strategy by nested pruning in this process, as a search does.
+public enum EngineBenchmark {
+    public struct Options: Sendable {
+        public var shape = "tinyllama"
+        public var dtype = DType.bf16
+        public var directory: String
+        public var windows = 8
+        public var context = 128
+        public var threads = 2
+        /// The Python interpreter with torch and transformers (nil: skip the PyTorch column).
+        public var python: String?
+        /// Strategy evaluations timed (the median is reported).
+        public var evaluations = 3
+        /// The lop executable to run `lop eval` with.
+        public var lop: String
+        public var repositoryRoot: String
+
+        public init(directory: String, lop: String, repositoryRoot: String) {
+            self.directory = directory
+            self.lop = lop
+            self.repositoryRoot = repositoryRoot
+        }
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func run(_ o: Options, progress: (String) -> Void) throws -> BenchmarkTable {
+        guard let config = ["tinyllama": RandomCheckpoint.tinyLlama, "7b": RandomCheckpoint.llama7B][o.shape] else {
+            throw Failure(description: "--shape must be tinyllama or 7b")
+        }
+        let model = o.directory + "/model", tokens = o.directory + "/tokens.bin"
+        let bytes: Int
+        if let existing = try? Checkpoint(directory: model), existing.config["num_hidden_layers"]?.intValue == config.layers,
+           existing.config["hidden_size"]?.intValue == config.hiddenSize, existing.storageType == o.dtype {
+            bytes = (try FileManager.default.attributesOfItem(atPath: model + "/" + Checkpoint.singleFile)[.size] as? Int) ?? 0
+            progress("reusing \(model)")
+        } else {
+            progress("writing a random \(o.shape)-shaped \(o.dtype.rawValue) checkpoint to \(model)")
+            try RandomCheckpoint.write(config, dtype: o.dtype, seed: 11, to: model)
+            bytes = (try FileManager.default.attributesOfItem(atPath: model + "/" + Checkpoint.singleFile)[.size] as? Int) ?? 0
+        }
+        try RandomCheckpoint.writeTokens(count: o.windows * o.context + 1, vocabulary: config.vocabularySize, seed: 12, to: tokens)
+        let tokenCount = o.windows * o.context
+
+        progress("lop eval")
+        let lopStarted = Date()
+        let lopRun = try runJSON([o.lop, "eval", model, "--data", tokens, "--context", String(o.context), "--json"],
+                                 environment: ["LOP_BLAS_THREADS": String(o.threads)])
+        let lopWall = Date().timeIntervalSince(lopStarted)
+        guard let lopLoss = lopRun["loss"] as? Double, let lopSeconds = lopRun["evaluation_seconds"] as? Double,
+              let lopLoad = lopRun["load_seconds"] as? Double, let lopRSS = lopRun["peak_rss_bytes"] as? Int else {
+            throw Failure(description: "lop eval printed no metrics: \(lopRun)")
+        }
+
+        var torch: [String: Any]?
+        var torchNote = "not run (pass --python with torch and transformers installed)"
+        if let python = o.python {
+            progress("PyTorch + transformers")
+            let result = try runJSON([python, o.repositoryRoot + "/scripts/engine_reference.py", model, tokens, "--context", String(o.context),
+                                      "--windows", String(o.windows), "--threads", String(o.threads)], environment: [:])
+            if let error = result["error"] as? String { torchNote = error } else {
+                torch = result
+                torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
+            }
+        }
+
+        let kernel = lopRun["blas_core"] as? String ?? "?"
+        var table = BenchmarkTable(title: "Engine at \(o.shape) shape (\(o.dtype.rawValue), \(String(format: "%.2f", Double(bytes) / 1e9)) GB on disk; "
+                                   + "\(o.windows) windows × \(o.context) tokens; BLAS core \(kernel), \(o.threads) threads; PyTorch: \(torchNote))")
+        let lopRate = Double(tokenCount) / lopSeconds
+        if let torch, let torchSeconds = torch["forward_seconds"] as? Double, let torchLoss = torch["loss"] as? Double,
+           let torchLoad = torch["load_seconds"] as? Double, let torchRSS = torch["peak_rss_bytes"] as? Int {
+            let torchRate = Double(tokenCount) / torchSeconds
+            table.add("forward tokens/s, lop (target ≥ 1.3× PyTorch)", lopRate, unit: "tokens/s", reference: "PyTorch \(String(format: "%.1f", torchRate)) tokens/s", ratio: lopRate / torchRate)
+            table.add("loss, lop", lopLoss, unit: "nats", reference: "PyTorch \(String(format: "%.7f", torchLoss)) (|Δ| \(String(format: "%.1e", abs(lopLoss - torchLoss))), target ≤ 1e-4)", ratio: nil)
+            table.add("load, lop", lopLoad, unit: "s", reference: "PyTorch \(String(format: "%.2f", torchLoad)) s", ratio: lopLoad / torchLoad)
+            table.add("peak RSS, lop eval (target ≤ 1.5× file)", Double(lopRSS) / 1e9, unit: "GB", reference: "PyTorch \(String(format: "%.2f", Double(torchRSS) / 1e9)) GB",
+                      ratio: Double(lopRSS) / Double(torchRSS))
+        } else {
+            table.add("forward tokens/s, lop", lopRate, unit: "tokens/s", reference: "—", ratio: nil)
+            table.add("loss, lop", lopLoss, unit: "nats", reference: "—", ratio: nil)
+            table.add("load, lop", lopLoad, unit: "s", reference: "—", ratio: nil)
+        }
+        table.add("peak RSS of lop eval ÷ checkpoint size", Double(lopRSS) / Double(max(bytes, 1)), unit: "×", reference: "target ≤ 1.5", ratio: nil)
+        table.add("lop eval, whole process", lopWall, unit: "s", reference: "—", ratio: nil)
+
+        // A search's unit of work: one budget-0.5 strategy scored on the calibration windows by nested pruning.
+        progress("search evaluation: importance, then \(o.evaluations) nested evaluations at budget 0.5")
+        BLAS.setThreads(o.threads)
+        let loaded = try Model.load(directory: model)
+        let ids = try TokenData.read(tokens, vocabularySize: config.vocabularySize).flatMap { $0 }
+        let calibration = try Calibration.text(ids, samples: o.windows, context: o.context, name: "random tokens")
+        let importanceStarted = Date()
+        let pruner = try Pruner(model: loaded, importance: .lop, calibration: calibration)
+        let importanceSeconds = Date().timeIntervalSince(importanceStarted)
+        let sizes = try pruner.allocate(.uniform, budget: .fraction(0.5)).sizes
+        let evaluator = try StrategyEvaluator(pruner: pruner, calibration: calibration, cache: false)
+        var times: [Double] = []
+        for _ in 0..<max(1, o.evaluations) {
+            let started = Date()
+            _ = try evaluator.score(sizes: sizes)
+            times.append(Date().timeIntervalSince(started))
+        }
+        let perEvaluation = times.sorted()[times.count / 2]
+        table.add("importance (LOP) on the calibration windows", importanceSeconds, unit: "s", reference: "—", ratio: nil)
+        table.add("one search evaluation at budget 0.5 (nested)", perEvaluation, unit: "s", reference: "dense forward in lop eval \(String(format: "%.2f", lopSeconds)) s",
+                  ratio: perEvaluation / lopSeconds)
+        table.add("projected 300-simulation search (one evaluation each)", 300 * perEvaluation / 60, unit: "min", reference: "—", ratio: nil)
+        return table
+    }
+
+    /// Runs a child process and parses the last line of its standard output as a JSON object.
+    static func runJSON(_ argv: [String], environment: [String: String]) throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: argv[0])
+        process.arguments = Array(argv.dropFirst())
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        process.environment = env
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 || text.contains("\"error\""),
+              let line = text.split(separator: "\n").last,
+              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw Failure(description: "\(argv.joined(separator: " ")) exited with \(process.terminationStatus): \(text.suffix(500))")
+        }
+        return object
+    }
+}
