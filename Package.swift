@@ -123,7 +123,7 @@ let package = Package(
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),

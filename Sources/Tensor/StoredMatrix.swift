@@ -166,16 +166,16 @@ public struct StoredMatrix: @unchecked Sendable {  // immutable; the bytes are n
     /// Float scratch per panel: a layer's FFN matrix at 1 B scale widens in one panel, a 7 B one in three.
     public static let panelBytes = 64 << 20
 
-    var panelRows: Int { max(1, min(rows, Self.panelBytes / max(1, columns * 4))) }
+    func panelRows(_ bytes: Int) -> Int { max(1, min(rows, bytes / max(1, columns * 4))) }
 
     /// out[n × rows] = x[n × columns] · selfᵀ.
-    public func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
+    public func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, panelBytes: Int = panelBytes) {
         guard n > 0, rows > 0 else { return }
         if let (w, ld) = inPlaceFloats {
             BLAS.gemm(transposeA: false, transposeB: true, m: n, n: rows, k: columns, a: x, lda: columns, b: w, ldb: ld, c: out, ldc: rows)
             return
         }
-        let panel = panelRows
+        let panel = panelRows(panelBytes)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, panel * columns))
         defer { scratch.deallocate() }
         for start in stride(from: 0, to: rows, by: panel) {
@@ -187,14 +187,14 @@ public struct StoredMatrix: @unchecked Sendable {  // immutable; the bytes are n
     }
 
     /// out[n × columns] = g[n × rows] · self (the gradient of `multiply` with respect to x).
-    public func multiplyTransposed(_ g: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
+    public func multiplyTransposed(_ g: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, panelBytes: Int = panelBytes) {
         guard n > 0, columns > 0 else { return }
         guard rows > 0 else { out.update(repeating: 0, count: n * columns); return }
         if let (w, ld) = inPlaceFloats {
             BLAS.gemm(transposeA: false, transposeB: false, m: n, n: columns, k: rows, a: g, lda: rows, b: w, ldb: ld, c: out, ldc: columns)
             return
         }
-        let panel = panelRows
+        let panel = panelRows(panelBytes)
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, panel * columns))
         defer { scratch.deallocate() }
         for start in stride(from: 0, to: rows, by: panel) {

@@ -2,10 +2,10 @@ import Evaluation
 import Fixtures
 import Foundation
 import Models
-import Tensor
 import Testing
 import TestSupport
 @testable import Pruning
+@testable import Tensor
 
 let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
 
@@ -54,6 +54,38 @@ func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
             try pruner.write(budget: .fraction(1), allocation: "test", proposed: [], sizes: sizes, to: folder)
             #expect(maxDifference(try Model.load(directory: folder).logits(g, batch).tensor, reference) < 1e-4, "\(name): written")
         }
+    }
+
+    /// On stored (F16) weights the nested model is a view of the base's bytes, not a copy; its leading-k
+    /// evaluation equals the sliced checkpoint written in the same type, whose bytes are the base's own bits,
+    /// and equals nested pruning of the same model widened to Float.
+    @Test func nestedOnStoredWeightsIsAViewAndMatchesTheSlicedCheckpoint() throws {
+        let (model, heldOut, calibration) = try tinyLlama()
+        let pruner = try Pruner(model: model, importance: .lop, calibration: calibration)
+        let base = model.language.layers[2], nested = pruner.nested.model.language.layers[2]
+        #expect(base.gate.stored?.dtype == .f16)
+        #expect(nested.gate.stored!.bytes === base.gate.stored!.bytes && nested.down.stored!.bytes === base.down.stored!.bytes)
+        var generator = SeededGenerator(seed: 8)
+        let sizes = pruner.units.map { Int.random(in: 1...$0.width, using: &generator) }
+        let folder = directory + "/stored-slice"
+        try pruner.write(budget: .fraction(1), allocation: "test", proposed: [], sizes: sizes, to: folder, dtype: .f16)
+        let written = try Checkpoint(directory: folder)
+        // Bit for bit: row r of the written gate is the base's row order[r].
+        let order = pruner.nested.order[2]
+        let gate = try written.stored("model.layers.2.mlp.gate_proj.weight"), original = base.gate.stored!
+        for r in [0, sizes[2] / 2, sizes[2] - 1] {
+            #expect(memcmp(gate.rowStart(r), original.rowStart(order[r]), original.columns * 2) == 0, "row \(r)")
+        }
+        let batch = TokenBatch(windows: [Array(heldOut.prefix(50)), Array(heldOut.suffix(50))])
+        let g = Graph(recording: false)
+        let viaNested = try pruner.nested.model.logits(g, batch, options: pruner.options(sizes: sizes)).tensor
+        let viaSlice = try Model.load(directory: folder).logits(g, batch).tensor
+        #expect(maxDifference(viaNested, viaSlice) < 1e-5 * max(1, viaSlice.data.map(abs).max()!))
+        let floatModel = try Model.load(config: model.config, weights: TensorSource(model.tensors))
+        let floatPruner = try Pruner(model: floatModel, importance: .lop, calibration: calibration)
+        #expect(floatPruner.nested.order == pruner.nested.order)
+        let viaFloat = try floatPruner.nested.model.logits(g, batch, options: floatPruner.options(sizes: sizes)).tensor
+        #expect(maxDifference(viaNested, viaFloat) < 1e-5 * max(1, viaFloat.data.map(abs).max()!))
     }
 
     /// Budget 1.0 keeps every neuron and changes nothing; at 0.5 every baseline halves the FFN parameters and

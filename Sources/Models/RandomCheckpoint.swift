@@ -1,5 +1,4 @@
 import Foundation
-import Models
 import Tensor
 
 /// A random-weight Llama checkpoint of a real model's shape, written one tensor at a time (a 7 B one never

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+import Tensor
+import TestSupport
+@testable import Models
+
+/// Models run from their stored F16/BF16 weights: the same logits as the widened (all-Float) path, two bytes a
+/// value in memory, and files that change under lop reported, never faulted on.
+@Suite struct StoredWeightsTests {
+    let directory = scratchDirectory()
+
+    /// Logits of `model` on `tokens` (and images), in a no-gradient graph.
+    func logits(_ model: Model, _ tokens: [[Int]], images: Tensor? = nil) throws -> Tensor {
+        try model.logits(Graph(recording: false), TokenBatch(rows: tokens, targets: Array(repeating: -100, count: tokens.count * tokens[0].count), images: images)).tensor
+    }
+
+    /// The same model with every weight widened to Float (the engine's path before weights stayed stored).
+    func widened(_ model: Model) -> Model {
+        for parameter in model.parameters { parameter.makeTrainable() }
+        return model
+    }
+
+    func expectClose(_ a: Tensor, _ b: Tensor, relative: Float = 1e-5) {
+        #expect(a.shape == b.shape)
+        let scale = max(b.data.map { abs($0) }.max() ?? 1, 1e-6)
+        #expect(a.maxAbsDifference(b) <= relative * scale, "largest difference \(a.maxAbsDifference(b)) of scale \(scale)")
+    }
+
+    @Test func fixturesFromStoredWeightsMatchTheWidenedPath() throws {
+        let llamaFolder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llama"
+        let stored = try Model.load(directory: llamaFolder)
+        #expect(stored.language.layers[0].gate.stored?.dtype == .f16)
+        let tokens = [Array(0..<40).map { ($0 * 37) % 256 }, Array(0..<40).map { ($0 * 11 + 3) % 256 }]
+        expectClose(try logits(stored, tokens), try logits(widened(try Model.load(directory: llamaFolder)), tokens))
+
+        let llavaFolder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llava"
+        let llava = try Model.load(directory: llavaFolder)
+        guard case .llava(let m) = llava else { Issue.record("tiny-llava is not a LLaVA model"); return }
+        #expect(m.vision.layers[0].fc1.stored != nil && m.projector1.stored != nil)
+        let c = m.config
+        let row = [1, 2] + Array(repeating: c.imageTokenIndex, count: c.featuresPerImage) + [3, 4, 5]
+        var generator = SeededGenerator(seed: 9)
+        let images = Tensor.normal([1, c.vision.channels, c.vision.imageSize, c.vision.imageSize], std: 1, generator: &generator)
+        expectClose(try logits(llava, [row], images: images), try logits(widened(try Model.load(directory: llavaFolder)), [row], images: images))
+    }
+
+    @Test(arguments: [DType.bf16, .f16, .f32])
+    func randomModelFromStoredWeightsMatchesTheWidenedPath(dtype: DType) throws {
+        var config = RandomCheckpoint.tinyLlama
+        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (300, 64, 2, 4, 2, 16)
+        config.intermediateSize = 176
+        config.ffnSizes = [176, 176]
+        let folder = directory + "/random-\(dtype.rawValue)"
+        let bytes = try RandomCheckpoint.write(config, dtype: dtype, seed: 3, to: folder)
+        let stored = try Model.load(directory: folder)
+        // Two bytes a value for half types: everything but the small Float norm scales stays in the stored type.
+        let norms = (2 * config.layers + 1) * config.hiddenSize
+        #expect(stored.weightBytes == bytes - norms * dtype.byteSize + norms * 4)
+        let tokens = [Array(0..<33).map { ($0 * 97) % 300 }]
+        expectClose(try logits(stored, tokens), try logits(widened(try Model.load(directory: folder)), tokens))
+    }
+
+    @Test func aFileTruncatedAfterOpeningIsAnErrorNamingItAndLoadedWeightsStayValid() throws {
+        var config = RandomCheckpoint.tinyLlama
+        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (100, 32, 1, 2, 1, 16)
+        config.intermediateSize = 64
+        config.ffnSizes = [64]
+        let folder = directory + "/truncated"
+        try RandomCheckpoint.write(config, dtype: .bf16, seed: 4, to: folder)
+        let loaded = try Model.load(directory: folder)
+        let before = try logits(loaded, [[1, 2, 3, 4]])
+        let opened = try Checkpoint(directory: folder)
+        let path = folder + "/" + Checkpoint.singleFile
+        let size = try #require(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        #expect(truncate(path, off_t(size / 2)) == 0)
+        // The tensors past the new end: an error naming the file and the tensor, not a SIGBUS.
+        var failure: SafeTensorsError?
+        for name in opened.names {
+            do { _ = try opened.tensor(name) } catch let error as SafeTensorsError { failure = error; break }
+        }
+        let error = try #require(failure)
+        #expect(error.file == path && error.tensor != nil && error.problem.contains("truncated"), "\(error)")
+        #expect(throws: (any Error).self) { try Model.load(directory: folder) }
+        // What was read before the file changed is lop's own memory: the model still computes the same.
+        #expect(try logits(loaded, [[1, 2, 3, 4]]) == before)
+    }
+}
