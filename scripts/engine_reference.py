@@ -14,9 +14,15 @@ Usage: engine_reference.py MODEL_DIR TOKENS.bin --context 128 --windows 8 --thre
 """
 import argparse
 import json
+import os
 import resource
 import sys
 import time
+
+# Offline, quiet: the model is a local folder, and the progress bars would go into lop's table output.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main():
