@@ -44,7 +44,7 @@ public enum EngineBenchmark {
         let model = o.directory + "/model", tokens = o.directory + "/tokens.bin"
         let bytes: Int
         if let existing = try? Checkpoint(directory: model), existing.config["num_hidden_layers"]?.intValue == config.layers,
-           existing.config["hidden_size"]?.intValue == config.hiddenSize, existing.storageType == o.dtype {
+           existing.config["hidden_size"]?.intValue == config.hiddenSize, existing.dtype("model.layers.0.mlp.up_proj.weight") == o.dtype {
             bytes = (try FileManager.default.attributesOfItem(atPath: model + "/" + Checkpoint.singleFile)[.size] as? Int) ?? 0
             progress("reusing \(model)")
         } else {
@@ -69,11 +69,16 @@ public enum EngineBenchmark {
         var torchNote = "not run (pass --python with torch and transformers installed)"
         if let python = o.python {
             progress("PyTorch + transformers")
-            let result = try runJSON([python, o.repositoryRoot + "/scripts/engine_reference.py", model, tokens, "--context", String(o.context),
-                                      "--windows", String(o.windows), "--threads", String(o.threads)], environment: [:])
+            let script = o.repositoryRoot + "/scripts/engine_reference.py"
+            guard FileManager.default.fileExists(atPath: script) else { throw Failure(description: "\(script) not found: run lop bench engine from the repository root") }
+            // A 7 B model in float32 does not fit this machine whole: transformers' modules then run one layer at a time.
+            let layerwise = o.shape == "7b" ? ["--layerwise"] : []
+            let result = try runJSON([python, script, model, tokens, "--context", String(o.context),
+                                      "--windows", String(o.windows), "--threads", String(o.threads)] + layerwise, environment: [:])
             if let error = result["error"] as? String { torchNote = error } else {
                 torch = result
                 torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
+                    + (result["layerwise"] as? Bool == true ? ", one layer at a time (its RSS is one layer's)" : "")
             }
         }
 
@@ -100,9 +105,20 @@ public enum EngineBenchmark {
         // A search's unit of work: one budget-0.5 strategy scored on the calibration windows by nested pruning.
         progress("search evaluation: importance, then \(o.evaluations) nested evaluations at budget 0.5")
         BLAS.setThreads(o.threads)
+        let rawRate = rawSgemmRate(repeats: 3)
         let loaded = try Model.load(directory: model)
         let ids = try TokenData.read(tokens, vocabularySize: config.vocabularySize).flatMap { $0 }
         let calibration = try Calibration.text(ids, samples: o.windows, context: o.context, name: "random tokens")
+        // Where a dense forward pass spends its time: inside sgemm, at what rate.
+        BLAS.resetCounters()
+        BLAS.profiling.store(true, ordering: .relaxed)
+        let forwardStarted = Date()
+        _ = try loaded.loss(TokenBatch(windows: Evaluation.windows(ids, context: o.context)))
+        let forwardSeconds = Date().timeIntervalSince(forwardStarted)
+        BLAS.profiling.store(false, ordering: .relaxed)
+        let (blasSeconds, flops) = BLAS.counters
+        table.add("dense forward in this process: share inside sgemm", 100 * blasSeconds / forwardSeconds, unit: "%", reference: "whole forward \(String(format: "%.2f", forwardSeconds)) s", ratio: nil)
+        table.add("  its sgemm rate", Double(flops) / blasSeconds / 1e9, unit: "GFLOP/s", reference: "raw sgemm 1024³ \(String(format: "%.0f", rawRate)) GFLOP/s", ratio: Double(flops) / blasSeconds / 1e9 / rawRate)
         let importanceStarted = Date()
         let pruner = try Pruner(model: loaded, importance: .lop, calibration: calibration)
         let importanceSeconds = Date().timeIntervalSince(importanceStarted)

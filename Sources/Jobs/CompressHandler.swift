@@ -204,7 +204,7 @@ public struct CompressHandler: JobHandler {
         stage(1, 0.6, "writing the pruned checkpoint")
         let temporary = try root.temporary(for: key)
         defer { try? FileManager.default.removeItem(atPath: temporary) }
-        let dtype = try Checkpoint(directory: opening.folder).storageType
+        let dtype = opening.prepared.model.storageType
         let (pruned, record) = try opening.prepared.pruner.write(budget: request.budget, allocation: methodUsed, proposed: ratios, sizes: sizes,
                                                                   to: temporary, dtype: dtype)
         timings["prune"] = Date().timeIntervalSince(clock)

@@ -82,15 +82,6 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
     /// The stored element type of a tensor.
     public func dtype(_ name: String) -> DType? { location[name].flatMap { shards[$0]!.entries[name]?.dtype } }
 
-    /// The type most of the weights are stored in (what a pruned copy is written in, so that it really shrinks).
-    public var storageType: DType {
-        var elements: [DType: Int] = [:]
-        for name in names {
-            if let entry = location[name].flatMap({ shards[$0]!.entries[name] }) { elements[entry.dtype, default: 0] += entry.elementCount }
-        }
-        return elements.max { ($0.value, $0.key.rawValue) < ($1.value, $1.key.rawValue) }?.key ?? .f32
-    }
-
     static func readJSON(_ path: String) throws -> JSON {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError(path: path, problem: "cannot be read")

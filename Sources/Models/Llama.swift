@@ -94,11 +94,11 @@ public final class LlamaModel {
         let eps = Float(config.rmsNormEps), theta = Float(config.ropeTheta)
         for (i, layer) in layers.enumerated() {
             let h = g.rmsNorm(x, weight: g.parameter(layer.inputNorm), eps: eps)
-            let q = g.rope(linear(g, h, layer.q, layer.qBias), heads: config.heads, theta: theta)
-            let k = g.rope(linear(g, h, layer.k, layer.kBias), heads: config.kvHeads, theta: theta)
-            let v = linear(g, h, layer.v, layer.vBias)
+            let q = g.rope(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads, theta: theta)
+            let k = g.rope(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads, theta: theta)
+            let v = g.linear(h, layer.v, bias: layer.vBias)
             let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.kvHeads, causal: true)
-            x = g.add(x, linear(g, attended, layer.o, layer.oBias))
+            x = g.add(x, g.linear(attended, layer.o, bias: layer.oBias))
             let m = g.rmsNorm(x, weight: g.parameter(layer.postNorm), eps: eps)
             x = g.add(x, ffn(g, m, layer: layer, index: i, options: options))
         }
@@ -109,10 +109,6 @@ public final class LlamaModel {
 
     public func logits(_ g: Graph, tokens: [[Int]], options: ForwardOptions = ForwardOptions()) -> Value {
         logits(g, embeddings: embed(g, tokens: tokens), options: options)
-    }
-
-    func linear(_ g: Graph, _ x: Value, _ weight: Parameter, _ bias: Parameter?) -> Value {
-        g.linear(x, weight, bias: bias)
     }
 
     /// SwiGLU: down(silu(gate(x)) ⊙ up(x)), over all neurons or the leading `ffnKeep[index]` of them.

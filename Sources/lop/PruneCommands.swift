@@ -144,11 +144,11 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Folder to write (replaced once the new one is complete).")
     var out: String
 
-    @Option(help: "Weight type of the written checkpoint: f32, f16 or bf16.")
-    var dtype = "f32"
+    @Option(help: "Weight type of the written checkpoint: f32, f16 or bf16 (default: the type the base stores most weights in).")
+    var dtype: String?
 
     func validate() throws {
-        guard DType(rawValue: dtype.uppercased()) != nil else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+        if let dtype, DType(rawValue: dtype.uppercased()) == nil { throw ValidationError("--dtype must be f32, f16 or bf16") }
     }
 
     func run() throws {
@@ -166,7 +166,7 @@ struct PruneCommand: ParsableCommand {
                 (proposed, sizes) = (file.ratios, try pruner.sizes(for: file, budget: parsedBudget, bounds: bounds))
             }
             let (_, record) = try pruner.write(budget: parsedBudget, allocation: strategy, proposed: proposed, sizes: sizes, to: out,
-                                               dtype: DType(rawValue: dtype.uppercased())!)
+                                               dtype: dtype.flatMap { DType(rawValue: $0.uppercased()) } ?? loaded.storageType)
             if options.json { return try printJSON(record) }
             print("wrote \(out): \(record.parameterCount) parameters (was \(record.sourceParameterCount)), FFN kept \(record.keptParameters) of \(record.prunableParameters)")
             for (unit, (size, ratio)) in zip(record.units, zip(record.sizes, record.ratios)) { print(String(format: "  %@  %d  (%.3f)", unit, size, ratio)) }

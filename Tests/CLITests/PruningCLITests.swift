@@ -53,6 +53,17 @@ import Testing
         #expect(html.contains("<polyline") && html.contains(">owl</text>"))
     }
 
+    /// Without --dtype a pruned copy is written in the type the base stores (F16 for tiny-llama), so it is smaller.
+    @Test func prunedCopyKeepsTheBasesStoredType() throws {
+        let model = root + "/Fixtures/tiny-llama", out = directory + "/default-type"
+        let run = try TestProcess.run([lop, "prune", model, "--budget", "0.5", "--importance", "magnitude", "--out", out], environment: environment)
+        #expect(run.status == 0, "\(run.output)")
+        let header = try String(contentsOfFile: out + "/model.safetensors", encoding: .isoLatin1).prefix(4096)
+        #expect(header.contains("\"F16\"") && !header.contains("\"F32\""))
+        let size = { (path: String) in (try FileManager.default.attributesOfItem(atPath: path + "/model.safetensors")[.size] as? Int) ?? 0 }
+        #expect(try size(out) < size(model))
+    }
+
     @Test func badInputExitsWithDataError() throws {
         let model = root + "/Fixtures/tiny-llama"
         for (arguments, message) in [
