@@ -22,6 +22,8 @@ public enum EngineBenchmark {
         public var python: String?
         /// Strategy evaluations timed (the median is reported).
         public var evaluations = 3
+        /// Runs of `lop eval` and of the PyTorch script, alternating (medians are reported).
+        public var repeats = 3
         /// The lop executable to run `lop eval` with.
         public var lop: String
         public var repositoryRoot: String
@@ -55,37 +57,48 @@ public enum EngineBenchmark {
         try RandomCheckpoint.writeTokens(count: o.windows * o.context + 1, vocabulary: config.vocabularySize, seed: 12, to: tokens)
         let tokenCount = o.windows * o.context
 
-        progress("lop eval")
-        let lopStarted = Date()
-        let lopRun = try runJSON([o.lop, "eval", model, "--data", tokens, "--context", String(o.context), "--json"],
-                                 environment: ["LOP_BLAS_THREADS": String(o.threads)])
-        let lopWall = Date().timeIntervalSince(lopStarted)
-        guard let lopLoss = lopRun["loss"] as? Double, let lopSeconds = lopRun["evaluation_seconds"] as? Double,
-              let lopLoad = lopRun["load_seconds"] as? Double, let lopRSS = lopRun["peak_rss_bytes"] as? Int else {
-            throw Failure(description: "lop eval printed no metrics: \(lopRun)")
-        }
-
-        var torch: [String: Any]?
+        // lop and PyTorch alternate, so both see the same machine; each figure is the median of its runs.
+        var lopRuns: [[String: Any]] = [], torchRuns: [[String: Any]] = []
         var torchNote = "not run (pass --python with torch and transformers installed)"
-        if let python = o.python {
-            progress("PyTorch + transformers")
+        for run in 1...max(1, o.repeats) {
+            progress("lop eval (\(run)/\(o.repeats))")
+            let lopRun = try runJSON([o.lop, "eval", model, "--data", tokens, "--context", String(o.context), "--json"],
+                                     environment: ["LOP_BLAS_THREADS": String(o.threads)])
+            guard lopRun["loss"] is Double, lopRun["evaluation_seconds"] is Double, lopRun["load_seconds"] is Double, lopRun["peak_rss_bytes"] is Int else {
+                throw Failure(description: "lop eval printed no metrics: \(lopRun)")
+            }
+            lopRuns.append(lopRun)
+            guard let python = o.python else { continue }
+            progress("PyTorch + transformers (\(run)/\(o.repeats))")
             let script = o.repositoryRoot + "/scripts/engine_reference.py"
             guard FileManager.default.fileExists(atPath: script) else { throw Failure(description: "\(script) not found: run lop bench engine from the repository root") }
             // A 7 B model in float32 does not fit this machine whole: transformers' modules then run one layer at a time.
             let layerwise = o.shape == "7b" ? ["--layerwise"] : []
             let result = try runJSON([python, script, model, tokens, "--context", String(o.context),
                                       "--windows", String(o.windows), "--threads", String(o.threads)] + layerwise, environment: [:])
-            if let error = result["error"] as? String { torchNote = error } else {
-                torch = result
-                torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
-                    + (result["layerwise"] as? Bool == true ? ", one layer at a time (its RSS is one layer's)" : "")
-            }
+            if let error = result["error"] as? String { torchNote = error; continue }
+            torchRuns.append(result)
+            torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
+                + (result["layerwise"] as? Bool == true ? ", one layer at a time (its RSS is one layer's)" : "")
         }
+        func median(_ runs: [[String: Any]], _ key: String) -> Double {
+            let values = runs.compactMap { ($0[key] as? Double) ?? ($0[key] as? Int).map(Double.init) }.sorted()
+            return values.isEmpty ? .nan : values[values.count / 2]
+        }
+        let lopRun = lopRuns[0]
+        let (lopLoss, lopSeconds, lopLoad) = (lopRun["loss"] as! Double, median(lopRuns, "evaluation_seconds"), median(lopRuns, "load_seconds"))
+        let lopRSS = Int(median(lopRuns, "peak_rss_bytes"))
+        let torch: [String: Any]? = torchRuns.isEmpty ? nil : [
+            "forward_seconds": median(torchRuns, "forward_seconds"), "loss": torchRuns[0]["loss"] as? Double ?? .nan,
+            "load_seconds": median(torchRuns, "load_seconds"), "peak_rss_bytes": Int(median(torchRuns, "peak_rss_bytes")),
+        ]
 
         let kernel = lopRun["blas_core"] as? String ?? "?"
         var table = BenchmarkTable(title: "Engine at \(o.shape) shape (\(o.dtype.rawValue), \(String(format: "%.2f", Double(bytes) / 1e9)) GB on disk; "
-                                   + "\(o.windows) windows × \(o.context) tokens; BLAS core \(kernel), \(o.threads) threads; PyTorch: \(torchNote))")
+                                   + "\(o.windows) windows × \(o.context) tokens; BLAS core \(kernel), \(o.threads) threads; medians of \(lopRuns.count) runs each; PyTorch: \(torchNote))")
         let lopRate = Double(tokenCount) / lopSeconds
+        table.add("forward, lop eval", lopSeconds, unit: "s", reference: torch.map { "PyTorch \(String(format: "%.2f", $0["forward_seconds"] as! Double)) s" } ?? "—",
+                  ratio: torch.map { lopSeconds / ($0["forward_seconds"] as! Double) })
         if let torch, let torchSeconds = torch["forward_seconds"] as? Double, let torchLoss = torch["loss"] as? Double,
            let torchLoad = torch["load_seconds"] as? Double, let torchRSS = torch["peak_rss_bytes"] as? Int {
             let torchRate = Double(tokenCount) / torchSeconds
@@ -100,7 +113,6 @@ public enum EngineBenchmark {
             table.add("load, lop", lopLoad, unit: "s", reference: "—", ratio: nil)
         }
         table.add("peak RSS of lop eval ÷ checkpoint size", Double(lopRSS) / Double(max(bytes, 1)), unit: "×", reference: "target ≤ 1.5", ratio: nil)
-        table.add("lop eval, whole process", lopWall, unit: "s", reference: "—", ratio: nil)
 
         // A search's unit of work: one budget-0.5 strategy scored on the calibration windows by nested pruning.
         progress("search evaluation: importance, then \(o.evaluations) nested evaluations at budget 0.5")

@@ -66,11 +66,14 @@ struct Bench: ParsableCommand {
         @Option(help: "Search evaluations timed (the median is reported).")
         var evaluations = 3
 
+        @Option(help: "Runs of lop eval and of PyTorch, alternating (medians are reported).")
+        var repeats = 3
+
         func validate() throws {
             guard ["tinyllama", "7b"].contains(shape) else { throw ValidationError("--shape must be tinyllama or 7b") }
             guard DType(rawValue: dtype.uppercased()) != nil else { throw ValidationError("--dtype must be bf16, f16 or f32") }
-            guard (1...1024).contains(windows), (2...8192).contains(context), (1...256).contains(threads), (1...100).contains(evaluations) else {
-                throw ValidationError("--windows 1…1024, --context 2…8192, --threads 1…256 and --evaluations 1…100")
+            guard (1...1024).contains(windows), (2...8192).contains(context), (1...256).contains(threads), (1...100).contains(evaluations), (1...20).contains(repeats) else {
+                throw ValidationError("--windows 1…1024, --context 2…8192, --threads 1…256, --evaluations 1…100 and --repeats 1…20")
             }
         }
 
@@ -84,6 +87,7 @@ struct Bench: ParsableCommand {
                 o.threads = threads
                 o.python = python
                 o.evaluations = evaluations
+                o.repeats = repeats
                 return try EngineBenchmark.run(o, progress: progress)
             }
         }
