@@ -15,7 +15,8 @@ Usage: engine_reference.py MODEL_DIR TOKENS.bin --context 128 --windows 8 --thre
 --layerwise runs the same transformers modules (embedding, LlamaDecoderLayer, norm, head) one layer at a time,
 loading each layer's weights as float32 just before it runs and dropping them after: a 7 B model in float32
 (27 GB) does not fit a 24 GB machine whole. Only the layers' compute is timed then; the load time is the
-summed weight reads, and the peak RSS is that of one layer.
+summed weight reads, and the peak RSS is one layer's float32 weights plus the pages of the file that
+safetensors maps.
 """
 import argparse
 import json

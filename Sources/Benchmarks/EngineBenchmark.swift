@@ -79,7 +79,7 @@ public enum EngineBenchmark {
             if let error = result["error"] as? String { torchNote = error; continue }
             torchRuns.append(result)
             torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
-                + (result["layerwise"] as? Bool == true ? ", one layer at a time (its RSS is one layer's)" : "")
+                + (result["layerwise"] as? Bool == true ? ", one layer at a time from the memory-mapped file" : "")
         }
         func median(_ runs: [[String: Any]], _ key: String) -> Double {
             let values = runs.compactMap { ($0[key] as? Double) ?? ($0[key] as? Int).map(Double.init) }.sorted()
