@@ -128,7 +128,7 @@ let package = Package(
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),

@@ -61,6 +61,11 @@ public let compressStages = ["strategy", "prune", "evaluate", "register"]
 /// transaction that completes the job (with its `model.registered` event). A request with the identity of
 /// one already registered (base, budget, method, predictor, search settings) reuses that model.
 public struct CompressHandler: JobHandler {
+    /// A request's identity: a retry or a duplicate finds the model already registered under it.
+    static func requestKey(base: Int64, budget: Budget, method: String, predictor: Int64?, search: String) -> String {
+        sha256Hex("compress/2|base=\(base)|budget=\(budget.identity)|method=\(method)|predictor=\(predictor ?? 0)|search=\(search)")
+    }
+
     public let kind = "compress"
     let config: LopConfig
 
@@ -139,7 +144,8 @@ public struct CompressHandler: JobHandler {
 
         // The request's identity: a retry or a duplicate finds the model already registered.
         let searchText = try request.search.map { try JSONB(encoding: $0).text } ?? "{}"
-        let key = sha256Hex("compress/1|base=\(base.id)|budget=\(request.budget.kind):\(request.budget.value)|method=\(request.method.rawValue)|predictor=\(predictorRecord?.id ?? 0)|search=\(request.method == .predict ? "" : searchText)")
+        let key = Self.requestKey(base: base.id, budget: request.budget, method: request.method.rawValue, predictor: predictorRecord?.id,
+                                  search: request.method == .predict ? "" : searchText)
         if let existing = try registry.model(requestKey: key) {
             let damaged = root.verify(existing)
             guard damaged.isEmpty else {

@@ -20,11 +20,19 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
 
     public let directory: String
     public let config: JSON
+    /// Matrices with fewer elements are widened to Float when loaded instead of kept in their stored type.
+    public let storedMinimumElements: Int
+
+    /// Below 256 K elements (1 MB as Float) a product is too small for widening a panel per call to pay, and such
+    /// matrices are a small share of any real model (at 1.1 B the smallest, k/v, have 512 K); small fixture
+    /// models therefore run on Float copies, as fast as before stored weights.
+    public static let defaultStoredMinimumElements = 1 << 18
     private let shards: [String: SafeTensorsFile]
     private let location: [String: String]  // tensor name → shard file name
 
-    public init(directory: String) throws {
+    public init(directory: String, storedMinimumElements: Int = Checkpoint.defaultStoredMinimumElements) throws {
         self.directory = directory
+        self.storedMinimumElements = storedMinimumElements
         config = try Self.readJSON(directory + "/config.json")
         let manager = FileManager.default
         var location: [String: String] = [:]
@@ -110,7 +118,7 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
         let temporary = directory + ".tmp-" + suffix
         try manager.createDirectory(atPath: temporary, withIntermediateDirectories: true)
         do {
-            try AtomicFile.write(Data((config.serialized(pretty: true) + "\n").utf8), to: temporary + "/config.json")
+            try AtomicFile.write(Data((Self.naming(dtype, in: config).serialized(pretty: true) + "\n").utf8), to: temporary + "/config.json")
             for (name, data) in extraFiles { try AtomicFile.write(data, to: temporary + "/" + name) }
             let groups = shardGroups(tensors, dtype: dtype, maxBytes: maxShardBytes)
             if groups.count == 1 {
@@ -138,6 +146,13 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
             try? manager.removeItem(atPath: temporary)
             throw error
         }
+    }
+
+    /// `config` with `torch_dtype` set to the type the weights are written in (what transformers loads them as).
+    static func naming(_ dtype: DType, in config: JSON) -> JSON {
+        guard case .object(var members) = config else { return config }
+        members["torch_dtype"] = .string(dtype.torchName)
+        return .object(members)
     }
 
     /// Tensors in name order, cut into groups of at most `maxBytes` (a larger tensor gets a shard to itself).

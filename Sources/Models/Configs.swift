@@ -175,7 +175,6 @@ public struct LlamaConfig: Equatable, Sendable {
             "tie_word_embeddings": .bool(tiedEmbeddings),
             "max_position_embeddings": .int(maxPositions),
             "hidden_act": .string("silu"),
-            "torch_dtype": .string("float32"),
         ]
         if modelType != "qwen2" { members["attention_bias"] = .bool(outputBias) }
         if isPruned { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }

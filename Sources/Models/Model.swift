@@ -6,9 +6,10 @@ public enum Model {
     case llama(LlamaModel)
     case llava(LlavaModel)
 
-    /// Loads a Hugging Face model folder, choosing the architecture from `config.json`.
-    public static func load(directory: String) throws -> Model {
-        let checkpoint = try Checkpoint(directory: directory)
+    /// Loads a Hugging Face model folder, choosing the architecture from `config.json`. Weight matrices of at
+    /// least `storedMinimumElements` stay in their stored type.
+    public static func load(directory: String, storedMinimumElements: Int = Checkpoint.defaultStoredMinimumElements) throws -> Model {
+        let checkpoint = try Checkpoint(directory: directory, storedMinimumElements: storedMinimumElements)
         return try load(config: checkpoint.config, weights: checkpoint)
     }
 

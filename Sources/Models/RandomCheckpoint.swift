@@ -34,11 +34,7 @@ public enum RandomCheckpoint {
     @discardableResult
     public static func write(_ config: LlamaConfig, dtype: DType, seed: UInt64, to directory: String) throws -> Int {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var json = config.json
-        if case .object(var fields) = json {
-            fields["torch_dtype"] = .string(["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]!)
-            json = .object(fields)
-        }
+        let json = Checkpoint.naming(dtype, in: config.json)
         try AtomicFile.write(Data((json.serialized(pretty: true) + "\n").utf8), to: directory + "/config.json")
         let shapes = shapes(config)
         var generator = SeededGenerator(seed: seed)

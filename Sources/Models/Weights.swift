@@ -21,7 +21,8 @@ extension Checkpoint: WeightSource {
         guard stored == shape else {
             throw CheckpointError(path: directory, problem: "tensor \"\(name)\" has shape \(stored); config.json implies \(shape)")
         }
-        return keepStored && shape.count == 2 ? .stored(try self.stored(name)) : .float(try tensor(name))
+        let keep = keepStored && shape.count == 2 && shape.reduce(1, *) >= storedMinimumElements
+        return keep ? .stored(try self.stored(name)) : .float(try tensor(name))
     }
 }
 

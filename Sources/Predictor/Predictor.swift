@@ -22,10 +22,12 @@ public struct PredictorSample: Sendable {
         (self.keptFraction, self.strategy, self.loss) = (keptFraction, strategy, loss)
     }
 
-    /// A stored sample; its budget is named by kind and value, so equal budgets written differently still group.
+    /// A stored sample; its budget is named by `Budget.identity`, so equal budgets written differently still
+    /// group and byte budgets at different widths per weight do not.
     public init(_ sample: Sample) {
+        let budget = (try? Budget(parsing: sample.budget))?.identity ?? "\(sample.budgetKind) \(sample.budgetValue)"
         self.init(modelHash: sample.modelHash, calibrationHash: sample.calibrationHash, units: sample.units,
-                  budget: "\(sample.budgetKind) \(sample.budgetValue)", keptFraction: sample.keptFraction, strategy: sample.strategy, loss: sample.loss)
+                  budget: budget, keptFraction: sample.keptFraction, strategy: sample.strategy, loss: sample.loss)
     }
 }
 

@@ -197,6 +197,13 @@ extension Budget {
         }
     }
 
+    /// One string per distinct budget: kind, exact value and, for bytes, the bytes per weight. "0.5" and "50%"
+    /// agree; "bytes:N" and "bytes:N@4" do not. Request keys and the predictor's grouping of samples use it.
+    public var identity: String {
+        if case .bytes(let n, let size) = self { return "bytes \(n)@\(size)" }
+        return "\(kind) \(value)"
+    }
+
     /// The fraction of the units' parameters this budget keeps (a uniform allocation's ratio).
     public func fraction(of units: [PrunableUnit]) throws(BudgetError) -> Double {
         try allowedParameters(units) / Double(Projection.prunableParameters(units))

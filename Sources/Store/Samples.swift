@@ -131,13 +131,14 @@ public struct SampleStore: Sendable {
         }
     }
 
-    /// Per budget, the sample with the lowest loss, for one model (hash) and calibration set.
+    /// Per budget, the sample with the lowest loss, for one model (hash) and calibration set. Budgets are told
+    /// apart by kind, value and canonical text (which keeps a byte budget's width per weight).
     public func best(modelHash: String, calibrationHash: String) throws -> [Sample] {
         try pool.withConnection { c in
             try c.query("""
-                SELECT DISTINCT ON (budget_kind, budget_value) \(fragment: SQL(unsafe: Sample.columns)) FROM lop.samples
+                SELECT DISTINCT ON (budget_kind, budget_value, budget) \(fragment: SQL(unsafe: Sample.columns)) FROM lop.samples
                 WHERE model_hash = \(modelHash) AND calibration_hash = \(calibrationHash)
-                ORDER BY budget_kind, budget_value, loss, id
+                ORDER BY budget_kind, budget_value, budget, loss, id
                 """).map { try Sample(row: $0) }
         }
     }

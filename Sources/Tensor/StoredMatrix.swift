@@ -6,6 +6,9 @@ public enum DType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16"
 
     public var byteSize: Int { self == .f32 ? 4 : 2 }
+
+    /// PyTorch's name for the type (`torch_dtype` in a Hugging Face config).
+    public var torchName: String { ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][rawValue]! }
 }
 
 /// Bytes a weight owns in private memory, 64-byte aligned, freed with the last matrix that refers to them.

@@ -26,15 +26,29 @@ import TestSupport
         #expect(a.maxAbsDifference(b) <= relative * scale, "largest difference \(a.maxAbsDifference(b)) of scale \(scale)")
     }
 
+    @Test func smallMatricesAreWidenedAtLoad() throws {
+        let fixture = try Model.load(directory: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama")
+        #expect(fixture.parameters.allSatisfy { $0.stored == nil })
+        var config = RandomCheckpoint.tinyLlama
+        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (300, 512, 1, 8, 2, 64)
+        config.intermediateSize = 512
+        config.ffnSizes = [512]
+        let folder = directory + "/threshold"
+        try RandomCheckpoint.write(config, dtype: .bf16, seed: 7, to: folder)
+        // q is 512 × 512 = 256 K elements, the threshold: kept; k is 128 × 512: widened.
+        let layer = try Model.load(directory: folder).language.layers[0]
+        #expect(layer.q.stored?.dtype == .bf16 && layer.gate.stored != nil && layer.k.stored == nil)
+    }
+
     @Test func fixturesFromStoredWeightsMatchTheWidenedPath() throws {
         let llamaFolder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llama"
-        let stored = try Model.load(directory: llamaFolder)
+        let stored = try Model.load(directory: llamaFolder, storedMinimumElements: 0)
         #expect(stored.language.layers[0].gate.stored?.dtype == .f16)
         let tokens = [Array(0..<40).map { ($0 * 37) % 256 }, Array(0..<40).map { ($0 * 11 + 3) % 256 }]
         expectClose(try logits(stored, tokens), try logits(widened(try Model.load(directory: llamaFolder)), tokens))
 
         let llavaFolder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llava"
-        let llava = try Model.load(directory: llavaFolder)
+        let llava = try Model.load(directory: llavaFolder, storedMinimumElements: 0)
         guard case .llava(let m) = llava else { Issue.record("tiny-llava is not a LLaVA model"); return }
         #expect(m.vision.layers[0].fc1.stored != nil && m.projector1.stored != nil)
         let c = m.config
@@ -52,12 +66,27 @@ import TestSupport
         config.ffnSizes = [176, 176]
         let folder = directory + "/random-\(dtype.rawValue)"
         let bytes = try RandomCheckpoint.write(config, dtype: dtype, seed: 3, to: folder)
-        let stored = try Model.load(directory: folder)
+        let stored = try Model.load(directory: folder, storedMinimumElements: 0)
         // Two bytes a value for half types: everything but the small Float norm scales stays in the stored type.
         let norms = (2 * config.layers + 1) * config.hiddenSize
         #expect(stored.weightBytes == bytes - norms * dtype.byteSize + norms * 4)
         let tokens = [Array(0..<33).map { ($0 * 97) % 300 }]
         expectClose(try logits(stored, tokens), try logits(widened(try Model.load(directory: folder)), tokens))
+    }
+
+    /// `torch_dtype` says what the weights are: in the committed fixtures, and in whatever lop writes.
+    @Test func configsNameTheTypeTheWeightsAreStoredIn() throws {
+        for name in ["tiny-llama", "tiny-llava"] {
+            let checkpoint = try Checkpoint(directory: TestDatabase.repositoryRoot + "/Fixtures/" + name)
+            #expect(checkpoint.config["torch_dtype"]?.stringValue == "float16" && checkpoint.dtype("lm_head.weight") ?? checkpoint.dtype("language_model.lm_head.weight") == .f16, "\(name)")
+        }
+        let model = try Model.load(directory: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama")
+        for dtype in DType.allCases {
+            let folder = directory + "/named-\(dtype.rawValue)"
+            try model.write(to: folder, dtype: dtype)
+            let written = try Checkpoint(directory: folder)
+            #expect(written.config["torch_dtype"]?.stringValue == dtype.torchName && written.dtype("model.layers.0.mlp.up_proj.weight") == dtype)
+        }
     }
 
     @Test func aFileTruncatedAfterOpeningIsAnErrorNamingItAndLoadedWeightsStayValid() throws {
@@ -67,7 +96,7 @@ import TestSupport
         config.ffnSizes = [64]
         let folder = directory + "/truncated"
         try RandomCheckpoint.write(config, dtype: .bf16, seed: 4, to: folder)
-        let loaded = try Model.load(directory: folder)
+        let loaded = try Model.load(directory: folder, storedMinimumElements: 0)
         let before = try logits(loaded, [[1, 2, 3, 4]])
         let opened = try Checkpoint(directory: folder)
         let path = folder + "/" + Checkpoint.singleFile

@@ -4,6 +4,15 @@ import Tensor
 @testable import Pruning
 
 @Suite struct ProjectionTests {
+    /// Budgets written differently but equal share an identity; byte budgets at different widths do not.
+    @Test func budgetIdentities() throws {
+        #expect(try Budget(parsing: "50%").identity == Budget(parsing: "0.5").identity)
+        #expect(try Budget(parsing: "bytes:1000000").identity != Budget(parsing: "bytes:1000000@4").identity)
+        #expect(try Budget(parsing: "bytes:1000000@2").identity == Budget(parsing: "bytes:1000000").identity)
+        #expect(try Budget(parsing: "params:1000").identity != Budget(parsing: "flops:1000").identity)
+        #expect(Budget.fraction(0.45).identity != Budget.fraction(0.4500001).identity)
+    }
+
     /// Hundreds of random unit sets, ratios, bounds and budgets: counts are allowed, the budget is never
     /// exceeded, and the shortfall is under one alignment step of the heaviest unit.
     @Test func randomRequestsMeetTheirBudgetWithinOneStep() throws {

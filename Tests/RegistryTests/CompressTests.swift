@@ -251,4 +251,13 @@ func sha256sum(_ path: String) throws -> String {
         #expect(world.root.temporaryFolders().isEmpty)
         #expect(world.root.verify(models[0]).isEmpty)
     }
+
+/// A request's key follows its budget's identity: a byte budget at 4 bytes a weight is another request.
+@Test func compressRequestKeysTellByteWidthsApart() throws {
+    let key = { (budget: String) in CompressHandler.requestKey(base: 1, budget: try Budget(parsing: budget), method: "auto", predictor: nil, search: "{}") }
+    #expect(try key("bytes:2000000") != key("bytes:2000000@4"))
+    #expect(try key("50%") == key("0.5"))
+    #expect(try key("0.5") != CompressHandler.requestKey(base: 2, budget: .fraction(0.5), method: "auto", predictor: nil, search: "{}"))
+}
+
 }

@@ -45,7 +45,9 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         let kept = Projection.keptParameters(result.best.sizes, units: units)
         let allowed = 0.5 * Double(units.reduce(0) { $0 + $1.width * $1.parametersPerNeuron })
         #expect(Double(kept) <= allowed && Double(kept) > allowed - Double(units.map(\.parametersPerNeuron).max()!))
-        #expect(result.uniform.depth == 0 && result.uniform.reward == -1)
+        // Rewards are losses relative to uniform's: the best one's is its own ratio, above uniform's −1.
+        #expect(result.uniform.depth == 0 && result.best.reward > -1)
+        #expect(abs(result.best.reward + result.best.score.loss / result.uniform.score.loss) < 1e-12)
         #expect(result.best.score.loss < result.uniform.score.loss)
         let (best, uniform) = (try heldOutLoss(fixture, sizes: result.best.sizes), try heldOutLoss(fixture, sizes: result.uniform.sizes))
         print(String(format: "search 0.5: calibration %.4f vs uniform %.4f; held-out %.4f vs uniform %.4f; %d evaluations",

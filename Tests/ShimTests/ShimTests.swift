@@ -14,7 +14,13 @@ import Testing
         var expected = [Float](repeating: 0, count: 4)
         for i in 0..<2 { for j in 0..<2 { for k in 0..<3 { expected[i * 2 + j] += a[i * 3 + k] * b[k * 2 + j] } } }
         #expect(c == expected)
-        #expect(openblas_get_num_threads() >= 1)
+        // The thread count round-trips through the library (this process's setting is restored after).
+        let before = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        #expect(openblas_get_num_threads() == 1)
+        openblas_set_num_threads(2)
+        #expect(openblas_get_num_threads() == 2)
+        openblas_set_num_threads(before)
     }
 
     @Test func curlReportsItsVersion() {
