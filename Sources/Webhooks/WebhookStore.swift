@@ -316,15 +316,22 @@ public struct WebhookStore: Sendable {
     /// delivery gets one more attempt; any other continues its schedule from where it was.
     public func redeliver(_ id: String) throws {
         let changed = try pool.withConnection { c in
+            // Never under a live lease: the notifier holding it would record its outcome over this change.
             let n = try c.execute("""
                 UPDATE lop.webhook_deliveries
                 SET state = CASE WHEN attempt = 0 THEN 'pending'::lop.delivery_state ELSE 'failed'::lop.delivery_state END,
                     delivered_at = NULL, next_attempt_at = now(), leased_by = NULL, lease_expires_at = NULL
-                WHERE id = \(id)
+                WHERE id = \(id) AND (lease_expires_at IS NULL OR lease_expires_at < now())
                 """)
             if n == 1 { try c.notify(Self.channel) }
             return n
         }
-        guard changed == 1 else { throw WebhookError("no webhook delivery \(id)") }
+        guard changed == 1 else {
+            let leased = try pool.withConnection { c in
+                try c.query("SELECT leased_by FROM lop.webhook_deliveries WHERE id = \(id)").first.map { try $0.decode("leased_by", as: String?.self) }
+            }
+            guard let holder = leased else { throw WebhookError("no webhook delivery \(id)") }
+            throw WebhookError("webhook delivery \(id) is being sent by notifier \(holder ?? "?") now; redeliver it once that attempt is recorded")
+        }
     }
 }

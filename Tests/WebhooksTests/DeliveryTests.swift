@@ -234,6 +234,12 @@ final class DeliveryFixture: @unchecked Sendable {
         let pings = try f.receiver.requests().filter { $0.id == ping }
         #expect(pings.allSatisfy { $0.body.contains(#""type": "ping""#) })
         #expect { try f.store.redeliver("msg_nope") } throws: { "\($0)".contains("no webhook delivery") }
+        // Under another notifier's live lease a delivery is left alone, and the error says who holds it.
+        try f.pool.withConnection { c in
+            _ = try c.execute("UPDATE lop.webhook_deliveries SET leased_by = 'elsewhere', lease_expires_at = now() + interval '1 hour' WHERE id = \(ping)")
+        }
+        #expect { try f.store.redeliver(ping) } throws: { "\($0)".contains("being sent by notifier elsewhere") }
+        #expect(try f.delivery(ping).state == "delivered")
         #expect { try f.store.disable(999, reason: "x") } throws: { "\($0)".contains("no webhook endpoint 999") }
         #expect { _ = try f.store.addEndpoint(url: "http://127.0.0.1/x", events: ["job.done"]) } throws: { "\($0)".contains("unknown event") }
         // A rotated secret: deliveries carry both signatures.
