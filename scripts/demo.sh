@@ -22,6 +22,8 @@ echo "== lop migrate (again: a no-op)"
 "$lop" migrate
 echo "== lop db check"
 "$lop" db check
+echo "== lop doctor (database, migrations, BLAS kernel, libcurl, artifact root, memory)"
+"$lop" doctor
 echo "== webhooks: a receiver on 127.0.0.1 (allowed by LOP_WEBHOOKS_ALLOW_HOSTS), an endpoint, and lop-notifier"
 export LOP_WEBHOOKS_ALLOW_HOSTS=127.0.0.1
 python3 scripts/webhook_receiver.py >"$dir/receiver.port" &

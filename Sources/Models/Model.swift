@@ -55,11 +55,11 @@ public enum Model {
 
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.weight.count } }
 
-    /// The type most of the weights are held in: a stored type, or F32 for a model built in memory (what a
-    /// pruned copy is written in by default, so that it really is smaller).
+    /// The type the model's files store most of its weights in (F32 for a model built in memory): what a pruned
+    /// copy is written in by default, so that it really is smaller.
     public var storageType: DType {
         var elements: [DType: Int] = [:]
-        for p in parameters { elements[p.stored?.dtype ?? .f32, default: 0] += p.weight.count }
+        for p in parameters { elements[p.sourceType, default: 0] += p.weight.count }
         return elements.max { ($0.value, $0.key.rawValue) < ($1.value, $1.key.rawValue) }?.key ?? .f32
     }
 

@@ -103,7 +103,7 @@ public struct NestedModel {
     /// equal, and the masking baseline that nested pruning is measured against).
     public func zeroMasked(sizes: [Int]) throws -> Model {
         try check(sizes: sizes)
-        var tensors = model.weights
+        var weights = model.weights
         for (unit, size) in zip(units, sizes) {
             for (parameter, axis) in UnitWeights(model, unit).all {
                 var t = parameter.value
@@ -113,9 +113,9 @@ public struct NestedModel {
                 } else {
                     for r in 0..<t.shape[0] { for c in size..<columns { t.data[r * columns + c] = 0 } }
                 }
-                tensors[parameter.name] = .float(t)
+                weights[parameter.name] = .float(t)
             }
         }
-        return try Model.load(config: model.config, weights: TensorSource(weights: tensors))
+        return try Model.load(config: model.config, weights: TensorSource(weights: weights))
     }
 }

@@ -22,6 +22,12 @@ public enum Weight: @unchecked Sendable {
         }
     }
 
+    /// The stored element type, for a stored weight.
+    public var storedType: DType? {
+        if case .stored(let m) = self { return m.dtype }
+        return nil
+    }
+
     /// Bytes the weight occupies in memory.
     public var bytes: Int {
         switch self {
@@ -40,15 +46,19 @@ public final class Parameter {
     public var gradient: Tensor?
     /// Whether AdamW's weight decay applies (matrices yes; norms' scales and biases usually not).
     public var decays: Bool
+    /// The element type the weight's file stores it in (F32 for a weight made in memory), whether or not it is
+    /// held in that type: what a pruned copy is written in by default.
+    public let sourceType: DType
 
     public convenience init(_ name: String, _ value: Tensor, decays: Bool? = nil) {
         self.init(name, .float(value), decays: decays)
     }
 
-    public init(_ name: String, _ weight: Weight, decays: Bool? = nil) {
+    public init(_ name: String, _ weight: Weight, decays: Bool? = nil, sourceType: DType? = nil) {
         self.name = name
         self.weight = weight
         self.decays = decays ?? (weight.shape.count >= 2)
+        self.sourceType = sourceType ?? (weight.storedType ?? .f32)
     }
 
     public var shape: [Int] { weight.shape }

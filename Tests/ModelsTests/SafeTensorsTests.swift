@@ -76,7 +76,7 @@ func writeBytes(_ bytes: [UInt8], _ path: String) {
         #expect(files.contains(Checkpoint.indexFile))
         #expect(files.filter { $0.hasPrefix("model-") }.count == 3)  // 512-byte tensors, two per 1200-byte shard
         let checkpoint = try Checkpoint(directory: folder)
-        #expect(checkpoint.config == .object(["x": .int(1)]))
+        #expect(checkpoint.config == .object(["x": .int(1), "torch_dtype": .string("float32")]))  // the writer names the type
         #expect(checkpoint.names == tensors.keys.sorted())
         for (name, tensor) in tensors { #expect(try checkpoint.tensor(name) == tensor) }
         // Rewriting replaces the folder whole.
