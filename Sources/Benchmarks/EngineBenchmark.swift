@@ -81,38 +81,27 @@ public enum EngineBenchmark {
             torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
                 + (result["layerwise"] as? Bool == true ? ", one layer at a time from the memory-mapped file" : "")
         }
-        func median(_ runs: [[String: Any]], _ key: String) -> Double {
-            let values = runs.compactMap { ($0[key] as? Double) ?? ($0[key] as? Int).map(Double.init) }.sorted()
-            return values.isEmpty ? .nan : values[values.count / 2]
-        }
-        let lopRun = lopRuns[0]
-        let (lopLoss, lopSeconds, lopLoad) = (lopRun["loss"] as! Double, median(lopRuns, "evaluation_seconds"), median(lopRuns, "load_seconds"))
-        let lopRSS = Int(median(lopRuns, "peak_rss_bytes"))
-        let torch: [String: Any]? = torchRuns.isEmpty ? nil : [
-            "forward_seconds": median(torchRuns, "forward_seconds"), "loss": torchRuns[0]["loss"] as? Double ?? .nan,
-            "load_seconds": median(torchRuns, "load_seconds"), "peak_rss_bytes": Int(median(torchRuns, "peak_rss_bytes")),
-        ]
+        let lop = Figures(lopRuns, seconds: "evaluation_seconds"), torch = torchRuns.isEmpty ? nil : Figures(torchRuns, seconds: "forward_seconds")
 
-        let kernel = lopRun["blas_core"] as? String ?? "?"
+        let kernel = lopRuns[0]["blas_core"] as? String ?? "?"
         var table = BenchmarkTable(title: "Engine at \(o.shape) shape (\(o.dtype.rawValue), \(String(format: "%.2f", Double(bytes) / 1e9)) GB on disk; "
                                    + "\(o.windows) windows × \(o.context) tokens; BLAS core \(kernel), \(o.threads) threads; medians of \(lopRuns.count) runs each; PyTorch: \(torchNote))")
-        let lopRate = Double(tokenCount) / lopSeconds
-        table.add("forward, lop eval", lopSeconds, unit: "s", reference: torch.map { "PyTorch \(String(format: "%.2f", $0["forward_seconds"] as! Double)) s" } ?? "—",
-                  ratio: torch.map { lopSeconds / ($0["forward_seconds"] as! Double) })
-        if let torch, let torchSeconds = torch["forward_seconds"] as? Double, let torchLoss = torch["loss"] as? Double,
-           let torchLoad = torch["load_seconds"] as? Double, let torchRSS = torch["peak_rss_bytes"] as? Int {
-            let torchRate = Double(tokenCount) / torchSeconds
+        let lopRate = Double(tokenCount) / lop.seconds
+        if let torch {
+            let torchRate = Double(tokenCount) / torch.seconds
+            table.add("forward, lop eval", lop.seconds, unit: "s", reference: "PyTorch \(String(format: "%.2f", torch.seconds)) s", ratio: lop.seconds / torch.seconds)
             table.add("forward tokens/s, lop (target ≥ 1.3× PyTorch)", lopRate, unit: "tokens/s", reference: "PyTorch \(String(format: "%.1f", torchRate)) tokens/s", ratio: lopRate / torchRate)
-            table.add("loss, lop", lopLoss, unit: "nats", reference: "PyTorch \(String(format: "%.7f", torchLoss)) (|Δ| \(String(format: "%.1e", abs(lopLoss - torchLoss))), target ≤ 1e-4)", ratio: nil)
-            table.add("load, lop", lopLoad, unit: "s", reference: "PyTorch \(String(format: "%.2f", torchLoad)) s", ratio: lopLoad / torchLoad)
-            table.add("peak RSS, lop eval (target ≤ 1.5× file)", Double(lopRSS) / 1e9, unit: "GB", reference: "PyTorch \(String(format: "%.2f", Double(torchRSS) / 1e9)) GB",
-                      ratio: Double(lopRSS) / Double(torchRSS))
+            table.add("loss, lop", lop.loss, unit: "nats", reference: "PyTorch \(String(format: "%.7f", torch.loss)) (|Δ| \(String(format: "%.1e", abs(lop.loss - torch.loss))), target ≤ 1e-4)", ratio: nil)
+            table.add("load, lop", lop.load, unit: "s", reference: "PyTorch \(String(format: "%.2f", torch.load)) s", ratio: lop.load / torch.load)
+            table.add("peak RSS, lop eval (target ≤ 1.5× file)", lop.peakRSS / 1e9, unit: "GB", reference: "PyTorch \(String(format: "%.2f", torch.peakRSS / 1e9)) GB",
+                      ratio: lop.peakRSS / torch.peakRSS)
         } else {
+            table.add("forward, lop eval", lop.seconds, unit: "s", reference: "—", ratio: nil)
             table.add("forward tokens/s, lop", lopRate, unit: "tokens/s", reference: "—", ratio: nil)
-            table.add("loss, lop", lopLoss, unit: "nats", reference: "—", ratio: nil)
-            table.add("load, lop", lopLoad, unit: "s", reference: "—", ratio: nil)
+            table.add("loss, lop", lop.loss, unit: "nats", reference: "—", ratio: nil)
+            table.add("load, lop", lop.load, unit: "s", reference: "—", ratio: nil)
         }
-        table.add("peak RSS of lop eval ÷ checkpoint size", Double(lopRSS) / Double(max(bytes, 1)), unit: "×", reference: "target ≤ 1.5", ratio: nil)
+        table.add("peak RSS of lop eval ÷ checkpoint size", lop.peakRSS / Double(max(bytes, 1)), unit: "×", reference: "target ≤ 1.5", ratio: nil)
 
         // A search's unit of work: one budget-0.5 strategy scored on the calibration windows by nested pruning.
         progress("search evaluation: importance, then \(o.evaluations) nested evaluations at budget 0.5")
@@ -144,10 +133,23 @@ public enum EngineBenchmark {
         }
         let perEvaluation = times.sorted()[times.count / 2]
         table.add("importance (LOP) on the calibration windows", importanceSeconds, unit: "s", reference: "—", ratio: nil)
-        table.add("one search evaluation at budget 0.5 (nested)", perEvaluation, unit: "s", reference: "dense forward in lop eval \(String(format: "%.2f", lopSeconds)) s",
-                  ratio: perEvaluation / lopSeconds)
+        table.add("one search evaluation at budget 0.5 (nested)", perEvaluation, unit: "s", reference: "dense forward in lop eval \(String(format: "%.2f", lop.seconds)) s",
+                  ratio: perEvaluation / lop.seconds)
         table.add("projected 300-simulation search (one evaluation each)", 300 * perEvaluation / 60, unit: "min", reference: "—", ratio: nil)
         return table
+    }
+
+    /// One side's figures: medians over its runs (the loss is the same in every run).
+    struct Figures {
+        let seconds, loss, load, peakRSS: Double
+
+        init(_ runs: [[String: Any]], seconds key: String) {
+            func median(_ key: String) -> Double {
+                let values = runs.compactMap { ($0[key] as? Double) ?? ($0[key] as? Int).map(Double.init) }.sorted()
+                return values.isEmpty ? .nan : values[values.count / 2]
+            }
+            (seconds, loss, load, peakRSS) = (median(key), median("loss"), median("load_seconds"), median("peak_rss_bytes"))
+        }
     }
 
     /// Runs a child process and parses the last line of its standard output as a JSON object.

@@ -14,16 +14,14 @@ public protocol WeightSource {
     /// Whether the source holds this tensor (optional weights such as biases or `lm_head` are looked up by it).
     func contains(_ name: String) -> Bool
     /// The element type the source stores the tensor in (nil: made in memory).
-    func storedType(_ name: String) -> DType?
+    func dtype(_ name: String) -> DType?
 }
 
 extension WeightSource {
-    public func storedType(_ name: String) -> DType? { nil }
+    public func dtype(_ name: String) -> DType? { nil }
 }
 
 extension Checkpoint: WeightSource {
-    public func storedType(_ name: String) -> DType? { dtype(name) }
-
     public func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
         guard let stored = self.shape(name) else { throw CheckpointError(path: directory, problem: "tensor \"\(name)\" is missing") }
         guard stored == shape else {
@@ -41,7 +39,7 @@ public struct TensorSource: WeightSource {
     public init(weights: [String: Weight]) { self.weights = weights }
 
     public func contains(_ name: String) -> Bool { weights[name] != nil }
-    public func storedType(_ name: String) -> DType? { weights[name]?.storedType }
+    public func dtype(_ name: String) -> DType? { weights[name]?.storedType }
 
     public func weight(_ name: String, shape: [Int], role: WeightRole, keepStored: Bool) throws -> Weight {
         guard let w = weights[name] else { throw CheckpointError(path: "(memory)", problem: "tensor \"\(name)\" is missing") }
@@ -92,7 +90,7 @@ struct WeightReader {
     mutating func take(_ name: String, _ shape: [Int], _ role: WeightRole, stored: Bool = false) throws -> Parameter {
         let full = prefix + name
         let weight = try source.weight(full, shape: shape, role: role, keepStored: stored)
-        let parameter = Parameter(full, weight, decays: role == .matrix || role == .embedding, sourceType: source.storedType(full))
+        let parameter = Parameter(full, weight, decays: role == .matrix || role == .embedding, sourceType: source.dtype(full))
         loaded.append(parameter)
         return parameter
     }

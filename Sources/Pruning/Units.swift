@@ -68,12 +68,8 @@ extension Model {
             case .float(let t): t.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
             case .stored(let m):
                 // Widened a panel at a time: the hash is over Float values, without a Float copy of the matrix.
-                let panel = max(1, min(m.rows, (8 << 20) / max(1, m.columns)))
-                var scratch = [Float](repeating: 0, count: panel * m.columns)
-                for start in stride(from: 0, to: m.rows, by: panel) {
-                    let p = min(panel, m.rows - start)
-                    scratch.withUnsafeMutableBufferPointer { m.widen(rows: start..<(start + p), into: $0.baseAddress!) }
-                    scratch.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0.prefix(p * m.columns * 4))) }
+                m.forEachWidenedPanel(bytes: 8 << 20) { range, panel in
+                    hasher.update(bufferPointer: UnsafeRawBufferPointer(start: panel, count: range.count * m.columns * 4))
                 }
             }
         }

@@ -169,7 +169,9 @@ public enum BLASKernel {
         }
         switch plan(loadedCore: loaded, cpu: cpu, environment: environment) {
         case .keep(let chosenBy, let library, let note):
-            record(chosenBy, library: library, check: note.contains("failed") ? false : nil, note: note)
+            // After a rejection the marker says so; otherwise lop checked nothing.
+            let rejected = environment[markerVariable]?.hasPrefix("rejected:") == true
+            record(chosenBy, library: library, check: rejected ? false : nil, note: note)
         case .choose(let core, let library):
             reexecute(setting: ["OPENBLAS_CORETYPE": core, markerVariable: "lop:\(core):\(library)"])
             record("library", library: library, check: nil, note: "could not re-execute to load \(core); the library's \(library) is kept")

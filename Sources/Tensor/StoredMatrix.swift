@@ -169,7 +169,19 @@ public struct StoredMatrix: @unchecked Sendable {  // immutable; the bytes are n
     /// Float scratch per panel: a layer's FFN matrix at 1 B scale widens in one panel, a 7 B one in three.
     public static let panelBytes = 64 << 20
 
-    func panelRows(_ bytes: Int) -> Int { max(1, min(rows, bytes / max(1, columns * 4))) }
+    /// Calls `body` with consecutive logical rows widened into one Float scratch buffer of at most `bytes`
+    /// (at least one row), panel by panel, in order.
+    public func forEachWidenedPanel(bytes: Int = panelBytes, _ body: (Range<Int>, UnsafePointer<Float>) -> Void) {
+        guard rows > 0 else { return }
+        let panel = max(1, min(rows, bytes / max(1, columns * 4)))
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, panel * columns))
+        defer { scratch.deallocate() }
+        for start in stride(from: 0, to: rows, by: panel) {
+            let range = start..<min(rows, start + panel)
+            widen(rows: range, into: scratch)
+            body(range, scratch)
+        }
+    }
 
     /// out[n × rows] = x[n × columns] · selfᵀ.
     public func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, panelBytes: Int = panelBytes) {
@@ -178,14 +190,9 @@ public struct StoredMatrix: @unchecked Sendable {  // immutable; the bytes are n
             BLAS.gemm(transposeA: false, transposeB: true, m: n, n: rows, k: columns, a: x, lda: columns, b: w, ldb: ld, c: out, ldc: rows)
             return
         }
-        let panel = panelRows(panelBytes)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, panel * columns))
-        defer { scratch.deallocate() }
-        for start in stride(from: 0, to: rows, by: panel) {
-            let p = min(panel, rows - start)
-            widen(rows: start..<(start + p), into: scratch)
-            BLAS.gemm(transposeA: false, transposeB: true, m: n, n: p, k: columns, a: x, lda: columns, b: scratch, ldb: columns,
-                      c: out + start, ldc: rows)
+        forEachWidenedPanel(bytes: panelBytes) { range, panel in
+            BLAS.gemm(transposeA: false, transposeB: true, m: n, n: range.count, k: columns, a: x, lda: columns, b: panel, ldb: columns,
+                      c: out + range.lowerBound, ldc: rows)
         }
     }
 
@@ -197,14 +204,9 @@ public struct StoredMatrix: @unchecked Sendable {  // immutable; the bytes are n
             BLAS.gemm(transposeA: false, transposeB: false, m: n, n: columns, k: rows, a: g, lda: rows, b: w, ldb: ld, c: out, ldc: columns)
             return
         }
-        let panel = panelRows(panelBytes)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, panel * columns))
-        defer { scratch.deallocate() }
-        for start in stride(from: 0, to: rows, by: panel) {
-            let p = min(panel, rows - start)
-            widen(rows: start..<(start + p), into: scratch)
-            BLAS.gemm(transposeA: false, transposeB: false, m: n, n: columns, k: p, a: g + start, lda: rows, b: scratch, ldb: columns,
-                      beta: start == 0 ? 0 : 1, c: out, ldc: columns)
+        forEachWidenedPanel(bytes: panelBytes) { range, panel in
+            BLAS.gemm(transposeA: false, transposeB: false, m: n, n: columns, k: range.count, a: g + range.lowerBound, lda: rows, b: panel,
+                      ldb: columns, beta: range.lowerBound == 0 ? 0 : 1, c: out, ldc: columns)
         }
     }
 }

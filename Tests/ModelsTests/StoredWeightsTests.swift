@@ -30,10 +30,7 @@ import TestSupport
         let fixture = try Model.load(directory: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama")
         #expect(fixture.parameters.allSatisfy { $0.stored == nil })
         #expect(fixture.storageType == .f16)  // widened, but still known to come from F16
-        var config = RandomCheckpoint.tinyLlama
-        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (300, 512, 1, 8, 2, 64)
-        config.intermediateSize = 512
-        config.ffnSizes = [512]
+        let config = LlamaConfig(vocabularySize: 300, hiddenSize: 512, intermediateSize: 512, layers: 1, heads: 8, kvHeads: 2)
         let folder = directory + "/threshold"
         try RandomCheckpoint.write(config, dtype: .bf16, seed: 7, to: folder)
         // q is 512 × 512 = 256 K elements, the threshold: kept; k is 128 × 512: widened.
@@ -61,10 +58,7 @@ import TestSupport
 
     @Test(arguments: [DType.bf16, .f16, .f32])
     func randomModelFromStoredWeightsMatchesTheWidenedPath(dtype: DType) throws {
-        var config = RandomCheckpoint.tinyLlama
-        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (300, 64, 2, 4, 2, 16)
-        config.intermediateSize = 176
-        config.ffnSizes = [176, 176]
+        let config = LlamaConfig(vocabularySize: 300, hiddenSize: 64, intermediateSize: 176, layers: 2, heads: 4, kvHeads: 2)
         let folder = directory + "/random-\(dtype.rawValue)"
         let bytes = try RandomCheckpoint.write(config, dtype: dtype, seed: 3, to: folder)
         let stored = try Model.load(directory: folder, storedMinimumElements: 0)
@@ -91,10 +85,7 @@ import TestSupport
     }
 
     @Test func aFileTruncatedAfterOpeningIsAnErrorNamingItAndLoadedWeightsStayValid() throws {
-        var config = RandomCheckpoint.tinyLlama
-        (config.vocabularySize, config.hiddenSize, config.layers, config.heads, config.kvHeads, config.headDim) = (100, 32, 1, 2, 1, 16)
-        config.intermediateSize = 64
-        config.ffnSizes = [64]
+        let config = LlamaConfig(vocabularySize: 100, hiddenSize: 32, intermediateSize: 64, layers: 1, heads: 2, kvHeads: 1)
         let folder = directory + "/truncated"
         try RandomCheckpoint.write(config, dtype: .bf16, seed: 4, to: folder)
         let loaded = try Model.load(directory: folder, storedMinimumElements: 0)
