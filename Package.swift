@@ -46,6 +46,8 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
 
+        // lop's version and its one SHA-256 hex form, shared by the model side and the infrastructure.
+        .target(name: "Provenance", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
             name: "LopConfig",
             dependencies: [.product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
@@ -59,22 +61,22 @@ let package = Package(
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
         .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Loss, perplexity and answer accuracy; calibration sets; comparison reports.
-        .target(name: "Evaluation", dependencies: ["Models", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Evaluation", dependencies: ["Models", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
         .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Prunable units, budgets and their exact projection, importance, nested models, allocation baselines.
-        .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
-        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopConfig", "Store", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopConfig", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopConfig", "Provenance", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
-                "CLibPQ", "LopConfig",
+                "CLibPQ", "LopConfig", "Provenance",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -85,7 +87,7 @@ let package = Package(
             dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Provenance", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .executableTarget(
             name: "lop-worker",
             dependencies: [
@@ -109,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
+                "LopConfig", "Provenance", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -122,14 +124,14 @@ let package = Package(
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
-        .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "LopConfig", "Pruning", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FixturesTests", dependencies: ["Fixtures", "Evaluation", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Provenance", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Models
+import Provenance
 import Tensor
 
 /// The data importance scores and allocations are computed on: token batches (text, or text with images),
@@ -37,7 +38,7 @@ public struct Calibration {
             hasher.update(data: Data("|images \(batch.tokens.images?.shape ?? [])|".utf8))
             batch.tokens.images?.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         }
-        hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        hash = hasher.finalize().hexadecimal
     }
 
     /// The first `samples` windows of `context + 1` tokens from a token stream, in batches of `batchSize`.

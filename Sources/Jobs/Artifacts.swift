@@ -1,6 +1,7 @@
 import Crypto
 import Fixtures
 import Foundation
+import Provenance
 import Store
 
 /// The folder under which registered models live (`artifacts.root`). A folder is written under `.tmp/`, then
@@ -83,7 +84,7 @@ public struct ArtifactRoot: Sendable {
             hasher.update(data: chunk)
             bytes += Int64(chunk.count)
         }
-        return FileDigest(sha256: hasher.finalize().map { String(format: "%02x", $0) }.joined(), bytes: bytes)
+        return FileDigest(sha256: hasher.finalize().hexadecimal, bytes: bytes)
     }
 
     /// Files of a registered model that are missing or whose SHA-256 differs from the registry's.
@@ -99,9 +100,4 @@ public struct ArtifactRoot: Sendable {
         if case .tokens(let file) = spec, !file.hasPrefix("/") { return .tokens(path: folder(model) + "/" + file) }
         return spec
     }
-}
-
-/// Lowercase hexadecimal SHA-256 of a text (request keys, folder names).
-func sha256Hex(_ text: String) -> String {
-    SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
 }

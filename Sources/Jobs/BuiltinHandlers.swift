@@ -3,48 +3,51 @@ import LopConfig
 import Queue
 import Store
 
-/// Reads a job's args as a JSON object, or names what is wrong with them.
-func argumentObject(_ args: JSONB) throws -> [String: AnyJSON] {
-    guard let object = try? args.decode([String: AnyJSON].self) else { throw ArgumentError("args", "must be a JSON object") }
-    return object
+/// Arguments of a job that takes any object and reads none of it.
+public struct IgnoredArguments: Decodable, Sendable {
+    public init(from decoder: any Decoder) throws {}
 }
 
 /// `noop`: completes at once with `{"ok": true}`; for tests and the queue benchmark.
 public struct NoopHandler: JobHandler {
-    public let kind = "noop"
+    public static let kind = JobKind.noop
+    public struct Output: Codable, Sendable { public let ok: Bool }
     public init() {}
 
-    public func validate(_ args: JSONB) throws {
-        _ = try argumentObject(args)
-    }
-
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        JobResult(result: JSONB(text: "{\"ok\": true}"))
+    public func run(_ arguments: IgnoredArguments, job: Job, context: JobContext) throws -> JobOutcome<Output> {
+        JobOutcome(Output(ok: true))
     }
 }
 
 /// `sleep`: waits `seconds` (0…86400), reporting progress and stopping promptly when cancelled; for tests of
 /// long jobs (leases, cancel, kill -9, shutdown).
 public struct SleepHandler: JobHandler {
-    public let kind = "sleep"
+    public static let kind = JobKind.sleep
+
+    public struct Arguments: Decodable, Sendable {
+        public let seconds: Double
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case seconds }
+
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            seconds = try c.decode(Double.self, forKey: .seconds)
+            guard seconds.isFinite, seconds >= 0, seconds <= 86400 else {
+                throw c.invalid(.seconds, "must be between 0 and 86400, got \(seconds)")
+            }
+        }
+    }
+
+    public struct Output: Codable, Sendable {
+        public let sleptSeconds: Double
+        enum CodingKeys: String, CodingKey { case sleptSeconds = "slept_seconds" }
+    }
+
     public init() {}
 
-    public func validate(_ args: JSONB) throws {
-        _ = try seconds(args)
-    }
-
-    func seconds(_ args: JSONB) throws -> Double {
-        let object = try argumentObject(args)
-        guard let raw = object["seconds"] else { throw ArgumentError("seconds", "is required") }
-        guard case let .number(value) = raw else { throw ArgumentError("seconds", "must be a number") }
-        guard value.isFinite, value >= 0, value <= 86400 else { throw ArgumentError("seconds", "must be between 0 and 86400, got \(value)") }
-        let unknown = Set(object.keys).subtracting(["seconds"])
-        if let extra = unknown.sorted().first { throw ArgumentError(extra, "is not an argument of sleep") }
-        return value
-    }
-
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let total = try seconds(job.args)
+    public func run(_ arguments: Arguments, job: Job, context: JobContext) throws -> JobOutcome<Output> {
+        let total = arguments.seconds
         let end = Date().addingTimeInterval(total)
         while Date() < end {
             try context.checkCancelled()
@@ -52,14 +55,17 @@ public struct SleepHandler: JobHandler {
             Thread.sleep(forTimeInterval: min(0.05, max(end.timeIntervalSinceNow, 0)))
         }
         context.progress(1, "done")
-        return JobResult(result: JSONB(text: "{\"slept_seconds\": \(total)}"))
+        return JobOutcome(Output(sleptSeconds: total))
     }
 }
 
-/// Every handler lop has, by kind, with the defaults of `config`.
+/// Every handler lop has, one per `JobKind`, with the defaults of `config`.
 public enum JobHandlers {
     public static func all(config: LopConfig = LopConfig()) -> [any JobHandler] {
-        [NoopHandler(), SleepHandler(), SearchHandler(config: config), SweepHandler(config: config), CompressHandler(config: config),
-         TrainHandler(config: config)]
+        let handlers: [any JobHandler] = [
+            NoopHandler(), SleepHandler(), SearchHandler(config: config), SweepHandler(config: config), CompressHandler(config: config),
+            TrainHandler(config: config), EvaluateHandler(config: config),
+        ]
+        return JobKind.allCases.map { kind in handlers.first { $0.kind == kind }! }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import LopConfig
 import Models
 import Predictor
+import Provenance
 import Pruning
 import Queue
 import Search
@@ -54,8 +55,13 @@ public struct CompressSummary: Codable, Sendable {
     }
 }
 
-/// The compress job's stages, in order; its progress message starts with `N/4 stage:`.
-public let compressStages = ["strategy", "prune", "evaluate", "register"]
+/// The compress job's stages, in order: recorded in `lop.jobs.progress_stage`; the progress message starts with
+/// `N/4 stage:` for people.
+public enum CompressStage: String, CaseIterable, Sendable {
+    case strategy, prune, evaluate, register
+
+    public var index: Int { Self.allCases.firstIndex(of: self)! }
+}
 
 /// `compress`: a registered base model and a budget → a pruned, evaluated model, registered in the same
 /// transaction that completes the job (with its `model.registered` event). A request with the identity of
@@ -66,74 +72,88 @@ public struct CompressHandler: JobHandler {
         sha256Hex("compress/2|base=\(base)|budget=\(budget.identity)|method=\(method)|predictor=\(predictor ?? 0)|search=\(search)")
     }
 
-    public let kind = "compress"
+    public static let kind = JobKind.compress
     let config: LopConfig
 
     public init(config: LopConfig = LopConfig()) {
         self.config = config
     }
 
-    enum Method: String { case predict, search, auto }
+    public enum Method: String, Codable, Sendable { case predict, search, auto }
 
-    struct Request {
-        var model: ModelReference
-        var budget: Budget
-        var method: Method
-        var evaluate: Bool
-        var name: String?
-        var predictor: ModelReference?
-        var search: [String: AnyJSON]?
-    }
+    /// A compress job's args.
+    public struct Arguments: Decodable, Sendable {
+        /// A registered base model.
+        public var model: ModelReference
+        public var budget: Budget
+        /// nil: `compress.method` from the config.
+        public var method: Method?
+        public var evaluate: Bool
+        /// The registry name of the pruned model (default: BASE-pruned).
+        public var name: String?
+        public var predictor: ModelReference?
+        /// Search setting overrides, as a search job takes them.
+        public var search: [String: AnyJSON]?
 
-    static let keys: Set<String> = ["model", "budget", "method", "evaluate", "name", "predictor", "search"]
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, budget, method, evaluate, name, predictor, search }
 
-    func request(_ args: JSONB) throws -> Request {
-        let object = try argumentObject(args)
-        let a = Arguments(object)
-        try a.rejectUnknown(Self.keys, kind: "compress")
-        let model = try a.check("model") { try ModelReference(parsing: try a.requiredString("model")) }
-        let budget = try a.budget("budget")
-        let methodName = try a.string("method") ?? config.compress.method
-        guard let method = Method(rawValue: methodName) else { throw ArgumentError("method", "must be predict, search or auto, got \"\(methodName)\"") }
-        let name = try a.string("name")
-        if let name, !ModelReference.isName(name) {
-            throw ArgumentError("name", "\"\(name)\" is not a model name (letters, digits, '.', '-', '_'; at most 100; starting with a letter or digit)")
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            guard let model = try c.parsed(.model, ModelReference.init(parsing:)) else { throw c.invalid(.model, "is required") }
+            self.model = model
+            budget = try c.decode(Budget.self, forKey: .budget)
+            method = try c.parsed(.method) { name in
+                guard let method = Method(rawValue: name) else { throw c.invalid(.method, "must be predict, search or auto, got \"\(name)\"") }
+                return method
+            }
+            evaluate = try c.decodeIfPresent(Bool.self, forKey: .evaluate) ?? true
+            name = try c.string(.name)
+            if let name, !ModelReference.isName(name) {
+                throw c.invalid(.name, "\"\(name)\" is not a model name (letters, digits, '.', '-', '_'; at most 100; starting with a letter or digit)")
+            }
+            predictor = try c.parsed(.predictor, ModelReference.init(parsing:))
+            search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
         }
-        let predictor = try a.string("predictor").map { text in try a.check("predictor") { try ModelReference(parsing: text) } }
-        if predictor != nil && method == .search { throw ArgumentError("predictor", "is not used by method search") }
-        let search = try a.object("search")
+    }
+
+    /// The method a request runs: its own, or the config's default.
+    func method(_ arguments: Arguments) throws -> Method {
+        if let method = arguments.method { return method }
+        guard let method = Method(rawValue: config.compress.method) else {
+            throw ArgumentError("method", "must be predict, search or auto, got \"\(config.compress.method)\"")
+        }
+        return method
+    }
+
+    public func validate(_ arguments: Arguments) throws {
+        let method = try method(arguments)
+        if arguments.predictor != nil && method == .search { throw ArgumentError("predictor", "is not used by method search") }
         // The search overrides are checked as a search job would check them.
-        _ = try SearchRequest(arguments: ["model": .string("-"), "search": search.map(AnyJSON.object) ?? .null], budget: budget, config: config)
-        return Request(model: model, budget: budget, method: method, evaluate: try a.bool("evaluate") ?? true, name: name,
-                       predictor: predictor, search: search)
+        var settings = config.search
+        try settings.apply(arguments.search ?? [:])
     }
 
-    public func validate(_ args: JSONB) throws {
-        _ = try request(args)
-    }
-
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let request = try request(job.args)
+    public func run(_ request: Arguments, job: Job, context: JobContext) throws -> JobOutcome<CompressSummary> {
+        let method = try method(request)
         let started = Date()
         let registry = Registry(pool: context.queue.pool)
         let root = try ArtifactRoot(config.artifacts.root)
-        var current = -1
-        func stage(_ index: Int, _ fraction: Double, _ message: String) {
-            context.progress(fraction, "\(index + 1)/\(compressStages.count) \(compressStages[index]): \(message)", milestone: index != current)
-            current = index
+        func stage(_ stage: CompressStage, _ fraction: Double, _ message: String) {
+            context.progress(fraction, "\(stage.index + 1)/\(CompressStage.allCases.count) \(stage.rawValue): \(message)", stage: stage.rawValue)
         }
 
         // Which models: a name that does not resolve can never work, so it discards the job.
-        stage(0, 0, "resolving \(request.model)")
+        stage(.strategy, 0, "resolving \(request.model)")
         let base = try argument("model") { try registry.resolve(request.model) }
         guard base.kind == .base else { throw ArgumentError("model", "\(base.reference) is a \(base.kind.rawValue) model; compress takes a base model") }
         var predictorRecord: RegisteredModel?
-        if request.method != .search {
+        if method != .search {
             if let reference = request.predictor {
                 predictorRecord = try argument("predictor") { try registry.resolve(reference) }
             } else {
                 predictorRecord = try? registry.resolve(ModelReference(name: TrainHandler.predictorName(of: base.name), selector: .alias("champion")))
-                if predictorRecord == nil && request.method == .predict {
+                if predictorRecord == nil && method == .predict {
                     throw ArgumentError("method", "predict needs a predictor, and \(base.reference) has no champion predictor yet (run a train job, or use search or auto)")
                 }
             }
@@ -144,22 +164,22 @@ public struct CompressHandler: JobHandler {
 
         // The request's identity: a retry or a duplicate finds the model already registered.
         let searchText = try request.search.map { try JSONB(encoding: $0).text } ?? "{}"
-        let key = Self.requestKey(base: base.id, budget: request.budget, method: request.method.rawValue, predictor: predictorRecord?.id,
-                                  search: request.method == .predict ? "" : searchText)
+        let key = Self.requestKey(base: base.id, budget: request.budget, method: method.rawValue, predictor: predictorRecord?.id,
+                                  search: method == .predict ? "" : searchText)
         if let existing = try registry.model(requestKey: key) {
             let damaged = root.verify(existing)
             guard damaged.isEmpty else {
                 throw RegistryError("\(existing.reference) is registered for this request but its files \(damaged.joined(separator: ", ")) are missing or changed")
             }
-            stage(3, 1, "reused \(existing.reference)")
+            stage(.register, 1, "reused \(existing.reference)")
             var summary = try existing.lineage.decode(StoredSummary.self).summary
             summary.model = CompressSummary.ModelRef(existing)
             summary.reused = true
-            return JobResult(result: try JSONB(encoding: summary))
+            return JobOutcome(summary)
         }
 
         // 1. Strategy: predicted, or searched (auto searches when the predictor should not be trusted here).
-        stage(0, 0.02, "loading \(base.reference) and ranking neurons")
+        stage(.strategy, 0.02, "loading \(base.reference) and ranking neurons")
         var timings: [String: Double] = [:]
         var clock = Date()
         let opened: OpenedPredictor? = try predictorRecord.map { try OpenedPredictor($0, root: root) }
@@ -170,7 +190,7 @@ public struct CompressHandler: JobHandler {
         } catch {
             throw ArgumentError("budget", error.description)
         }
-        var methodUsed = request.method == .search ? "search" : "predict"
+        var methodUsed = method == .search ? "search" : "predict"
         var fallback: String?
         var prediction: Prediction?
         var ratios: [Double] = []
@@ -182,23 +202,23 @@ public struct CompressHandler: JobHandler {
                 let p = try opened.predictor.predict(request.budget, bounds: opening.request.bounds)
                 prediction = p
                 (ratios, sizes) = (p.ratios, p.sizes)
-                if request.method == .auto && !p.inTrainedRange {
+                if method == .auto && !p.inTrainedRange {
                     fallback = String(format: "the budget keeps %.3f of the FFN parameters, outside the predictor's trained range %.3f–%.3f",
                                       Projection.keptFraction(p.sizes, units: opening.units), p.trainedRange[0], p.trainedRange[1])
-                } else if request.method == .auto && p.maximumSpread > config.compress.maxSpread {
+                } else if method == .auto && p.maximumSpread > config.compress.maxSpread {
                     fallback = String(format: "the predictor's members disagree: largest spread %.4f > compress.max_spread %.4f", p.maximumSpread, config.compress.maxSpread)
                 }
-            } catch let error as ArgumentError where request.method == .auto {
+            } catch let error as ArgumentError where method == .auto {
                 fallback = error.reason
             }
-        } else if request.method == .auto {
+        } else if method == .auto {
             fallback = "\(base.reference) has no champion predictor yet"
         }
-        if request.method == .search || fallback != nil {
+        if method == .search || fallback != nil {
             methodUsed = "search"
-            stage(0, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
+            stage(.strategy, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
             let (result, written) = try opening.request.runStored(opening.prepared, job: job, context: context) { done, total, bestLoss in
-                stage(0, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
+                stage(.strategy, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
             }
             (ratios, sizes, samplesWritten) = (result.best.ratios, result.best.sizes, written)
         }
@@ -207,7 +227,7 @@ public struct CompressHandler: JobHandler {
 
         // 2. Prune: the smaller checkpoint, written under a temporary name.
         clock = Date()
-        stage(1, 0.6, "writing the pruned checkpoint")
+        stage(.prune, 0.6, "writing the pruned checkpoint")
         let temporary = try root.temporary(for: key)
         defer { try? FileManager.default.removeItem(atPath: temporary) }
         let dtype = opening.prepared.model.storageType
@@ -222,7 +242,7 @@ public struct CompressHandler: JobHandler {
         let baseMetrics = base.heldOutMetrics
         var reportFile: String?
         if request.evaluate {
-            stage(2, 0.7, "held-out \(base.evalData ?? "data")")
+            stage(.evaluate, 0.7, "held-out \(base.evalData ?? "data")")
             let written = try Model.load(directory: temporary)
             guard written.parameterCount == pruned.parameterCount else {
                 throw RegistryError("the written checkpoint has \(written.parameterCount) parameters, the pruned model \(pruned.parameterCount)")
@@ -246,7 +266,7 @@ public struct CompressHandler: JobHandler {
         // 4. Register: files hashed, folder renamed into place; the row, the job's completion and the
         // model.registered event then commit in one transaction.
         clock = Date()
-        stage(3, 0.95, "hashing and registering")
+        stage(.register, 0.95, "hashing and registering")
         let files = try ArtifactRoot.digest(folder: temporary)
         let name = request.name ?? "\(base.name)-pruned"
         let relative = "pruned/\(name)/\(key.prefix(20))"
@@ -254,7 +274,7 @@ public struct CompressHandler: JobHandler {
         timings["register"] = Date().timeIntervalSince(clock)
         timings["total"] = Date().timeIntervalSince(started)
         let summary = CompressSummary(
-            model: nil, reused: false, base: .init(base), budget: request.budget.description, method: request.method.rawValue, methodUsed: methodUsed,
+            model: nil, reused: false, base: .init(base), budget: request.budget.description, method: method.rawValue, methodUsed: methodUsed,
             fallback: fallback, predictor: predictorRecord.map(CompressSummary.ModelRef.init), prediction: prediction, strategy: record.ratios,
             sizes: sizes, keptFraction: Projection.keptFraction(sizes, units: opening.units), parameters: Int64(pruned.parameterCount),
             baseParameters: base.parameters, sizeBytes: files.values.reduce(0) { $0 + $1.bytes }, metrics: metrics, baseMetrics: baseMetrics,
@@ -272,18 +292,18 @@ public struct CompressHandler: JobHandler {
         new.metrics = try JSONB(encoding: HeldOutMetrics(heldOut: metrics))
         new.lineage = try JSONB(encoding: StoredSummary(summary: summary, searchKey: methodUsed == "search" ? "job:\(job.id)" : nil))
         let model = new
-        return JobResult(result: try JSONB(encoding: summary)) { c in
+        return JobOutcome(summary) { c in
             var final = summary
             if let existing = try registry.model(requestKey: key, on: c) {
                 // A duplicate running at the same time registered it first (same files, same folder).
                 final.model = .init(existing)
                 final.reused = true
-                return try JSONB(encoding: final)
+                return final
             }
             let registered = try registry.register(model, on: c)
             _ = try WebhookStore.emit("model.registered", data: RegisteredEvent(registered), on: c)
             final.model = .init(registered)
-            return try JSONB(encoding: final)
+            return final
         }
     }
 

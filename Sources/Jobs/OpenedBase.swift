@@ -18,17 +18,16 @@ struct OpenedBase {
     let prepared: SearchRequest.Prepared
     let heldOut: EvaluationData
 
-    init(_ record: RegisteredModel, root: ArtifactRoot, config: LopConfig, budget: Budget, importance: String?,
+    init(_ record: RegisteredModel, root: ArtifactRoot, config: LopConfig, budget: Budget, importance: ImportanceMethod?,
          search: [String: AnyJSON]? = nil) throws {
         guard record.kind == .base, let calibration = record.calibration, let evalData = record.evalData else {
             throw ArgumentError("model", "\(record.reference) is a \(record.kind.rawValue) model, not a base model")
         }
         self.record = record
         folder = root.folder(record)
-        var arguments: [String: AnyJSON] = ["model": .string(folder), "calibration": .string(try root.data(calibration, of: record).description)]
-        if let importance { arguments["importance"] = .string(importance) }
-        if let search { arguments["search"] = .object(search) }
-        request = try SearchRequest(arguments: arguments, budget: budget, config: config)
+        let options = SearchOptions(model: folder, calibration: try root.data(calibration, of: record).description,
+                                    importance: importance, search: search)
+        request = try SearchRequest(options: options, budget: budget, config: config)
         prepared = try request.prepare()
         guard prepared.pruner.modelHash == record.contentHash else {
             throw RegistryError("\(record.reference): the files in \(folder) are not the registered model (content hash \(prepared.pruner.modelHash.prefix(16))…, registered \(record.contentHash.prefix(16))…)")
@@ -51,13 +50,13 @@ struct OpenedPredictor {
     let record: RegisteredModel
     let predictor: Predictor
     /// The importance method of the samples it learnt from (the base must rank neurons the same way).
-    let importance: String?
+    let importance: ImportanceMethod?
 
     init(_ record: RegisteredModel, root: ArtifactRoot) throws {
         guard record.kind == .predictor else { throw ArgumentError("predictor", "\(record.reference) is a \(record.kind.rawValue) model, not a predictor") }
         self.record = record
         predictor = try Predictor.load(root.folder(record) + "/" + Self.fileName)
-        importance = (try? record.lineage.decode([String: AnyJSON].self))?["importance"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+        importance = (try? record.lineage.decode(PredictorLineage.self))?.importance
     }
 
     /// Refuses a base model the predictor was not trained for: another registry entry, other weights, other units,

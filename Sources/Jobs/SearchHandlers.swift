@@ -74,34 +74,26 @@ public struct SearchSummary: Codable, Sendable {
 /// stored in `lop.samples` (in batches). A retried search replays its seeded tree from the samples it stored,
 /// so it resumes without re-evaluating them and ends where an uninterrupted run would.
 public struct SearchHandler: JobHandler {
-    public let kind = "search"
+    public static let kind = JobKind.search
     let config: LopConfig
 
     public init(config: LopConfig = LopConfig()) {
         self.config = config
     }
 
-    func request(_ args: JSONB) throws -> SearchRequest {
-        let object = try argumentObject(args)
-        let a = Arguments(object)
-        try a.rejectUnknown(SearchRequest.sharedKeys.union(["budget"]), kind: "search")
-        return try SearchRequest(arguments: object, budget: try a.budget("budget"), config: config)
+    public func validate(_ arguments: SearchArguments) throws {
+        _ = try SearchRequest(options: arguments.options, budget: arguments.budget, config: config)
     }
 
-    public func validate(_ args: JSONB) throws {
-        _ = try request(args)
-    }
-
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        var request = try request(job.args)
+    public func run(_ arguments: SearchArguments, job: Job, context: JobContext) throws -> JobOutcome<SearchSummary> {
+        var request = try SearchRequest(options: arguments.options, budget: arguments.budget, config: config)
         request.model = try modelFolder(request.model, pool: context.queue.pool, config: config)
         context.progress(0, "loading \(request.model) and ranking neurons")
         let prepared = try request.prepare()
         let (result, written) = try request.runStored(prepared, job: job, context: context) { done, total, bestLoss in
             context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
         }
-        let summary = SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written)
-        return JobResult(result: try JSONB(encoding: summary))
+        return JobOutcome(SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written))
     }
 }
 
@@ -109,7 +101,7 @@ public struct SearchHandler: JobHandler {
 /// sweep). The sweep waits without spending attempts until every child is final, then summarises the best
 /// strategy per budget.
 public struct SweepHandler: JobHandler {
-    public let kind = "sweep"
+    public static let kind = JobKind.sweep
     let config: LopConfig
     /// How long the sweep waits between looks at its children (a finishing child wakes it sooner).
     let recheckSeconds: Double
@@ -119,45 +111,46 @@ public struct SweepHandler: JobHandler {
         self.recheckSeconds = recheckSeconds
     }
 
-    /// `budgets`: a list (`[0.3, "50%", "params:N"]`) or a fraction range `{"from", "to", "step"}`.
-    func budgets(_ object: [String: AnyJSON]) throws -> [Budget] {
-        guard let value = object["budgets"], value != .null else { throw ArgumentError("budgets", "is required") }
-        var budgets: [Budget] = []
-        switch value {
-        case .array(let items):
-            budgets = try items.enumerated().map { try Arguments.budget($1, key: "budgets[\($0)]") }
-        case .object(let range):
-            guard case .number(let from)? = range["from"], case .number(let to)? = range["to"], case .number(let step)? = range["step"],
-                  range.count == 3 else { throw ArgumentError("budgets", "as a range must be {\"from\", \"to\", \"step\"} (fractions)") }
-            guard from > 0, to <= 1, from <= to, step > 0, (to - from) / step < 1000 else {
-                throw ArgumentError("budgets", "range needs 0 < from <= to <= 1 and a positive step giving at most 1000 budgets")
+    /// The shared search options and the budgets: a list (`[0.3, "50%", "params:N"]`) or a fraction range
+    /// `{"from", "to", "step"}`.
+    public struct Arguments: Decodable, Sendable {
+        public var options: SearchOptions
+        public var budgets: [Budget]
+
+        enum CodingKeys: String, CodingKey { case budgets }
+        struct Range: Decodable { let from, to, step: Double }
+
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(SearchOptions.CodingKeys.allCases.map(\.stringValue) + ["budgets"])
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            guard c.contains(.budgets), try !c.decodeNil(forKey: .budgets) else { throw c.invalid(.budgets, "is required") }
+            if (try? c.decode([AnyJSON].self, forKey: .budgets)) != nil {
+                budgets = try c.decode([Budget].self, forKey: .budgets)
+            } else if let range = try? c.decode([String: AnyJSON].self, forKey: .budgets) {
+                guard range.count == 3, let r = try? c.decode(Range.self, forKey: .budgets) else {
+                    throw c.invalid(.budgets, "as a range must be {\"from\", \"to\", \"step\"} (fractions)")
+                }
+                guard r.from > 0, r.to <= 1, r.from <= r.to, r.step > 0, (r.to - r.from) / r.step < 1000 else {
+                    throw c.invalid(.budgets, "range needs 0 < from <= to <= 1 and a positive step giving at most 1000 budgets")
+                }
+                // Budgets on the step grid, rounded so that 0.2 + 3 × 0.05 is 0.35, not 0.35000000000000003.
+                let count = Int(((r.to - r.from) / r.step + 1e-9).rounded(.down)) + 1
+                budgets = (0..<count).map { i in .fraction(((r.from + Double(i) * r.step) * 1e9).rounded() / 1e9) }
+            } else {
+                throw c.invalid(.budgets, "must be a list of budgets or {\"from\", \"to\", \"step\"}")
             }
-            // Budgets on the step grid, rounded so that 0.2 + 3 × 0.05 is 0.35, not 0.35000000000000003.
-            let count = Int(((to - from) / step + 1e-9).rounded(.down)) + 1
-            budgets = try (0..<count).map { i in
-                try Arguments.budget(.number(((from + Double(i) * step) * 1e9).rounded() / 1e9), key: "budgets")
+            guard !budgets.isEmpty, budgets.count <= 1000 else { throw c.invalid(.budgets, "must hold 1 to 1000 budgets") }
+            var seen = Set<String>()
+            if let repeated = budgets.first(where: { !seen.insert($0.description).inserted }) {
+                throw c.invalid(.budgets, "lists \(repeated) twice")
             }
-        default: throw ArgumentError("budgets", "must be a list of budgets or {\"from\", \"to\", \"step\"}")
+            options = try SearchOptions(from: decoder)
         }
-        guard !budgets.isEmpty, budgets.count <= 1000 else { throw ArgumentError("budgets", "must hold 1 to 1000 budgets") }
-        var seen = Set<String>()
-        if let repeated = budgets.first(where: { !seen.insert($0.description).inserted }) {
-            throw ArgumentError("budgets", "lists \(repeated) twice")
-        }
-        return budgets
     }
 
-    func parse(_ args: JSONB) throws -> (budgets: [Budget], shared: [String: AnyJSON]) {
-        let object = try argumentObject(args)
-        try Arguments(object).rejectUnknown(SearchRequest.sharedKeys.union(["budgets"]), kind: "sweep")
-        let budgets = try budgets(object)
-        // The shared arguments are checked once here, as the first search would check them.
-        _ = try SearchRequest(arguments: object, budget: budgets[0], config: config)
-        return (budgets, object.filter { SearchRequest.sharedKeys.contains($0.key) })
-    }
-
-    public func validate(_ args: JSONB) throws {
-        _ = try parse(args)
+    /// The shared options are checked once here, as the first search would check them.
+    public func validate(_ arguments: Arguments) throws {
+        _ = try SearchRequest(options: arguments.options, budget: arguments.budgets[0], config: config)
     }
 
     public struct Summary: Codable, Sendable {
@@ -174,17 +167,15 @@ public struct SweepHandler: JobHandler {
         public let failed: Int
     }
 
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let (budgets, shared) = try parse(job.args)
+    public func run(_ arguments: Arguments, job: Job, context: JobContext) throws -> JobOutcome<Summary> {
         let queue = context.queue
         var children = try queue.children(of: job.id)
         if children.isEmpty {
-            if case .string(let model)? = shared["model"] { _ = try modelFolder(model, pool: queue.pool, config: config) }
+            _ = try modelFolder(arguments.options.model, pool: queue.pool, config: config)
             try queue.pool.withTransaction { c in
-                for budget in budgets {
-                    var args = shared
-                    args["budget"] = .string(budget.description)
-                    try queue.enqueue(NewJob(kind: "search", args: try JSONB(encoding: args), queue: job.queue, priority: job.priority,
+                for budget in arguments.budgets {
+                    let args = try JSONB(encoding: SearchArguments(options: arguments.options, budget: budget))
+                    try queue.enqueue(NewJob(kind: .search, args: args, queue: job.queue, priority: job.priority,
                                              uniqueKey: "sweep:\(job.id):\(budget)", parentId: job.id), on: c)
                 }
             }
@@ -195,14 +186,12 @@ public struct SweepHandler: JobHandler {
             throw JobSnoozed(seconds: recheckSeconds, progress: Double(finished) / Double(children.count),
                              message: "\(finished)/\(children.count) searches finished")
         }
-        let summary = Summary(searches: children.map { child in
+        return JobOutcome(Summary(searches: children.map { child in
             let result = try? child.result?.decode(SearchSummary.self)
-            let budget: String
-            if case .string(let b)? = (try? argumentObject(child.args))?["budget"] { budget = b } else { budget = "?" }
+            let budget = (try? JobArguments.decode(SearchArguments.self, from: child.args, kind: .search))?.budget.description ?? "?"
             return Summary.Child(budget: budget, job: child.id, state: child.state.rawValue, best: result?.best, uniform: result?.uniform,
                                  error: child.state == .completed ? nil : child.errors.last?.error ?? child.state.rawValue)
-        }, completed: children.filter { $0.state == .completed }.count, failed: children.filter { $0.state != .completed }.count)
-        return JobResult(result: try JSONB(encoding: summary))
+        }, completed: children.filter { $0.state == .completed }.count, failed: children.filter { $0.state != .completed }.count))
     }
 }
 

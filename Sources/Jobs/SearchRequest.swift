@@ -37,33 +37,14 @@ public struct SearchRequest: Sendable {
         settings = config.search
     }
 
-    /// The keys `search` and `sweep` jobs share (a sweep passes them on to its searches).
-    static let sharedKeys: Set<String> = ["model", "calibration", "samples", "importance", "vision", "search"]
-
-    /// Reads the shared keys of a job's args over the config's defaults (`budget` is the caller's).
-    public init(arguments object: [String: AnyJSON], budget: Budget, config: LopConfig) throws {
-        let args = Arguments(object)
-        self.init(model: try args.requiredString("model"), budget: budget, config: config)
-        calibration = try args.string("calibration")
-        if let calibration { _ = try args.check("calibration") { try DataSpec(parsing: calibration) } }
-        samples = try args.integer("samples", in: 1...100_000) ?? samples
-        if let name = try args.string("importance") {
-            guard let method = ImportanceMethod(rawValue: name) else { throw ArgumentError("importance", "must be lop, magnitude or wanda, got \"\(name)\"") }
-            importance = method
-        }
-        scope = try args.bool("vision") == true ? .all : .language
-        if let overrides = try args.object("search") {
-            for key in overrides.keys.sorted() {
-                let value: SearchSettings.Value
-                switch overrides[key]! {
-                case .number(let x): value = .number(x)
-                case .bool(let b): value = .bool(b)
-                case .string(let s): value = .string(s)
-                default: throw ArgumentError("search.\(key)", "must be a number, boolean or string")
-                }
-                do { try settings.set(key, value) } catch { throw ArgumentError("search.\(key)", error.reason) }
-            }
-        }
+    /// The request `options` describe, over the config's defaults.
+    public init(options: SearchOptions, budget: Budget, config: LopConfig) throws {
+        self.init(model: options.model, budget: budget, config: config)
+        calibration = options.calibration
+        samples = options.samples ?? samples
+        importance = options.importance ?? importance
+        scope = options.vision == true ? .all : .language
+        try settings.apply(options.search ?? [:])
     }
 
     /// A search's model, its ranked units and the calibration set, ready to evaluate strategies.
@@ -164,72 +145,79 @@ public final class SampleWriter {
     }
 }
 
-/// A job's args object with typed, validated reads; every error names the key.
-struct Arguments {
-    let object: [String: AnyJSON]
-    init(_ object: [String: AnyJSON]) { self.object = object }
+/// The arguments `search` and `sweep` jobs share (a sweep passes them on to its searches), and `lop search`'s
+/// flags build.
+public struct SearchOptions: Codable, Sendable, Equatable {
+    /// A model folder or a registered base model's reference.
+    public var model: String
+    /// Calibration data (`corpus`, `shapes-train[:N]`, a token file); nil: the fixture default for the model.
+    public var calibration: String?
+    public var samples: Int?
+    public var importance: ImportanceMethod?
+    /// Prune the vision tower's MLPs too.
+    public var vision: Bool?
+    /// Overrides of the config's search section, checked by `SearchSettings.apply`.
+    public var search: [String: AnyJSON]?
 
-    func string(_ key: String) throws -> String? {
-        guard let value = object[key], value != .null else { return nil }
-        guard case .string(let s) = value, !s.isEmpty else { throw ArgumentError(key, "must be a non-empty string") }
-        return s
+    public init(model: String, calibration: String? = nil, samples: Int? = nil, importance: ImportanceMethod? = nil, vision: Bool? = nil,
+                search: [String: AnyJSON]? = nil) {
+        (self.model, self.calibration, self.samples, self.importance, self.vision, self.search) = (model, calibration, samples, importance, vision, search)
     }
 
-    func requiredString(_ key: String) throws -> String {
-        guard let s = try string(key) else { throw ArgumentError(key, "is required") }
-        return s
-    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case model, calibration, samples, importance, vision, search }
 
-    func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
-        guard let value = object[key], value != .null else { return nil }
-        guard case .number(let x) = value, x == x.rounded(), x >= Double(range.lowerBound), x <= Double(range.upperBound) else {
-            throw ArgumentError(key, "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+    /// Reads the shared keys of an args object; the caller rejects keys neither it nor these know.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        guard let model = try c.string(.model) else { throw c.invalid(.model, "is required") }
+        self.model = model
+        calibration = try c.parsed(.calibration) { text in _ = try DataSpec(parsing: text); return text }
+        samples = try c.integer(.samples, in: 1...100_000)
+        importance = try c.parsed(.importance) { name in
+            guard let method = ImportanceMethod(rawValue: name) else { throw c.invalid(.importance, "must be lop, magnitude or wanda, got \"\(name)\"") }
+            return method
         }
-        return Int(x)
+        vision = try c.decodeIfPresent(Bool.self, forKey: .vision)
+        search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
+    }
+}
+
+/// A search job's args: the shared options and one budget.
+public struct SearchArguments: Codable, Sendable {
+    public var options: SearchOptions
+    public var budget: Budget
+
+    public init(options: SearchOptions, budget: Budget) {
+        (self.options, self.budget) = (options, budget)
     }
 
-    func bool(_ key: String) throws -> Bool? {
-        guard let value = object[key], value != .null else { return nil }
-        guard case .bool(let b) = value else { throw ArgumentError(key, "must be true or false") }
-        return b
+    enum CodingKeys: String, CodingKey { case budget }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(SearchOptions.CodingKeys.allCases.map(\.stringValue) + ["budget"])
+        options = try SearchOptions(from: decoder)
+        budget = try decoder.container(keyedBy: CodingKeys.self).decode(Budget.self, forKey: .budget)
     }
 
-    func object(_ key: String) throws -> [String: AnyJSON]? {
-        guard let value = object[key], value != .null else { return nil }
-        guard case .object(let o) = value else { throw ArgumentError(key, "must be an object") }
-        return o
+    public func encode(to encoder: any Encoder) throws {
+        try options.encode(to: encoder)
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(budget, forKey: .budget)
     }
+}
 
-    /// Runs a parser on a key's value, turning its error into an ArgumentError for the key.
-    func check<T>(_ key: String, _ parse: () throws -> T) throws -> T {
-        do { return try parse() } catch let error as ArgumentError { throw error } catch { throw ArgumentError(key, "\(error)") }
-    }
-
-    /// Fails on the first key outside `known`.
-    func rejectUnknown(_ known: Set<String>, kind: String) throws {
-        if let extra = Set(object.keys).subtracting(known).sorted().first { throw ArgumentError(extra, "is not an argument of \(kind)") }
-    }
-
-    /// A budget as a string (`0.5`, `50%`, `params:N`), a number (a fraction) or `{"kind", "value"}`.
-    func budget(_ key: String) throws -> Budget {
-        guard let value = object[key], value != .null else { throw ArgumentError(key, "is required") }
-        return try Self.budget(value, key: key)
-    }
-
-    static func budget(_ value: AnyJSON, key: String) throws -> Budget {
-        let text: String
-        switch value {
-        case .string(let s): text = s
-        case .number(let x): text = "\(x)"
-        case .object(let o):
-            guard case .string(let kind)? = o["kind"], case .number(let x)? = o["value"], o.count == 2 else {
-                throw ArgumentError(key, "must be {\"kind\": ..., \"value\": ...}")
+extension SearchSettings {
+    /// Applies a job's `search` overrides; each error names `search.KEY`.
+    mutating func apply(_ overrides: [String: AnyJSON]) throws {
+        for key in overrides.keys.sorted() {
+            let value: SearchSettings.Value
+            switch overrides[key]! {
+            case .number(let x): value = .number(x)
+            case .bool(let b): value = .bool(b)
+            case .string(let s): value = .string(s)
+            default: throw ArgumentError("search.\(key)", "must be a number, boolean or string")
             }
-            let prefixes = ["fraction": "", "parameters": "params:", "flops_per_token": "flops:", "bytes": "bytes:"]
-            guard let prefix = prefixes[kind] else { throw ArgumentError("\(key).kind", "must be fraction, parameters, flops_per_token or bytes") }
-            text = prefix + (kind == "fraction" ? "\(x)" : (x == x.rounded() && x < 1e18 ? String(Int64(x)) : "\(x)"))
-        default: throw ArgumentError(key, "must be a budget: \"0.5\", \"params:N\", a number or {\"kind\", \"value\"}")
+            do { try set(key, value) } catch { throw ArgumentError("search.\(key)", error.reason) }
         }
-        do { return try Budget(parsing: text) } catch { throw ArgumentError(key, error.description) }
     }
 }

@@ -40,7 +40,7 @@ public struct TrainOutcome: Codable, Sendable {
 /// registers the challenger, and moves `champion` to it only when its mean held-out loss is lower by the
 /// promotion margin (else it becomes `candidate`). Registration, aliases and events commit with the job.
 public struct TrainHandler: JobHandler {
-    public let kind = "train"
+    public static let kind = JobKind.train
     let config: LopConfig
 
     public init(config: LopConfig = LopConfig()) {
@@ -50,6 +50,47 @@ public struct TrainHandler: JobHandler {
     /// The registry name of a base model's predictors.
     public static func predictorName(of base: String) -> String { base + ".predictor" }
 
+    /// A train job's args; nil fields take the config's `training` defaults.
+    public struct Arguments: Decodable, Sendable {
+        /// One base model; nil: every base model.
+        public var model: ModelReference?
+        public var force: Bool
+        public var steps: Int?
+        public var ensemble: Int?
+        public var seed: Int
+        /// Fractions the challenger and champion are compared at.
+        public var budgets: [Double]?
+        public var margin: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, force, steps, ensemble, seed, budgets, margin }
+
+        public init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            model = try c.parsed(.model, ModelReference.init(parsing:))
+            force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
+            steps = try c.integer(.steps, in: 1...1_000_000)
+            ensemble = try c.integer(.ensemble, in: 1...32)
+            seed = try c.integer(.seed, in: 0...1_000_000) ?? 0
+            if c.contains(.budgets), try !c.decodeNil(forKey: .budgets) {
+                guard let items = try? c.decode([AnyJSON].self, forKey: .budgets), !items.isEmpty, items.count <= 50 else {
+                    throw c.invalid(.budgets, "must be a list of 1 to 50 fractions")
+                }
+                budgets = try items.map {
+                    guard case .number(let x) = $0, x > 0, x <= 1 else { throw c.invalid(.budgets, "must hold fractions in (0, 1]") }
+                    return x
+                }
+            }
+            if let x = try? c.decodeIfPresent(Double.self, forKey: .margin) {
+                guard x >= 0, x < 1 else { throw c.invalid(.margin, "must be a fraction in [0, 1)") }
+                margin = x
+            } else if c.contains(.margin), try !c.decodeNil(forKey: .margin) {
+                throw c.invalid(.margin, "must be a fraction in [0, 1)")
+            }
+        }
+    }
+
+    /// What a train run uses: the arguments over the config's defaults.
     struct Request {
         var model: ModelReference?
         var force = false
@@ -58,32 +99,18 @@ public struct TrainHandler: JobHandler {
         var margin: Double
     }
 
-    func request(_ args: JSONB) throws -> Request {
-        let object = try argumentObject(args)
-        let a = Arguments(object)
-        try a.rejectUnknown(["model", "force", "steps", "ensemble", "seed", "budgets", "margin"], kind: "train")
-        var request = Request(budgets: config.training.evaluationBudgets, margin: config.training.promotionMargin)
-        request.model = try a.string("model").map { text in try a.check("model") { try ModelReference(parsing: text) } }
-        request.force = try a.bool("force") ?? false
-        request.settings.steps = try a.integer("steps", in: 1...1_000_000) ?? config.training.steps
-        request.settings.ensemble = try a.integer("ensemble", in: 1...32) ?? config.training.ensemble
-        request.settings.seed = try a.integer("seed", in: 0...1_000_000) ?? 0
-        if let value = object["budgets"], value != .null {
-            guard case .array(let items) = value, !items.isEmpty, items.count <= 50 else { throw ArgumentError("budgets", "must be a list of 1 to 50 fractions") }
-            request.budgets = try items.map {
-                guard case .number(let x) = $0, x > 0, x <= 1 else { throw ArgumentError("budgets", "must hold fractions in (0, 1]") }
-                return x
-            }
-        }
-        if let value = object["margin"], value != .null {
-            guard case .number(let x) = value, x >= 0, x < 1 else { throw ArgumentError("margin", "must be a fraction in [0, 1)") }
-            request.margin = x
-        }
+    func request(_ arguments: Arguments) -> Request {
+        var request = Request(model: arguments.model, force: arguments.force, budgets: arguments.budgets ?? config.training.evaluationBudgets,
+                              margin: arguments.margin ?? config.training.promotionMargin)
+        request.settings.steps = arguments.steps ?? config.training.steps
+        request.settings.ensemble = arguments.ensemble ?? config.training.ensemble
+        request.settings.seed = arguments.seed
         return request
     }
 
-    public func validate(_ args: JSONB) throws {
-        _ = try request(args)
+    /// What a train job reports: one outcome per base model.
+    public struct Summary: Codable, Sendable {
+        public var models: [TrainOutcome]
     }
 
     /// A challenger ready to register, with the decision about it.
@@ -92,8 +119,8 @@ public struct TrainHandler: JobHandler {
         let model: NewModel
     }
 
-    public func run(_ job: Job, context: JobContext) throws -> JobResult {
-        let request = try request(job.args)
+    public func run(_ arguments: Arguments, job: Job, context: JobContext) throws -> JobOutcome<Summary> {
+        let request = request(arguments)
         let registry = Registry(pool: context.queue.pool)
         let root = try ArtifactRoot(config.artifacts.root)
         let bases: [RegisteredModel]
@@ -131,8 +158,7 @@ public struct TrainHandler: JobHandler {
         }
         let done = outcomes
         let trained = pending
-        let summary = ["models": done + trained.map(\.outcome)]
-        return JobResult(result: try JSONB(encoding: summary)) { c in
+        return JobOutcome(Summary(models: done + trained.map(\.outcome))) { c in
             var results = done
             for p in trained {
                 var outcome = p.outcome
@@ -150,7 +176,7 @@ public struct TrainHandler: JobHandler {
                 }
                 results.append(outcome)
             }
-            return try JSONB(encoding: ["models": results])
+            return Summary(models: results)
         }
     }
 
@@ -181,7 +207,7 @@ public struct TrainHandler: JobHandler {
         let all = try SampleStore(pool: registry.pool).samples(model: base.contentHash).filter { $0.modelHash == base.contentHash }
         // The base ranks neurons on its registered calibration data; samples ranked otherwise do not apply.
         let importance = Dictionary(grouping: all, by: \.importance).max { $0.value.count < $1.value.count }?.key
-        let opening = try OpenedBase(base, root: root, config: config, budget: .fraction(0.5), importance: importance)
+        let opening = try OpenedBase(base, root: root, config: config, budget: .fraction(0.5), importance: importance.flatMap(ImportanceMethod.init))
         let unitNames = opening.units.map(\.name)
         let chosen = all.filter { $0.calibrationHash == opening.prepared.calibration.hash && $0.units == unitNames && $0.importance == importance }
         guard !chosen.isEmpty else {
@@ -244,7 +270,7 @@ public struct TrainHandler: JobHandler {
         model.metrics = try JSONB(encoding: PredictorMetrics(heldOutLoss: challengerLosses, meanHeldOutLoss: challengerMean,
                                                              validationError: challenger.card.validationError))
         model.lineage = try JSONB(encoding: PredictorLineage(modelHash: base.contentHash, calibrationHash: opening.prepared.calibration.hash,
-                                                             importance: importance ?? "lop", throughSampleId: through, samples: chosen.count,
+                                                             importance: importance.flatMap(ImportanceMethod.init) ?? .lop, throughSampleId: through, samples: chosen.count,
                                                              examples: challenger.card.examples))
         outcome.status = "trained"
         outcome.samples = chosen.count
@@ -261,7 +287,7 @@ public struct TrainHandler: JobHandler {
 struct PredictorLineage: Codable {
     let modelHash: String
     let calibrationHash: String
-    let importance: String
+    let importance: ImportanceMethod
     let throughSampleId: Int64
     let samples: Int
     let examples: Int

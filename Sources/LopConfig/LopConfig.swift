@@ -61,7 +61,3 @@ public struct LopConfig: Sendable, Equatable {
     }
 }
 
-/// lop's version, as `lop --version` prints it and predictor cards record it.
-public enum LopVersion {
-    public static let current = "0.1.0"
-}

@@ -2,7 +2,8 @@ import Foundation
 import Yams
 
 /// Events lop writes to the webhook outbox (`ping` only by `lop webhooks test`).
-public let knownWebhookEvents = ["job.completed", "job.failed", "job.cancelled", "model.registered", "predictor.promoted", "ping"]
+public let knownWebhookEvents = ["job.completed", "job.failed", "job.cancelled", "model.registered", "model.evaluated", "model.alias_changed",
+                                  "predictor.promoted", "ping"]
 
 extension LopConfig {
     /// Webhook delivery (lop-notifier) and destination safety.

@@ -1,9 +1,8 @@
 import Crypto
 import Foundation
-import LopConfig
 import Models
+import Provenance
 import Pruning
-import Store
 import Tensor
 
 /// One searched strategy as the predictor learns from it (a row of `lop.samples`, reduced).
@@ -20,14 +19,6 @@ public struct PredictorSample: Sendable {
     public init(modelHash: String, calibrationHash: String, units: [String], budget: String, keptFraction: Double, strategy: [Double], loss: Double) {
         (self.modelHash, self.calibrationHash, self.units, self.budget) = (modelHash, calibrationHash, units, budget)
         (self.keptFraction, self.strategy, self.loss) = (keptFraction, strategy, loss)
-    }
-
-    /// A stored sample; its budget is named by `Budget.identity`, so equal budgets written differently still
-    /// group and byte budgets at different widths per weight do not.
-    public init(_ sample: Sample) {
-        let budget = (try? Budget(parsing: sample.budget))?.identity ?? "\(sample.budgetKind) \(sample.budgetValue)"
-        self.init(modelHash: sample.modelHash, calibrationHash: sample.calibrationHash, units: sample.units,
-                  budget: budget, keptFraction: sample.keptFraction, strategy: sample.strategy, loss: sample.loss)
     }
 }
 
@@ -288,5 +279,5 @@ public final class Predictor {
         return Predictor(card: card, networks: networks)
     }
 
-    static func digest(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+    static func digest(_ data: Data) -> String { sha256Hex(data) }
 }

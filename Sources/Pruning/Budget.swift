@@ -211,12 +211,58 @@ extension Budget {
 }
 
 extension Budget: CustomStringConvertible {
+    /// The canonical text: `Budget(parsing:)` reads it back to the same budget.
     public var description: String {
         switch self {
-        case .fraction(let f): return String(format: "%g", f)
+        case .fraction(let f):
+            let short = String(format: "%g", f)
+            return Double(short) == f ? short : "\(f)"
         case .parameters(let n): return "params:\(n)"
         case .flopsPerToken(let n): return "flops:\(n)"
         case .bytes(let n, let size): return size == 2 ? "bytes:\(n)" : "bytes:\(n)@\(size)"
         }
+    }
+}
+
+/// One canonical form everywhere a budget is stored (job args and results, samples, registry rows): its text.
+/// Decoding also takes what users write in job args: a fraction as a number, or `{"kind", "value"}`.
+extension Budget: Codable {
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        func fail(_ reason: String, at path: [any CodingKey] = decoder.codingPath) -> DecodingError {
+            .dataCorrupted(.init(codingPath: path, debugDescription: reason))
+        }
+        let text: String
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) {
+            text = s
+        } else if let x = try? c.decode(Double.self) {
+            text = "\(x)"
+        } else if let object = try? decoder.container(keyedBy: Key.self) {
+            guard object.allKeys.count == 2, let kind = try? object.decode(String.self, forKey: Key("kind")),
+                  let x = try? object.decode(Double.self, forKey: Key("value")) else {
+                throw fail("must be {\"kind\": ..., \"value\": ...}")
+            }
+            let prefixes = ["fraction": "", "parameters": "params:", "flops_per_token": "flops:", "bytes": "bytes:"]
+            guard let prefix = prefixes[kind] else {
+                throw fail("must be fraction, parameters, flops_per_token or bytes", at: decoder.codingPath + [Key("kind")])
+            }
+            text = prefix + (kind == "fraction" ? "\(x)" : (x == x.rounded() && x < 1e18 ? String(Int64(x)) : "\(x)"))
+        } else {
+            throw fail("must be a budget: \"0.5\", \"params:N\", a number or {\"kind\", \"value\"}")
+        }
+        do { self = try Budget(parsing: text) } catch { throw fail(error.description) }
+    }
+
+    private struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

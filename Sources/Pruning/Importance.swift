@@ -2,6 +2,7 @@ import Crypto
 import Evaluation
 import Foundation
 import Models
+import Provenance
 import Tensor
 
 /// How neurons are ranked within a unit (higher = more important, kept first).
@@ -152,7 +153,7 @@ public struct ActivationStatistics: Equatable {
     /// units, otherwise computed and written there (temporary name, then renamed).
     public static func cached(_ model: Model, units: [PrunableUnit], calibration: Calibration, modelHash: String,
                               directory: String) throws -> (statistics: ActivationStatistics, fromCache: Bool) {
-        let key = SHA256.hash(data: Data("\(modelHash)|\(calibration.hash)|\(units.map(\.name))".utf8)).prefix(12).map { String(format: "%02x", $0) }.joined()
+        let key = sha256Hex("\(modelHash)|\(calibration.hash)|\(units.map(\.name))").prefix(24)
         let path = directory + "/activations-\(key).safetensors"
         if FileManager.default.fileExists(atPath: path), let stored = try? read(path), stored.modelHash == modelHash,
            stored.calibrationHash == calibration.hash, stored.units == units {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Models
+import Provenance
 import Tensor
 
 /// Which FFNs a strategy covers.
@@ -73,7 +74,7 @@ extension Model {
                 }
             }
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexadecimal
     }
 }
 

@@ -21,6 +21,7 @@ extension WorkerOptions {
         progressSeconds = config.progressSeconds
         shutdownGraceSeconds = config.shutdownGraceSeconds
         retry = RetryPolicy(config.retry)
-        retryByKind = config.retryByKind.mapValues(RetryPolicy.init)
+        // Kind names were checked when the configuration was read.
+        retryByKind = Dictionary(uniqueKeysWithValues: config.retryByKind.compactMap { name, retry in JobKind(rawValue: name).map { ($0, RetryPolicy(retry)) } })
     }
 }

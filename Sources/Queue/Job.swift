@@ -17,9 +17,9 @@ public struct JobError: Sendable, Codable, Equatable {
 }
 
 /// A row of `lop.jobs`.
-public struct Job: Sendable {
+public struct Job: Sendable, Encodable {
     public let id: Int64
-    public let kind: String
+    public let kind: JobKind
     public let queue: String
     public let state: JobState
     public let priority: Int
@@ -32,6 +32,8 @@ public struct Job: Sendable {
     public let leaseExpiresAt: Date?
     public let progress: Double
     public let progressMessage: String?
+    /// The stage a multi-stage job reported last (compress: `CompressStage`).
+    public let progressStage: String?
     public let result: JSONB?
     public let errors: [JobError]
     public let uniqueKey: String?
@@ -42,10 +44,18 @@ public struct Job: Sendable {
     public let parentId: Int64?
     public let snoozes: Int
 
+    enum CodingKeys: String, CodingKey {
+        case id, kind, queue, state, priority, args, attempt, maxAttempts = "max_attempts", scheduledAt = "scheduled_at"
+        case attemptedAt = "attempted_at", attemptedBy = "attempted_by", leaseExpiresAt = "lease_expires_at", progress
+        case progressMessage = "progress_message", progressStage = "progress_stage", result, errors, uniqueKey = "unique_key"
+        case cancelRequestedAt = "cancel_requested_at", createdAt = "created_at", finalizedAt = "finalized_at"
+        case parentId = "parent_id", snoozes
+    }
+
     /// The column list every query that returns jobs selects, in this order.
     static let columns = """
         id, kind, queue, state, priority, args, attempt, max_attempts, scheduled_at, attempted_at, attempted_by,
-        lease_expires_at, progress, progress_message, result, errors, unique_key, cancel_requested_at, created_at, finalized_at, parent_id, snoozes
+        lease_expires_at, progress, progress_message, progress_stage, result, errors, unique_key, cancel_requested_at, created_at, finalized_at, parent_id, snoozes
         """
 
     init(row: Row) throws {
@@ -63,6 +73,7 @@ public struct Job: Sendable {
         leaseExpiresAt = try row.decode("lease_expires_at")
         progress = try row.decode("progress")
         progressMessage = try row.decode("progress_message")
+        progressStage = try row.decode("progress_stage")
         result = try row.decode("result")
         errors = try row.decode("errors", as: JSONB.self).decode([JobError].self)
         uniqueKey = try row.decode("unique_key")
@@ -74,45 +85,9 @@ public struct Job: Sendable {
     }
 }
 
-extension Job: Encodable {
-    enum CodingKeys: String, CodingKey {
-        case id, kind, queue, state, priority, args, attempt, maxAttempts = "max_attempts", scheduledAt = "scheduled_at"
-        case attemptedAt = "attempted_at", attemptedBy = "attempted_by", leaseExpiresAt = "lease_expires_at", progress
-        case progressMessage = "progress_message", result, errors, uniqueKey = "unique_key"
-        case cancelRequestedAt = "cancel_requested_at", createdAt = "created_at", finalizedAt = "finalized_at"
-        case parentId = "parent_id", snoozes
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(kind, forKey: .kind)
-        try c.encode(queue, forKey: .queue)
-        try c.encode(state, forKey: .state)
-        try c.encode(priority, forKey: .priority)
-        try c.encode(args, forKey: .args)
-        try c.encode(attempt, forKey: .attempt)
-        try c.encode(maxAttempts, forKey: .maxAttempts)
-        try c.encode(scheduledAt, forKey: .scheduledAt)
-        try c.encodeIfPresent(attemptedAt, forKey: .attemptedAt)
-        try c.encodeIfPresent(attemptedBy, forKey: .attemptedBy)
-        try c.encodeIfPresent(leaseExpiresAt, forKey: .leaseExpiresAt)
-        try c.encode(progress, forKey: .progress)
-        try c.encodeIfPresent(progressMessage, forKey: .progressMessage)
-        try c.encodeIfPresent(result, forKey: .result)
-        try c.encode(errors, forKey: .errors)
-        try c.encodeIfPresent(uniqueKey, forKey: .uniqueKey)
-        try c.encodeIfPresent(cancelRequestedAt, forKey: .cancelRequestedAt)
-        try c.encode(createdAt, forKey: .createdAt)
-        try c.encodeIfPresent(finalizedAt, forKey: .finalizedAt)
-        try c.encodeIfPresent(parentId, forKey: .parentId)
-        try c.encode(snoozes, forKey: .snoozes)
-    }
-}
-
 /// What to submit.
 public struct NewJob: Sendable {
-    public var kind: String
+    public var kind: JobKind
     public var args: JSONB
     public var queue: String
     public var priority: Int
@@ -121,7 +96,7 @@ public struct NewJob: Sendable {
     public var maxAttempts: Int?
     public var parentId: Int64?
 
-    public init(kind: String, args: JSONB = JSONB(text: "{}"), queue: String = "default", priority: Int = 2,
+    public init(kind: JobKind, args: JSONB = JSONB(text: "{}"), queue: String = "default", priority: Int = 2,
                 scheduledAt: Date? = nil, uniqueKey: String? = nil, maxAttempts: Int? = nil, parentId: Int64? = nil) {
         self.kind = kind
         self.args = args

@@ -41,7 +41,8 @@ public struct JobQueue: Sendable {
     // MARK: Claim and lease
 
     /// Claims up to `limit` runnable jobs for `worker` in one statement, highest priority and oldest first.
-    public func claim(worker: String, queues: [String], kinds: [String], limit: Int, leaseSeconds: Double) throws -> [Job] {
+    public func claim(worker: String, queues: [String], kinds: [JobKind], limit: Int, leaseSeconds: Double) throws -> [Job] {
+        let kinds = kinds.map(\.rawValue)
         guard limit > 0 else { return [] }
         return try pool.withConnection { c in
             try c.query("""
@@ -57,7 +58,8 @@ public struct JobQueue: Sendable {
                 SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), attempted_by = \(worker),
                     lease_expires_at = now() + make_interval(secs => \(leaseSeconds)),
                     progress = CASE WHEN j.snoozes > 0 THEN j.progress ELSE 0 END,
-                    progress_message = CASE WHEN j.snoozes > 0 THEN j.progress_message END
+                    progress_message = CASE WHEN j.snoozes > 0 THEN j.progress_message END,
+                    progress_stage = CASE WHEN j.snoozes > 0 THEN j.progress_stage END
                 FROM picked WHERE j.id = picked.id
                 RETURNING j.*
                 """).map { try Job(row: $0) }.sorted { ($0.priority, $0.scheduledAt, $0.id) < ($1.priority, $1.scheduledAt, $1.id) }
@@ -82,14 +84,15 @@ public struct JobQueue: Sendable {
         }
     }
 
-    /// Records progress of a running job held by `worker` (false if it is no longer held).
+    /// Records progress of a running job held by `worker` (false if it is no longer held); a nil `stage` keeps the
+    /// stage already recorded.
     @discardableResult
-    public func progress(job: Int64, worker: String, fraction: Double, message: String?) throws -> Bool {
+    public func progress(job: Int64, worker: String, fraction: Double, message: String?, stage: String? = nil) throws -> Bool {
         let clamped = Float(min(max(fraction.isFinite ? fraction : 0, 0), 1))
         let text = message.map { String($0.prefix(500)) }
         return try pool.withConnection { c in
             try c.execute("""
-                UPDATE lop.jobs SET progress = \(clamped), progress_message = \(text)
+                UPDATE lop.jobs SET progress = \(clamped), progress_message = \(text), progress_stage = coalesce(\(stage), progress_stage)
                 WHERE id = \(job) AND state = 'running' AND attempted_by = \(worker)
                 """) == 1
         }
@@ -264,7 +267,7 @@ public struct JobQueue: Sendable {
         try pool.withConnection { c in
             let rows = try c.query("""
                 UPDATE lop.jobs SET state = 'available', scheduled_at = now(), finalized_at = NULL, cancel_requested_at = NULL,
-                    result = NULL, progress = 0, progress_message = NULL, max_attempts = greatest(max_attempts, attempt + 1)
+                    result = NULL, progress = 0, progress_message = NULL, progress_stage = NULL, max_attempts = greatest(max_attempts, attempt + 1)
                 WHERE id = \(job) AND state IN ('discarded', 'cancelled')
                 RETURNING \(fragment: SQL(unsafe: Job.columns))
                 """)
@@ -331,8 +334,9 @@ public struct JobQueue: Sendable {
     }
 
     /// Newest first, optionally filtered by state and kind.
-    public func list(state: JobState? = nil, kind: String? = nil, limit: Int = 50) throws -> [Job] {
-        try pool.withConnection { c in
+    public func list(state: JobState? = nil, kind: JobKind? = nil, limit: Int = 50) throws -> [Job] {
+        let kind = kind?.rawValue
+        return try pool.withConnection { c in
             try c.query("""
                 SELECT \(fragment: SQL(unsafe: Job.columns)) FROM lop.jobs
                 WHERE (\(state?.rawValue)::lop.job_state IS NULL OR state = \(state?.rawValue)::lop.job_state)

@@ -22,7 +22,7 @@ public struct WorkerOptions: Sendable {
     /// On shutdown, how long running jobs may finish before they are released.
     public var shutdownGraceSeconds: Double
     public var retry: RetryPolicy
-    public var retryByKind: [String: RetryPolicy]
+    public var retryByKind: [JobKind: RetryPolicy]
 
     /// Options at the configuration's defaults (`queue.*` in Config/lop.yaml), which live in one place.
     public init(name: String = WorkerOptions.defaultName()) {
@@ -33,7 +33,7 @@ public struct WorkerOptions: Sendable {
         "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UUID().uuidString.prefix(6).lowercased())"
     }
 
-    func retryPolicy(for kind: String) -> RetryPolicy { retryByKind[kind] ?? retry }
+    func retryPolicy(for kind: JobKind) -> RetryPolicy { retryByKind[kind] ?? retry }
 }
 
 /// Claims jobs of the kinds it has handlers for and runs them; rescues jobs of vanished workers; runs
@@ -41,7 +41,7 @@ public struct WorkerOptions: Sendable {
 public final class Worker: @unchecked Sendable {
     public let options: WorkerOptions
     private let queue: JobQueue
-    private let handlers: [String: any JobHandler]
+    private let handlers: [JobKind: any JobHandler]
     private let listenTarget: ConnectionTarget
     private let logger: Logger
     /// Called once per loop turn (periodic-job scheduling); errors are logged.
@@ -90,7 +90,7 @@ public final class Worker: @unchecked Sendable {
     /// The claim loop. Returns after `stop()` once running jobs have finished or been released.
     public func run() {
         logger.info("worker started", metadata: ["queues": "\(options.queues.joined(separator: ","))",
-                                                 "kinds": "\(handlers.keys.sorted().joined(separator: ","))",
+                                                 "kinds": "\(handlers.keys.map(\.rawValue).sorted().joined(separator: ","))",
                                                  "concurrency": "\(options.concurrency)"])
         let heartbeat = Thread { [self] in heartbeatLoop() }
         heartbeat.start()
@@ -211,8 +211,7 @@ public final class Worker: @unchecked Sendable {
             return
         }
         do {
-            try handler.validate(job.args)
-            let result = try handler.run(job, context: context)
+            let result = try handler.execute(job, context: context)
             try context.checkCancelled()
             outcome = writeOutcome(log) { try queue.complete(job: job.id, worker: options.name, result: result.result, finalize: result.finalize) }
         } catch let error as ArgumentError {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import Provenance
 
 /// One numbered migration file, `SQL/NNNN_name.sql`.
 public struct Migration: Sendable, Equatable {
@@ -14,7 +15,7 @@ public struct Migration: Sendable, Equatable {
         self.version = version
         self.name = name
         self.sql = sql
-        checksum = SHA256.hash(data: Data(sql.utf8)).map { String(format: "%02x", $0) }.joined()
+        checksum = sha256Hex(sql)
     }
 
     /// The file name it came from.

@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 
 /// A PostgreSQL type oid.
 public typealias Oid = UInt32
@@ -146,7 +147,7 @@ extension Float: PostgresCodable {
 
 extension Data: PostgresCodable {
     public static var postgresType: Oid { PGType.bytea }
-    public var postgresText: String? { "\\x" + map { String(format: "%02x", $0) }.joined() }
+    public var postgresText: String? { "\\x" + hexadecimal }
     public init(postgresText text: String, type: Oid) throws {
         guard type == PGType.bytea, text.hasPrefix("\\x"), text.count % 2 == 0 else { throw DecodeFailure("not bytea in hex format") }
         var bytes = [UInt8]()

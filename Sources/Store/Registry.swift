@@ -120,34 +120,6 @@ public struct RegisteredModel: Sendable, Equatable, Encodable {
         case requestKey = "request_key", metrics, lineage, createdAt = "created_at"
     }
 
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encode(name, forKey: .name)
-        try c.encode(version, forKey: .version)
-        try c.encode(kind, forKey: .kind)
-        try c.encodeIfPresent(baseModelId, forKey: .baseModelId)
-        try c.encodeIfPresent(predictorId, forKey: .predictorId)
-        try c.encodeIfPresent(sourceJobId, forKey: .sourceJobId)
-        try c.encode(artifactPath, forKey: .artifactPath)
-        try c.encode(files, forKey: .files)
-        try c.encode(sizeBytes, forKey: .sizeBytes)
-        try c.encode(parameters, forKey: .parameters)
-        try c.encode(contentHash, forKey: .contentHash)
-        try c.encodeIfPresent(evalData, forKey: .evalData)
-        try c.encodeIfPresent(calibration, forKey: .calibration)
-        try c.encodeIfPresent(budget, forKey: .budget)
-        try c.encodeIfPresent(budgetKind, forKey: .budgetKind)
-        try c.encodeIfPresent(budgetValue, forKey: .budgetValue)
-        try c.encodeIfPresent(strategy, forKey: .strategy)
-        try c.encodeIfPresent(sizes, forKey: .sizes)
-        try c.encodeIfPresent(method, forKey: .method)
-        try c.encodeIfPresent(requestKey, forKey: .requestKey)
-        try c.encode(metrics, forKey: .metrics)
-        try c.encode(lineage, forKey: .lineage)
-        try c.encode(createdAt, forKey: .createdAt)
-    }
-
     static let columns = """
         id, name, version, kind::text AS kind, base_model_id, predictor_id, source_job_id, artifact_path, files, size_bytes, parameters,
         content_hash, eval_data, calibration, budget, budget_kind, budget_value, strategy, sizes::int8[] AS sizes, method, request_key,
@@ -409,6 +381,34 @@ public struct Registry: Sendable {
         }
     }
 
+    /// Records an evaluation of a model: a history row, and the latest metrics per data under
+    /// `metrics.evaluations` of its registry row. Runs in the caller's transaction (the job's completion).
+    public func recordEvaluation(_ new: NewEvaluation, on c: Connection) throws -> ModelEvaluation {
+        try ModelEvaluation(row: c.query("""
+            WITH e AS (
+                INSERT INTO lop.model_evaluations (model_id, data, data_hash, metrics, job_id, evaluated_by)
+                VALUES (\(new.modelId), \(new.data), \(new.dataHash), \(new.metrics), \(new.jobId), \(new.evaluatedBy))
+                RETURNING *
+            ), latest AS (
+                UPDATE lop.models m
+                SET metrics = jsonb_set(m.metrics, '{evaluations}', coalesce(m.metrics -> 'evaluations', '{}') || jsonb_build_object(e.data,
+                    jsonb_build_object('metrics', e.metrics, 'evaluation_id', e.id, 'job_id', e.job_id, 'evaluated_at', e.evaluated_at)))
+                FROM e WHERE m.id = e.model_id
+            )
+            SELECT \(fragment: SQL(unsafe: ModelEvaluation.columns)) FROM e
+            """).single())
+    }
+
+    /// A model's evaluations, newest first, optionally on one data name only.
+    public func evaluations(modelId: Int64, data: String? = nil, on connection: Connection? = nil) throws -> [ModelEvaluation] {
+        try on(connection) { c in
+            try c.query("""
+                SELECT \(fragment: SQL(unsafe: ModelEvaluation.columns)) FROM lop.model_evaluations
+                WHERE model_id = \(modelId) AND (\(data)::text IS NULL OR data = \(data)) ORDER BY id DESC
+                """).map(ModelEvaluation.init(row:))
+        }
+    }
+
     /// The samples behind a model (lineage): how many, and the range of their ids.
     public func lineageSamples(_ modelId: Int64) throws -> (count: Int, firstId: Int64?, lastId: Int64?) {
         try pool.withConnection { c in
@@ -420,5 +420,49 @@ public struct Registry: Sendable {
     /// The newest sample id of a model's content hash (what "new samples since" is measured against).
     public func latestSampleId(modelHash: String, on connection: Connection? = nil) throws -> Int64? {
         try on(connection) { try $0.query("SELECT max(id) AS last FROM lop.samples WHERE model_hash = \(modelHash)").single().decode("last") }
+    }
+}
+
+/// An evaluation to record.
+public struct NewEvaluation: Sendable {
+    public var modelId: Int64
+    public var data: String
+    public var dataHash: String?
+    public var metrics: JSONB
+    public var jobId: Int64?
+    public var evaluatedBy: String
+
+    public init(modelId: Int64, data: String, dataHash: String?, metrics: JSONB, jobId: Int64?, evaluatedBy: String) {
+        (self.modelId, self.data, self.dataHash, self.metrics, self.jobId, self.evaluatedBy) = (modelId, data, dataHash, metrics, jobId, evaluatedBy)
+    }
+}
+
+/// A row of `lop.model_evaluations`.
+public struct ModelEvaluation: Sendable, Equatable, Codable {
+    public let id: Int64
+    public let modelId: Int64
+    public let data: String
+    public let dataHash: String?
+    public let metrics: JSONB
+    public let jobId: Int64?
+    public let evaluatedBy: String
+    public let evaluatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, modelId = "model_id", data, dataHash = "data_hash", metrics, jobId = "job_id", evaluatedBy = "evaluated_by"
+        case evaluatedAt = "evaluated_at"
+    }
+
+    static let columns = "id, model_id, data, data_hash, metrics, job_id, evaluated_by, evaluated_at"
+
+    init(row: Row) throws {
+        id = try row.decode("id")
+        modelId = try row.decode("model_id")
+        data = try row.decode("data")
+        dataHash = try row.decode("data_hash")
+        metrics = try row.decode("metrics")
+        jobId = try row.decode("job_id")
+        evaluatedBy = try row.decode("evaluated_by")
+        evaluatedAt = try row.decode("evaluated_at")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import LopConfig
 import Logging
+import Provenance
 import Store
 import Synchronization
 

@@ -34,16 +34,17 @@ struct Submit: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Submit a job; prints its id (or, with --json, its row).",
         discussion: """
-            Same as INSERT INTO lop.jobs (kind, args) VALUES (…). Kinds: \(knownJobKinds.joined(separator: ", ")).
+            Same as INSERT INTO lop.jobs (kind, args) VALUES (…). Kinds: \(JobKind.list).
             Examples: lop submit sleep --arg seconds=5 --priority 1
                       lop submit compress --model tiny-llama --budget 0.45 --method auto
                       lop submit train --model tiny-llama
+                      lop submit evaluate --model tiny-llama-pruned@candidate --data corpus
             """)
 
     @OptionGroup var options: GlobalOptions
 
-    @Argument(help: "Kind of job.")
-    var kind: String
+    @Argument(help: "Kind of job: \(JobKind.list).")
+    var kind: JobKind
 
     @Option(name: .long, help: "Arguments as a JSON object.")
     var args: String?
@@ -59,6 +60,9 @@ struct Submit: ParsableCommand {
 
     @Option(help: "Shorthand for --arg method=METHOD (compress: predict, search or auto).")
     var method: String?
+
+    @Option(help: "Shorthand for --arg data=DATA (evaluate: the data to measure on).")
+    var data: String?
 
     @Option(help: "Queue (default: default).")
     var queue = "default"
@@ -76,9 +80,6 @@ struct Submit: ParsableCommand {
     var maxAttempts: Int?
 
     func validate() throws {
-        guard knownJobKinds.contains(kind) else {
-            throw ValidationError("unknown kind '\(kind)'; kinds are \(knownJobKinds.joined(separator: ", "))")
-        }
         guard (1...4).contains(priority) else { throw ValidationError("--priority must be 1, 2, 3 or 4") }
         if let maxAttempts, !(1...1000).contains(maxAttempts) { throw ValidationError("--max-attempts must be between 1 and 1000") }
         if let at, parseTime(at) == nil { throw ValidationError("--at '\(at)' is neither ISO 8601 nor +N[s|m|h|d]") }
@@ -101,7 +102,7 @@ struct Submit: ParsableCommand {
             let key = String(pair[..<equals]), raw = String(pair[pair.index(after: equals)...])
             object[key] = (try? JSONDecoder().decode(AnyJSON.self, from: Data(raw.utf8))) ?? .string(raw)
         }
-        for (key, value) in [("model", model), ("budget", budget), ("method", method)] {
+        for (key, value) in [("model", model), ("budget", budget), ("method", method), ("data", data)] {
             if let value { object[key] = .string(value) }
         }
         let encoder = JSONEncoder()
@@ -115,7 +116,7 @@ struct Submit: ParsableCommand {
             let args = JSONB(text: try argumentsJSON())
             // Check the arguments here too when this build has the handler, so mistakes surface at once.
             if let handler = JobHandlers.all(config: config).first(where: { $0.kind == kind }) {
-                do { try handler.validate(args) } catch let error as ArgumentError {
+                do { _ = try handler.arguments(args) } catch let error as ArgumentError {
                     throw ValidationError(error.description)
                 }
             }
@@ -139,8 +140,8 @@ struct List: ParsableCommand {
     @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))).")
     var state: String?
 
-    @Option(help: "Only jobs of this kind.")
-    var kind: String?
+    @Option(help: "Only jobs of this kind (\(JobKind.list)).")
+    var kind: JobKind?
 
     @Option(help: "At most this many jobs.")
     var limit = 50
@@ -149,7 +150,6 @@ struct List: ParsableCommand {
         if let state, JobState(rawValue: state) == nil {
             throw ValidationError("--state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if let kind, !knownJobKinds.contains(kind) { throw ValidationError("unknown kind '\(kind)'") }
         guard (1...10000).contains(limit) else { throw ValidationError("--limit must be between 1 and 10000") }
     }
 
@@ -163,7 +163,7 @@ struct List: ParsableCommand {
             }
             print(row(["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "CREATED"]))
             for job in jobs {
-                print(row(["\(job.id)", job.kind, job.queue, job.state.rawValue, "\(job.attempt)/\(job.maxAttempts)",
+                print(row(["\(job.id)", job.kind.rawValue, job.queue, job.state.rawValue, "\(job.attempt)/\(job.maxAttempts)",
                            String(format: "%.0f%%", job.progress * 100), "\(job.createdAt)"]))
             }
         }
@@ -195,10 +195,9 @@ func describe(_ job: Job) -> String {
 /// the model it registered with the time each stage took.
 func compressStages(_ job: Job) -> String {
     let summary = try? job.result?.decode(CompressSummary.self)
-    var current = -1
-    if let message = job.progressMessage, let slash = message.firstIndex(of: "/"), let n = Int(message[..<slash]) { current = n - 1 }
-    if job.state == .completed { current = Jobs.compressStages.count }
-    let parts = Jobs.compressStages.enumerated().map { index, stage in
+    var current = job.progressStage.flatMap(CompressStage.init(rawValue:))?.index ?? -1
+    if job.state == .completed { current = CompressStage.allCases.count }
+    let parts = CompressStage.allCases.map(\.rawValue).enumerated().map { index, stage in
         if index < current { return "\(stage) ✓" + (summary?.timings[stage].map { String(format: " %.1fs", $0) } ?? "") }
         if index == current { return job.state.isFinal ? "\(stage) ✗" : "\(stage) ▶ \(Int(job.progress * 100))%" }
         return "\(stage) ·"
@@ -230,7 +229,7 @@ struct Status: ParsableCommand {
             guard let job = try queue.get(id) else { throw QueueError.noSuchJob(id) }
             if options.json { return try printJSON(job) }
             print(describe(job))
-            if job.kind == "compress" { print(compressStages(job)) }
+            if job.kind == .compress { print(compressStages(job)) }
             let children = try queue.children(of: id)
             guard !children.isEmpty else { return }
             let byState = Dictionary(grouping: children, by: \.state).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
@@ -349,4 +348,8 @@ struct PruneJobs: ParsableCommand {
             if options.json { try printJSON(["deleted": deleted]) } else { print("deleted \(deleted) finalized jobs") }
         }
     }
+}
+
+extension JobKind: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument) }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LopConfig
 import Logging
+import Provenance
 import Queue
 import Store
 import Tensor

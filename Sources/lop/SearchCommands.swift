@@ -5,6 +5,7 @@ import Jobs
 import LopConfig
 import Logging
 import Models
+import Provenance
 import Pruning
 import Queue
 import Search
@@ -42,7 +43,7 @@ struct SearchCommand: ParsableCommand {
     var store = false
 
     func request(_ config: LopConfig) throws -> SearchRequest {
-        var object: [String: AnyJSON] = ["model": .string(model), "vision": .bool(pruning.vision)]
+        var object: [String: AnyJSON] = ["model": .string(model), "vision": .bool(pruning.vision), "budget": .string(budget)]
         if let calibration = pruning.calibration { object["calibration"] = .string(calibration) }
         if let samples = pruning.samples { object["samples"] = .number(Double(samples)) }
         if let importance = pruning.importance { object["importance"] = .string(importance) }
@@ -54,7 +55,9 @@ struct SearchCommand: ParsableCommand {
         }
         object["search"] = .object(overrides)
         do {
-            var request = try SearchRequest(arguments: object, budget: try Budget(parsing: budget), config: config)
+            // The flags are read as a search job's args, so both take the same values with the same errors.
+            let arguments = try JobArguments.decode(SearchArguments.self, from: try JSONB(encoding: object), kind: .search)
+            var request = try SearchRequest(options: arguments.options, budget: arguments.budget, config: config)
             request.bounds = pruning.bounds(config.pruning)
             request.cache = !pruning.noCache
             return request
@@ -73,7 +76,7 @@ struct SearchCommand: ParsableCommand {
             let writer = store ? SampleWriter(store: SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))), batch: request.settings.sampleBatch) : nil
             // One key per distinct search: the same command stores its samples once, however often it runs.
             let identity = "\(prepared.pruner.modelHash) \(prepared.calibration.hash) \(request.budget) \(request.settings) \(request.importance.rawValue)"
-            let key = "cli:" + SHA256.hash(data: Data(identity.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+            let key = "cli:" + sha256Hex(identity).prefix(16)
             var lastReport = Date.distantPast
             let result = try request.run(prepared, searchKey: key, jobId: nil, sample: { try writer?.add($0) }, report: { done, total, best in
                 if Date().timeIntervalSince(lastReport) >= 1 || done == total {

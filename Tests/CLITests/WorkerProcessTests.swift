@@ -63,7 +63,7 @@ import Testing
         let target = try TestDatabase.createMigrated()
         let env = environment(target)
         let queue = JobQueue(pool: ConnectionPool(target: target, size: 2))
-        let job = try queue.enqueue(NewJob(kind: "sleep", args: JSONB(text: "{\"seconds\": 1.5}"))).job
+        let job = try queue.enqueue(NewJob(kind: .sleep, args: JSONB(text: "{\"seconds\": 1.5}"))).job
         let doomed = try worker("doomed", env)
         #expect(try waitUntil { try queue.get(job.id)?.state == .running })
         doomed.signal(SIGKILL)
@@ -82,10 +82,10 @@ import Testing
         let target = try TestDatabase.createMigrated()
         let env = environment(target)
         let queue = JobQueue(pool: ConnectionPool(target: target, size: 2))
-        let job = try queue.enqueue(NewJob(kind: "sleep", args: JSONB(text: "{\"seconds\": 1}"))).job
+        let job = try queue.enqueue(NewJob(kind: .sleep, args: JSONB(text: "{\"seconds\": 1}"))).job
         let w = try worker("graceful", env)
         #expect(try waitUntil { try queue.get(job.id)?.state == .running })
-        let later = try queue.enqueue(NewJob(kind: "noop", scheduledAt: Date().addingTimeInterval(1))).job
+        let later = try queue.enqueue(NewJob(kind: .noop, scheduledAt: Date().addingTimeInterval(1))).job
         w.signal(SIGTERM)
         #expect(w.wait(timeout: 30) == 0)
         #expect(try queue.get(job.id)?.state == .completed)
@@ -136,7 +136,7 @@ import Testing
         let done = try #require(try queue.get(sweep))
         #expect(done.state == .completed && done.attempt == 1 && done.snoozes >= 1, "\(done.errors)")
         let children = try queue.children(of: sweep)
-        #expect(children.count == 4 && children.allSatisfy { $0.kind == "search" && $0.state == .completed && $0.parentId == sweep })
+        #expect(children.count == 4 && children.allSatisfy { $0.kind == .search && $0.state == .completed && $0.parentId == sweep })
         for child in children {
             let result = try #require(try child.result?.object() as? [String: Any])
             let statistics = try #require(result["statistics"] as? [String: Any])
@@ -157,7 +157,7 @@ import Testing
         let env = environment(target)
         let queue = JobQueue(pool: ConnectionPool(target: target, size: 2))
         let args = JSONB(text: #"{"model": "\#(tinyLlama)", "budget": 0.5, "samples": 32, "search": {"simulations": 80, "sample_batch": 2}}"#)
-        let interrupted = try queue.enqueue(NewJob(kind: "search", args: args)).job
+        let interrupted = try queue.enqueue(NewJob(kind: .search, args: args)).job
         let doomed = try worker("doomed", env, concurrency: 1)
         #expect(try waitUntil(timeout: 120) { try sampleCount(queue.pool, job: interrupted.id).all >= 6 })
         doomed.signal(SIGKILL)
@@ -166,7 +166,7 @@ import Testing
         let survivor = try worker("survivor", env, concurrency: 1)
         defer { survivor.signal(SIGKILL) }
         #expect(try waitUntil(timeout: 180) { try queue.get(interrupted.id)?.state == .completed })
-        let reference = try queue.enqueue(NewJob(kind: "search", args: args)).job
+        let reference = try queue.enqueue(NewJob(kind: .search, args: args)).job
         #expect(try waitUntil(timeout: 180) { try queue.get(reference.id)?.state == .completed })
         let resumed = try #require(try queue.get(interrupted.id)?.result?.object() as? [String: Any])
         let whole = try #require(try queue.get(reference.id)?.result?.object() as? [String: Any])

@@ -39,7 +39,7 @@ import Testing
 @Suite struct PeriodicTests {
     @Test func eachFireTimeIsEnqueuedOnceWithThreeRacingSchedulers() throws {
         let (queue, _) = try queueDatabase()
-        let spec = PeriodicJob(name: "every-minute", schedule: try CronSchedule("* * * * *"), job: NewJob(kind: "noop"))
+        let spec = PeriodicJob(name: "every-minute", schedule: try CronSchedule("* * * * *"), job: NewJob(kind: .noop))
         let schedulers = (0..<3).map { _ in PeriodicScheduler(queue: queue, jobs: [spec], catchUpSeconds: 120) }
         let now = Date()
         let created = LockedValue(0)

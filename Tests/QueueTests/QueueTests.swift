@@ -7,15 +7,14 @@ import Testing
 
 /// Handlers used by the queue tests.
 struct CountingHandler: JobHandler {
-    let kind = "noop"
-    func validate(_ args: JSONB) throws {
-        if let object = try args.object() as? [String: Any], let n = object["n"], !(n is NSNumber) {
-            throw ArgumentError("n", "must be a number")
-        }
-    }
-    func run(_ job: Job, context: JobContext) throws -> JobResult {
+    static let kind = JobKind.noop
+    /// Any object; `n`, when given, must be a number.
+    struct Arguments: Decodable, Sendable { let n: Double? }
+    struct Output: Encodable, Sendable { let ok: Bool }
+
+    func run(_ arguments: Arguments, job: Job, context: JobContext) throws -> JobOutcome<Output> {
         let id = job.id
-        return JobResult(result: JSONB(text: "{\"ok\": true}")) { c in
+        return JobOutcome(Output(ok: true)) { c in
             // Written in the completion's transaction: exactly one row per completed job.
             try c.execute("INSERT INTO completions (job_id) VALUES (\(id))")
             return nil
@@ -24,9 +23,8 @@ struct CountingHandler: JobHandler {
 }
 
 struct FailingHandler: JobHandler {
-    let kind = "evaluate"
-    func validate(_ args: JSONB) throws {}
-    func run(_ job: Job, context: JobContext) throws -> JobResult {
+    static let kind = JobKind.evaluate
+    func run(_ arguments: IgnoredArguments, job: Job, context: JobContext) throws -> JobOutcome<NoopHandler.Output> {
         struct Broken: Error, CustomStringConvertible { let description: String }
         throw Broken(description: "attempt \(job.attempt) broke")
     }
@@ -62,7 +60,7 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         #expect(job.queue == "default" && job.priority == 2 && job.attempt == 0 && job.maxAttempts == 5)
         #expect(job.errors.isEmpty && job.progress == 0 && job.finalizedAt == nil)
         // A future job starts scheduled.
-        let later = try queue.enqueue(NewJob(kind: "noop", scheduledAt: Date().addingTimeInterval(3600))).job
+        let later = try queue.enqueue(NewJob(kind: .noop, scheduledAt: Date().addingTimeInterval(3600))).job
         #expect(later.state == .scheduled)
     }
 
@@ -85,29 +83,29 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func claimFollowsPriorityThenScheduleAndRespectsScheduledTime() throws {
         let (queue, _) = try queueDatabase()
-        let low = try queue.enqueue(NewJob(kind: "noop", priority: 4)).job
-        let high = try queue.enqueue(NewJob(kind: "noop", priority: 1)).job
-        let normalOld = try queue.enqueue(NewJob(kind: "noop", priority: 2, scheduledAt: Date().addingTimeInterval(-60))).job
-        let normalNew = try queue.enqueue(NewJob(kind: "noop", priority: 2)).job
-        let future = try queue.enqueue(NewJob(kind: "noop", priority: 1, scheduledAt: Date().addingTimeInterval(3600))).job
-        let otherQueue = try queue.enqueue(NewJob(kind: "noop", queue: "gpu")).job
-        let claimed = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 10, leaseSeconds: 30)
+        let low = try queue.enqueue(NewJob(kind: .noop, priority: 4)).job
+        let high = try queue.enqueue(NewJob(kind: .noop, priority: 1)).job
+        let normalOld = try queue.enqueue(NewJob(kind: .noop, priority: 2, scheduledAt: Date().addingTimeInterval(-60))).job
+        let normalNew = try queue.enqueue(NewJob(kind: .noop, priority: 2)).job
+        let future = try queue.enqueue(NewJob(kind: .noop, priority: 1, scheduledAt: Date().addingTimeInterval(3600))).job
+        let otherQueue = try queue.enqueue(NewJob(kind: .noop, queue: "gpu")).job
+        let claimed = try queue.claim(worker: "w", queues: ["default"], kinds: [.noop], limit: 10, leaseSeconds: 30)
         #expect(claimed.map(\.id) == [high.id, normalOld.id, normalNew.id, low.id])
         #expect(claimed.allSatisfy { $0.state == .running && $0.attempt == 1 && $0.attemptedBy == "w" && $0.leaseExpiresAt != nil })
         #expect(try queue.get(future.id)?.state == .scheduled)
         #expect(try queue.get(otherQueue.id)?.state == .available)
         // Kinds filter: a worker never claims a kind it cannot run.
-        #expect(try queue.claim(worker: "w", queues: ["gpu"], kinds: ["compress"], limit: 10, leaseSeconds: 30).isEmpty)
+        #expect(try queue.claim(worker: "w", queues: ["gpu"], kinds: [.compress], limit: 10, leaseSeconds: 30).isEmpty)
     }
 
     @Test func uniqueKeysAllowOneLiveJob() throws {
         let (queue, _) = try queueDatabase()
-        let first = try queue.enqueue(NewJob(kind: "noop", uniqueKey: "nightly-2026-11-24"))
-        let second = try queue.enqueue(NewJob(kind: "noop", uniqueKey: "nightly-2026-11-24"))
+        let first = try queue.enqueue(NewJob(kind: .noop, uniqueKey: "nightly-2026-11-24"))
+        let second = try queue.enqueue(NewJob(kind: .noop, uniqueKey: "nightly-2026-11-24"))
         #expect(!first.duplicate && second.duplicate && second.job.id == first.job.id)
         // Once finalized, the key is free again.
         #expect(try queue.cancel(job: first.job.id) == .cancelled)
-        #expect(try !queue.enqueue(NewJob(kind: "noop", uniqueKey: "nightly-2026-11-24")).duplicate)
+        #expect(try !queue.enqueue(NewJob(kind: .noop, uniqueKey: "nightly-2026-11-24")).duplicate)
     }
 
     @Test func manyJobsManyWorkersEachCompletesExactlyOnce() throws {
@@ -126,7 +124,7 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func failuresRetryWithBackoffThenDiscardWithHistoryAndRetryBringsBack() throws {
         let (queue, target) = try queueDatabase()
-        let job = try queue.enqueue(NewJob(kind: "evaluate", maxAttempts: 3)).job
+        let job = try queue.enqueue(NewJob(kind: .evaluate, maxAttempts: 3)).job
         let worker = Worker(queue: queue, handlers: [FailingHandler()], options: fastOptions("failing"), listenTarget: target)
         try runWorkers([worker]) { try queue.get(job.id)?.state == .discarded }
         let discarded = try #require(try queue.get(job.id))
@@ -144,10 +142,10 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         let (queue, _) = try queueDatabase()
         let policy = RetryPolicy(baseSeconds: 10, exponent: 2, capSeconds: 1000)
         var delays: [Double] = []
-        let job = try queue.enqueue(NewJob(kind: "evaluate", maxAttempts: 4)).job
+        let job = try queue.enqueue(NewJob(kind: .evaluate, maxAttempts: 4)).job
         for _ in 1...3 {
             try queue.pool.withConnection { try $0.execute("UPDATE lop.jobs SET scheduled_at = now() WHERE id = \(job.id)") }
-            let claimed = try queue.claim(worker: "w", queues: ["default"], kinds: ["evaluate"], limit: 1, leaseSeconds: 30)
+            let claimed = try queue.claim(worker: "w", queues: ["default"], kinds: [.evaluate], limit: 1, leaseSeconds: 30)
             #expect(claimed.count == 1)
             guard case let .retryable(at) = try queue.fail(job: job.id, worker: "w", error: "no", retry: policy) else {
                 Issue.record("expected retryable"); return
@@ -164,7 +162,7 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func invalidArgsAreDiscardedAtOnceWithTheField() throws {
         let (queue, target) = try queueDatabase()
-        let job = try queue.enqueue(NewJob(kind: "noop", args: JSONB(text: "{\"n\": \"seven\"}"))).job
+        let job = try queue.enqueue(NewJob(kind: .noop, args: JSONB(text: "{\"n\": \"seven\"}"))).job
         let worker = Worker(queue: queue, handlers: [CountingHandler()], options: fastOptions("validator"), listenTarget: target)
         try runWorkers([worker]) { try queue.get(job.id)?.state.isFinal == true }
         let done = try #require(try queue.get(job.id))
@@ -174,12 +172,12 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func cancelQueuedAndRunningJobs() throws {
         let (queue, target) = try queueDatabase()
-        let queued = try queue.enqueue(NewJob(kind: "noop", scheduledAt: Date().addingTimeInterval(600))).job
+        let queued = try queue.enqueue(NewJob(kind: .noop, scheduledAt: Date().addingTimeInterval(600))).job
         #expect(try queue.cancel(job: queued.id) == .cancelled)
         #expect(try queue.cancel(job: queued.id) == .alreadyFinal)
         #expect(throws: QueueError.self) { try queue.cancel(job: 424_242) }
 
-        let long = try queue.enqueue(NewJob(kind: "sleep", args: JSONB(text: "{\"seconds\": 30}"))).job
+        let long = try queue.enqueue(NewJob(kind: .sleep, args: JSONB(text: "{\"seconds\": 30}"))).job
         let worker = Worker(queue: queue, handlers: [SleepHandler()], options: fastOptions("sleeper"), listenTarget: target)
         var outcome: JobQueue.CancelOutcome? = nil
         try runWorkers([worker], timeout: 20) {
@@ -195,8 +193,8 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func completionAfterACancelRequestIsRecordedAsCancelled() throws {
         let (queue, _) = try queueDatabase()
-        let job = try queue.enqueue(NewJob(kind: "noop")).job
-        _ = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 30)
+        let job = try queue.enqueue(NewJob(kind: .noop)).job
+        _ = try queue.claim(worker: "w", queues: ["default"], kinds: [.noop], limit: 1, leaseSeconds: 30)
         #expect(try queue.cancel(job: job.id) == .requested)
         let wrote = LockedValue(false)
         #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{}")) { _ in wrote.withLock { $0 = true }; return nil } == .cancelled)
@@ -206,8 +204,8 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
 
     @Test func expiredLeasesAreRescuedWithTheLostAttemptRecorded() throws {
         let (queue, _) = try queueDatabase()
-        let job = try queue.enqueue(NewJob(kind: "noop", maxAttempts: 2)).job
-        _ = try queue.claim(worker: "ghost", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 0.2)
+        let job = try queue.enqueue(NewJob(kind: .noop, maxAttempts: 2)).job
+        _ = try queue.claim(worker: "ghost", queues: ["default"], kinds: [.noop], limit: 1, leaseSeconds: 0.2)
         #expect(try queue.rescue(retry: RetryPolicy(baseSeconds: 0)).isEmpty)
         Thread.sleep(forTimeInterval: 0.4)
         let rescued = try queue.rescue(retry: RetryPolicy(baseSeconds: 0))
@@ -217,21 +215,21 @@ func count(_ queue: JobQueue, _ sql: SQL) throws -> Int {
         // The ghost cannot finalize what it no longer holds.
         #expect(try queue.complete(job: job.id, worker: "ghost", result: JSONB(text: "{}")) == .lost)
         // Past max attempts, a rescued job is discarded.
-        _ = try queue.claim(worker: "ghost", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 0.1)
+        _ = try queue.claim(worker: "ghost", queues: ["default"], kinds: [.noop], limit: 1, leaseSeconds: 0.1)
         Thread.sleep(forTimeInterval: 0.3)
         #expect(try queue.rescue(retry: RetryPolicy(baseSeconds: 0)).first?.state == .discarded)
     }
 
     @Test func progressIsWrittenAndPruneDeletesOldFinalizedJobs() throws {
         let (queue, _) = try queueDatabase()
-        let job = try queue.enqueue(NewJob(kind: "noop")).job
-        _ = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 30)
+        let job = try queue.enqueue(NewJob(kind: .noop)).job
+        _ = try queue.claim(worker: "w", queues: ["default"], kinds: [.noop], limit: 1, leaseSeconds: 30)
         #expect(try queue.progress(job: job.id, worker: "w", fraction: 0.25, message: "a quarter"))
         #expect(try !queue.progress(job: job.id, worker: "other", fraction: 0.5, message: nil))
         let running = try #require(try queue.get(job.id))
         #expect(running.progress == 0.25 && running.progressMessage == "a quarter")
         #expect(try queue.complete(job: job.id, worker: "w", result: JSONB(text: "{\"x\": 1}")) == .completed)
-        for _ in 0..<5 { try queue.enqueue(NewJob(kind: "noop")) }
+        for _ in 0..<5 { try queue.enqueue(NewJob(kind: .noop)) }
         try queue.pool.withConnection { try $0.execute("UPDATE lop.jobs SET finalized_at = now() - interval '2 days' WHERE id = \(job.id)") }
         #expect(try queue.pruneFinalized(olderThan: 86400, batchSize: 2) == 1)
         #expect(try queue.get(job.id) == nil)

@@ -139,9 +139,14 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         let base: [String: AnyJSON] = ["model": .string("m")]
         var args = base
         args["search"] = .object(["simulations": .number(12), "successive_halving": .bool(true), "reward": .string("accuracy")])
-        let request = try SearchRequest(arguments: args, budget: .fraction(0.4), config: LopConfig())
-        #expect(request.settings.simulations == 12 && request.settings.successiveHalving && request.settings.reward == "accuracy")
-        #expect(request.settings.children == 4 && request.settings.expandAfter == 3)
+        /// A search job's args as the worker reads them.
+        func request(_ object: [String: AnyJSON]) throws -> SearchRequest {
+            let options = try JobArguments.decode(SearchOptions.self, from: try JSONB(encoding: object), kind: .search)
+            return try SearchRequest(options: options, budget: .fraction(0.4), config: LopConfig())
+        }
+        let parsed = try request(args)
+        #expect(parsed.settings.simulations == 12 && parsed.settings.successiveHalving && parsed.settings.reward == "accuracy")
+        #expect(parsed.settings.children == 4 && parsed.settings.expandAfter == 3)
         let bad: [([String: AnyJSON], String)] = [
             (["simulations": .number(0)], "'search.simulations' must be an integer in 1...1000000"),
             (["simulations": .number(2.5)], "'search.simulations' must be an integer"),
@@ -153,7 +158,7 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         for (overrides, message) in bad {
             var a = base
             a["search"] = .object(overrides)
-            #expect { _ = try SearchRequest(arguments: a, budget: .fraction(0.4), config: LopConfig()) } throws: { "\($0)".contains(message) }
+            #expect { _ = try request(a) } throws: { "\($0)".contains(message) }
         }
     }
 
@@ -176,7 +181,7 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
 
     @Test func sweepBudgetsAreParsed() throws {
         let handler = SweepHandler()
-        func check(_ json: String) throws { try handler.validate(JSONB(text: json)) }
+        func check(_ json: String) throws { _ = try handler.arguments(JSONB(text: json)) }
         try check(#"{"model": "m", "budgets": [0.3, "50%", {"kind": "parameters", "value": 1000}]}"#)
         try check(#"{"model": "m", "budgets": {"from": 0.2, "to": 0.8, "step": 0.05}, "search": {"simulations": 10}}"#)
         for (json, message) in [
@@ -189,6 +194,6 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         ] {
             #expect { try check(json) } throws: { "\($0)".contains(message) }
         }
-        #expect { try SearchHandler().validate(JSONB(text: #"{"model": "m", "budget": "params:-3"}"#)) } throws: { "\($0)".contains("'budget'") }
+        #expect { _ = try SearchHandler().arguments(JSONB(text: #"{"model": "m", "budget": "params:-3"}"#)) } throws: { "\($0)".contains("'budget'") }
     }
 }

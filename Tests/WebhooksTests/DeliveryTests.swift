@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import LopConfig
 import Logging
+import Provenance
 import Queue
 import Store
 import Testing
@@ -108,8 +109,8 @@ final class DeliveryFixture: @unchecked Sendable {
         let (endpoint, secret) = try f.endpoint("/ok")
         _ = try f.endpoint("/ok", events: ["model.registered"])  // wants other events: gets nothing
         let queue = JobQueue(pool: f.pool)
-        let job = try queue.enqueue(NewJob(kind: "noop")).job
-        _ = try queue.claim(worker: "w", queues: ["default"], kinds: ["noop"], limit: 1, leaseSeconds: 30)
+        let job = try queue.enqueue(NewJob(kind: .noop)).job
+        _ = try queue.claim(worker: "w", queues: ["default"], kinds: [.noop], limit: 1, leaseSeconds: 30)
         // A finalization that rolls back leaves no event behind.
         #expect(throws: (any Error).self) {
             try f.pool.withTransaction { c in
@@ -144,7 +145,7 @@ final class DeliveryFixture: @unchecked Sendable {
         #expect(attempts.count == 1 && attempts[0].statusCode == 200 && attempts[0].error == nil && attempts[0].response == #"{"ok": true}"#)
 
         // Cancelling and discarding emit their own events.
-        let other = try queue.enqueue(NewJob(kind: "noop")).job
+        let other = try queue.enqueue(NewJob(kind: .noop)).job
         _ = try queue.cancel(job: other.id)
         #expect(try f.store.deliveries().map(\.eventType).sorted() == ["job.cancelled", "job.completed"])
     }

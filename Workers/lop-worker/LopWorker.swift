@@ -45,9 +45,8 @@ struct LopWorker: ParsableCommand {
     func validate() throws {
         if let concurrency, !(1...256).contains(concurrency) { throw ValidationError("--concurrency must be between 1 and 256") }
         if let kinds {
-            let available = Set(JobHandlers.all().map(\.kind))
-            for kind in kinds.split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces) }) where !available.contains(kind) {
-                throw ValidationError("--kinds: this worker has no handler for '\(kind)' (it has: \(available.sorted().joined(separator: ", ")))")
+            for name in kinds.split(separator: ",").map({ String($0).trimmingCharacters(in: .whitespaces) }) where JobKind(rawValue: name) == nil {
+                throw ValidationError("--kinds: this worker has no handler for '\(name)' (it has: \(JobKind.list))")
             }
         }
         if let queues, queues.split(separator: ",").isEmpty { throw ValidationError("--queues needs at least one queue name") }
@@ -64,7 +63,7 @@ struct LopWorker: ParsableCommand {
         var options = WorkerOptions(config: q, name: name ?? WorkerOptions.defaultName())
         if let queues { options.queues = queues.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         if let concurrency { options.concurrency = concurrency }
-        let wanted = kinds.map { Set($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }) }
+        let wanted = kinds.map { Set($0.split(separator: ",").compactMap { JobKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }) }
         let handlers = JobHandlers.all(config: settings).filter { wanted?.contains($0.kind) ?? true }
 
         // Each slot, the claim loop and the heartbeat may hold a connection at once.
@@ -83,14 +82,21 @@ struct LopWorker: ParsableCommand {
             do { schedule = try CronSchedule(spec.cron) } catch {
                 Executable.fail("lop-worker", "queue.periodic '\(spec.name)': \(error)", code: 78)
             }
-            let job = NewJob(kind: spec.kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
+            // The kind was checked when the configuration was read; the args are checked here, as the job will be.
+            guard let kind = JobKind(rawValue: spec.kind), let handler = JobHandlers.all(config: settings).first(where: { $0.kind == kind }) else {
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': no handler for '\(spec.kind)'", code: 78)
+            }
+            do { _ = try handler.arguments(JSONB(text: spec.args)) } catch {
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)'.args: \(error)", code: 78)
+            }
+            let job = NewJob(kind: kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
             periodic.append(PeriodicJob(name: spec.name, schedule: schedule, job: job))
         }
         // The nightly predictor re-training (training.schedule), unless queue.periodic already names one.
         if !settings.training.schedule.isEmpty && !periodic.contains(where: { $0.name == "nightly-train" }) {
             do {
                 periodic.append(PeriodicJob(name: "nightly-train", schedule: try CronSchedule(settings.training.schedule),
-                                            job: NewJob(kind: "train", maxAttempts: q.maxAttempts)))
+                                            job: NewJob(kind: .train, maxAttempts: q.maxAttempts)))
             } catch {
                 Executable.fail("lop-worker", "training.schedule: \(error)", code: 78)
             }
