@@ -46,11 +46,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
 
-        // lop's version and its one SHA-256 hex form, shared by the model side and the infrastructure.
-        .target(name: "Provenance", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // What every module shares: lop's version, the LopError protocol and exit statuses, the one SHA-256 hex form.
+        .target(name: "LopCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .target(
             name: "LopConfig",
-            dependencies: [.product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["LopCore", .product(name: "Yams", package: "Yams"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // Numeric kernels are optimised in debug builds too: tests train and evaluate real models with them.
@@ -59,24 +59,24 @@ let package = Package(
             swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug)), .unsafeFlags(vectorFlags)]
         ),
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
-        .target(name: "Models", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Models", dependencies: ["Tensor", "LopCore"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Loss, perplexity and answer accuracy; calibration sets; comparison reports.
-        .target(name: "Evaluation", dependencies: ["Models", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Evaluation", dependencies: ["Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
         .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Prunable units, budgets and their exact projection, importance, nested models, allocation baselines.
-        .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
-        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "Provenance", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
-        .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopConfig", "Provenance", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopCore", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
-                "CLibPQ", "LopConfig", "Provenance",
+                "CLibPQ", "LopCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -84,14 +84,17 @@ let package = Package(
         ),
         .target(
             name: "Queue",
-            dependencies: ["Store", "LopConfig", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Store", "LopCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
-        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "Provenance", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // The executables' shared edge: the configuration mapped onto each module's settings, one logging
+        // bootstrap, one exit path for lop's errors, shutdown signals.
+        .target(name: "Bootstrap", dependencies: ["LopConfig", "LopCore", "Store", "Queue", "Webhooks", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "LopCore", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .executableTarget(
             name: "lop-worker",
             dependencies: [
-                "Jobs", "Queue", "Store", "LopConfig", "Tensor",
+                "Bootstrap", "Jobs", "Queue", "Store", "LopConfig", "LopCore", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -101,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "lop-notifier",
             dependencies: [
-                "Webhooks", "Store", "LopConfig",
+                "Bootstrap", "Webhooks", "Store", "LopConfig", "LopCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -111,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "LopConfig", "Provenance", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
+                "Bootstrap", "LopConfig", "LopCore", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -121,7 +124,7 @@ let package = Package(
 
         // Shared by test targets: a throwaway PostgreSQL cluster and per-test databases.
         .target(name: "TestSupport", dependencies: ["Store", "Queue", "Models", "Tensor", "Fixtures"], path: "Tests/TestSupport", swiftSettings: strict),
-        .testTarget(name: "LopConfigTests", dependencies: ["LopConfig"], swiftSettings: strict),
+        .testTarget(name: "LopConfigTests", dependencies: ["LopConfig", "Bootstrap", "Queue", "Webhooks"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "LopConfig", "Pruning", "TestSupport"], swiftSettings: strict),
@@ -131,7 +134,7 @@ let package = Package(
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SearchTests", dependencies: ["Search", "Jobs", "Queue", "Store", "Pruning", "Evaluation", "Fixtures", "Models", "Tensor", "LopConfig", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "Provenance", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "LopCore", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
     ],

@@ -1,5 +1,4 @@
 import Foundation
-import LopConfig
 import Logging
 import Store
 import Webhooks
@@ -7,7 +6,7 @@ import Webhooks
 /// `lop bench webhooks`: events through the outbox and an in-process notifier to the Python receiver on
 /// 127.0.0.1 — at a steady rate (enqueue → delivered latency) and all at once (deliveries per second).
 public enum WebhookBenchmark {
-    public static func run(target: ConnectionTarget, settings: LopConfig.Webhooks, events: Int, rate: Double, receiverScript: String) throws -> BenchmarkTable {
+    public static func run(target: ConnectionTarget, settings: DeliverySettings, events: Int, rate: Double, receiverScript: String) throws -> BenchmarkTable {
         let receiver = Process()
         receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         receiver.arguments = ["python3", receiverScript]

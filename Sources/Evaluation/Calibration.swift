@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Models
-import Provenance
+import LopCore
 import Tensor
 
 /// The data importance scores and allocations are computed on: token batches (text, or text with images),

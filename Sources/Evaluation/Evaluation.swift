@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Models
 import Tensor
 
@@ -163,4 +164,8 @@ public enum EvaluationData {
             return Metrics(loss: m.loss, perplexity: nil, accuracy: m.accuracy, accuracyByKind: m.accuracyByKind, count: m.questions)
         }
     }
+}
+
+extension EvaluationError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

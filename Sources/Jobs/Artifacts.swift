@@ -1,7 +1,7 @@
 import Crypto
 import Fixtures
 import Foundation
-import Provenance
+import LopCore
 import Store
 
 /// The folder under which registered models live (`artifacts.root`). A folder is written under `.tmp/`, then

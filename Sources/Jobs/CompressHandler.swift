@@ -3,7 +3,7 @@ import Foundation
 import LopConfig
 import Models
 import Predictor
-import Provenance
+import LopCore
 import Pruning
 import Queue
 import Search

@@ -1,3 +1,4 @@
+import LopCore
 /// A configuration that cannot be used, naming the file, key or variable at fault.
 public enum ConfigError: Error, CustomStringConvertible, Equatable {
     case unreadable(file: String, reason: String)
@@ -15,4 +16,8 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable {
         case let .invalidValue(key, reason, source): "config key '\(key)' in \(source): \(reason)"
         }
     }
+}
+
+extension ConfigError: LopError {
+    public var exitCode: Int32 { ExitStatus.configError }
 }

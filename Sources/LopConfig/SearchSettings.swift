@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// How LOP's Monte Carlo tree search runs (the `search` section of the config; a search job's `search`
 /// argument overrides any key). Defaults are the published method's.
@@ -103,4 +104,8 @@ extension TableReader {
             }
         }
     }
+}
+
+extension SettingError: LopError {
+    public var exitCode: Int32 { ExitStatus.configError }
 }

@@ -1,10 +1,6 @@
 import Foundation
 import Yams
 
-/// Events lop writes to the webhook outbox (`ping` only by `lop webhooks test`).
-public let knownWebhookEvents = ["job.completed", "job.failed", "job.cancelled", "model.registered", "model.evaluated", "model.alias_changed",
-                                  "predictor.promoted", "ping"]
-
 extension LopConfig {
     /// Webhook delivery (lop-notifier) and destination safety.
     public struct Webhooks: Sendable, Equatable {

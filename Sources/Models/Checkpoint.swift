@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Tensor
 
 /// A problem with a model folder as a whole (its config, its index, its shards).
@@ -171,4 +172,8 @@ public final class Checkpoint: @unchecked Sendable {  // immutable after init
         }
         return groups
     }
+}
+
+extension CheckpointError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// A `config.json` key that is missing, of the wrong type, or out of range.
 public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
@@ -314,4 +315,8 @@ public struct LlavaConfig: Equatable, Sendable {
             "vision_feature_select_strategy": .string(visionFeatureSelect),
         ])
     }
+}
+
+extension ModelConfigError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

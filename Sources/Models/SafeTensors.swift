@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Tensor
 
 /// A problem with a safetensors file, naming the file and, where there is one, the tensor.
@@ -318,4 +319,8 @@ public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws {
         try write(to: path) { try $0.write(contentsOf: data) }
     }
+}
+
+extension SafeTensorsError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// The fixtures' tokenizer: one token per UTF-8 byte (ids 0–255) and four special tokens after them.
 public struct ByteTokenizer: Sendable {
@@ -98,4 +99,8 @@ public enum TokenData {
         }
         return data
     }
+}
+
+extension TokenDataError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Tensor
 
 extension Graph {
@@ -215,4 +216,8 @@ public final class LlavaModel {
 public struct ModelInputError: Error, CustomStringConvertible {
     public let problem: String
     public var description: String { problem }
+}
+
+extension ModelInputError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Models
-import Provenance
+import LopCore
 import Pruning
 import Tensor
 
@@ -280,4 +280,8 @@ public final class Predictor {
     }
 
     static func digest(_ data: Data) -> String { sha256Hex(data) }
+}
+
+extension PredictorError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

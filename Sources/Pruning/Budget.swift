@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Models
 
 /// One prunable FFN: its neurons are kept or dropped together with their gate/up rows and down column
@@ -265,4 +266,8 @@ extension Budget: Codable {
         init(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
     }
+}
+
+extension BudgetError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

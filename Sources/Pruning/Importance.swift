@@ -2,7 +2,7 @@ import Crypto
 import Evaluation
 import Foundation
 import Models
-import Provenance
+import LopCore
 import Tensor
 
 /// How neurons are ranked within a unit (higher = more important, kept first).

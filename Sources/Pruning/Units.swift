@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Models
-import Provenance
+import LopCore
 import Tensor
 
 /// Which FFNs a strategy covers.

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// A five-field cron expression (minute hour day-of-month month day-of-week), evaluated in UTC.
 /// Fields take `*`, numbers, ranges `a-b`, steps `*/n` or `a-b/n`, and lists `x,y`. Day of week 0 or 7 is
@@ -77,4 +78,8 @@ public struct CronSchedule: Sendable, Equatable, CustomStringConvertible {
 public struct CronError: Error, CustomStringConvertible {
     public let description: String
     init(_ expression: String, _ reason: String) { description = "cron expression '\(expression)': \(reason)" }
+}
+
+extension CronError: LopError {
+    public var exitCode: Int32 { ExitStatus.configError }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Store
 
 /// Runs one kind of job: a typed arguments value in, a typed result out. The worker decodes `lop.jobs.args` into
@@ -151,4 +152,8 @@ public final class JobContext: @unchecked Sendable {
         defer { lock.unlock() }
         return stopReason
     }
+}
+
+extension ArgumentError: LopError {
+    public var exitCode: Int32 { ExitStatus.usage }
 }

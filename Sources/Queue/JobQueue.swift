@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import LopCore
 import Store
 
 /// The queue's operations on `lop.jobs`. Every transition names the state it comes from (and, for a running
@@ -362,4 +363,8 @@ public enum QueueError: Error, CustomStringConvertible, Equatable {
         case let .wrongState(id, state, expected): "job \(id) is \(state.rawValue), not \(expected)"
         }
     }
+}
+
+extension QueueError: LopError {
+    public var exitCode: Int32 { ExitStatus.failure }
 }

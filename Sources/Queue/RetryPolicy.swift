@@ -1,5 +1,4 @@
 import Foundation
-import LopConfig
 
 /// When a failed attempt runs again: `base · attempt^exponent` seconds, capped, with ±10 % jitter
 /// (attempt⁴ like River and Oban: 1 s, 16 s, 81 s, 4 min, 10 min, …). The queue evaluates it in SQL.
@@ -8,9 +7,8 @@ public struct RetryPolicy: Sendable, Equatable {
     public var exponent: Double
     public var capSeconds: Double
 
-    /// Defaults are the configuration's (`queue.retry`), kept in one place.
-    public init(baseSeconds: Double = LopConfig.Retry().baseSeconds, exponent: Double = LopConfig.Retry().exponent,
-                capSeconds: Double = LopConfig.Retry().capSeconds) {
+    /// The defaults are `queue.retry`'s in Config/lop.yaml (a test keeps them equal).
+    public init(baseSeconds: Double = 1, exponent: Double = 4, capSeconds: Double = 3600) {
         self.baseSeconds = baseSeconds
         self.exponent = exponent
         self.capSeconds = capSeconds

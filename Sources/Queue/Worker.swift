@@ -1,10 +1,9 @@
 import Foundation
 import Logging
-import LopConfig
 import Store
 
 /// How a worker runs.
-public struct WorkerOptions: Sendable {
+public struct WorkerOptions: Sendable, Equatable {
     /// Name recorded in `attempted_by`; unique per process (host, pid and a random suffix by default).
     public var name: String
     public var queues: [String]
@@ -24,9 +23,13 @@ public struct WorkerOptions: Sendable {
     public var retry: RetryPolicy
     public var retryByKind: [JobKind: RetryPolicy]
 
-    /// Options at the configuration's defaults (`queue.*` in Config/lop.yaml), which live in one place.
-    public init(name: String = WorkerOptions.defaultName()) {
-        self.init(config: LopConfig.Queue(), name: name)
+    /// The defaults are `queue.*`'s in Config/lop.yaml (a test keeps them equal).
+    public init(name: String = WorkerOptions.defaultName(), queues: [String] = ["default"], concurrency: Int = 2, leaseSeconds: Double = 30,
+                heartbeatSeconds: Double = 5, pollSeconds: Double = 1, rescueSeconds: Double = 10, progressSeconds: Double = 1,
+                shutdownGraceSeconds: Double = 30, retry: RetryPolicy = RetryPolicy(), retryByKind: [JobKind: RetryPolicy] = [:]) {
+        (self.name, self.queues, self.concurrency, self.leaseSeconds, self.heartbeatSeconds) = (name, queues, concurrency, leaseSeconds, heartbeatSeconds)
+        (self.pollSeconds, self.rescueSeconds, self.progressSeconds, self.shutdownGraceSeconds) = (pollSeconds, rescueSeconds, progressSeconds, shutdownGraceSeconds)
+        (self.retry, self.retryByKind) = (retry, retryByKind)
     }
 
     public static func defaultName() -> String {

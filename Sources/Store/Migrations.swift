@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Logging
-import Provenance
+import LopCore
 
 /// One numbered migration file, `SQL/NNNN_name.sql`.
 public struct Migration: Sendable, Equatable {
@@ -153,4 +153,8 @@ public struct Migrator: Sendable {
             }
         }
     }
+}
+
+extension MigrationError: LopError {
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

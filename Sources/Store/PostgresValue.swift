@@ -1,5 +1,5 @@
 import Foundation
-import Provenance
+import LopCore
 
 /// A PostgreSQL type oid.
 public typealias Oid = UInt32

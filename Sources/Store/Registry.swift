@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// What a registered model is: a model as given, a pruned variant of one, or a predictor trained for one.
 public enum ModelKind: String, Sendable, Codable, CaseIterable, PostgresDecodable {
@@ -465,4 +466,8 @@ public struct ModelEvaluation: Sendable, Equatable, Codable {
         evaluatedBy = try row.decode("evaluated_by")
         evaluatedAt = try row.decode("evaluated_at")
     }
+}
+
+extension RegistryError: LopError {
+    public var exitCode: Int32 { ExitStatus.failure }
 }

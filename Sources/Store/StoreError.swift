@@ -1,3 +1,4 @@
+import LopCore
 /// Everything that can go wrong talking to PostgreSQL. Descriptions name the place (target, column, constraint)
 /// and never a password; server-side details that may hold row values sit in `debugDescription`.
 public enum StoreError: Error, CustomStringConvertible, CustomDebugStringConvertible {
@@ -75,4 +76,8 @@ public struct ServerError: Sendable, CustomStringConvertible, CustomDebugStringC
     public var isCheckViolation: Bool { sqlState == "23514" }
     public var isNotNullViolation: Bool { sqlState == "23502" }
     public var isForeignKeyViolation: Bool { sqlState == "23503" }
+}
+
+extension StoreError: LopError {
+    public var exitCode: Int32 { isConnectionLoss ? ExitStatus.unavailable : ExitStatus.failure }
 }

@@ -1,7 +1,6 @@
 import Foundation
-import LopConfig
 import Logging
-import Provenance
+import LopCore
 import Store
 import Synchronization
 
@@ -10,13 +9,13 @@ import Synchronization
 /// retries come due without a notification.
 public final class Notifier: Sendable {
     public let store: WebhookStore
-    public let settings: LopConfig.Webhooks
+    public let settings: DeliverySettings
     public let name: String
     let listenTarget: ConnectionTarget
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
 
-    public init(store: WebhookStore, settings: LopConfig.Webhooks, name: String, listenTarget: ConnectionTarget, logger: Logger) {
+    public init(store: WebhookStore, settings: DeliverySettings, name: String, listenTarget: ConnectionTarget, logger: Logger) {
         (self.store, self.settings, self.name, self.listenTarget, self.logger) = (store, settings, name, listenTarget, logger)
     }
 

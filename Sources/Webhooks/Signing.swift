@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import LopCore
 
 /// A Standard Webhooks signing secret: `whsec_` followed by the base64 of 24 to 64 random bytes.
 public struct WebhookSecret: Sendable, Equatable, CustomStringConvertible {
@@ -89,4 +90,9 @@ public struct WebhookVerifier: Sendable {
 public struct WebhookError: Error, CustomStringConvertible, Equatable, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+extension WebhookError: LopError {
+    /// A bad URL, secret, event name or delivery id: bad input.
+    public var exitCode: Int32 { ExitStatus.dataError }
 }

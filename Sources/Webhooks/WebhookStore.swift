@@ -1,5 +1,4 @@
 import Foundation
-import LopConfig
 import Store
 
 /// A receiver of lop's webhooks (a row of `lop.webhook_endpoints`; its secrets are not part of it).
@@ -101,7 +100,7 @@ public enum DeliveryDecision: Sendable, Equatable {
     /// Standard Webhooks' rules: a 2xx delivers; 410 disables the endpoint; 429 and 503 wait for `Retry-After`
     /// when given; anything else (3xx included, as redirects are not followed) waits for the schedule's next delay,
     /// with jitter, until the schedule runs out. `attempt` counts attempts made, this one included.
-    public static func decide(_ outcome: PostOutcome, attempt: Int, settings: LopConfig.Webhooks, now: Date = Date(),
+    public static func decide(_ outcome: PostOutcome, attempt: Int, settings: DeliverySettings, now: Date = Date(),
                               random: Double = Double.random(in: -1...1)) -> DeliveryDecision {
         if let status = outcome.statusCode {
             if (200..<300).contains(status) { return .delivered }
@@ -141,8 +140,8 @@ public struct WebhookStore: Sendable {
 
     /// Adds an endpoint with a fresh secret, returned only here.
     public func addEndpoint(url: String, events: [String]) throws -> (endpoint: WebhookEndpoint, secret: WebhookSecret) {
-        if let unknown = events.first(where: { !knownWebhookEvents.contains($0) }) {
-            throw WebhookError("unknown event \"\(unknown)\" (known: \(knownWebhookEvents.joined(separator: ", ")))")
+        if let unknown = events.first(where: { !WebhookEvents.known.contains($0) }) {
+            throw WebhookError("unknown event \"\(unknown)\" (known: \(WebhookEvents.known.joined(separator: ", ")))")
         }
         let secret = WebhookSecret.generate()
         let endpoint = try pool.withConnection { c in
@@ -200,7 +199,7 @@ public struct WebhookStore: Sendable {
     /// caller's transaction. Returns the deliveries written.
     @discardableResult
     public static func emit(_ type: String, data: JSONB, on connection: Connection) throws -> Int {
-        guard knownWebhookEvents.contains(type) else { throw WebhookError("unknown event \"\(type)\"") }
+        guard WebhookEvents.known.contains(type) else { throw WebhookError("unknown event \"\(type)\"") }
         return Int(try connection.query("SELECT lop.emit_webhook_event(\(type), \(data)) AS written").single().decode("written", as: Int32.self))
     }
 

@@ -1,9 +1,11 @@
 import ArgumentParser
+import Bootstrap
 import Benchmarks
 import Foundation
 import LopConfig
 import Store
 import Tensor
+import Webhooks
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -216,7 +218,7 @@ struct Bench: ParsableCommand {
         func run() throws {
             try runReportingErrors {
                 let config = try options.load()
-                let table = try WebhookBenchmark.run(target: try ConnectionTarget(config.database.url), settings: config.webhooks, events: events,
+                let table = try WebhookBenchmark.run(target: try ConnectionTarget(config.database.url), settings: DeliverySettings(config.webhooks), events: events,
                                                      rate: rate, receiverScript: receiver)
                 if options.json { try printJSON(table.rows) } else { print(table.markdown) }
             }

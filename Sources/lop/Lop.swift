@@ -1,8 +1,9 @@
 import ArgumentParser
+import Bootstrap
 import Foundation
 import LopConfig
 import Logging
-import Provenance
+import LopCore
 import Queue
 import Store
 import Tensor
@@ -40,43 +41,6 @@ struct GlobalOptions: ParsableArguments {
 
     /// Loads the configuration and starts logging at its level (logs go to standard error).
     func load() throws -> LopConfig {
-        let config = try LopConfig.load(file: config).config
-        LoggingBootstrap.start(level: config.log.level)
-        return config
-    }
-}
-
-enum LoggingBootstrap {
-    private static let started = LockedFlag()
-
-    /// Starts swift-log once per process: one line per event on standard error, with its metadata.
-    static func start(level: Logger.Level) {
-        guard started.set() else { return }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-    }
-}
-
-/// A flag that is set once, safely from any thread.
-final class LockedFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    /// Sets the flag; true if this call was the one that set it.
-    func set() -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        if value { return false }
-        value = true
-        return true
-    }
-}
-
-extension LopConfig {
-    /// The pool every command uses to reach the database.
-    func makePool(logger: Logger) throws -> ConnectionPool {
-        try ConnectionPool(config: database, logger: logger)
+        try Executable.configuration(file: config)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bootstrap
 import Evaluation
 import Foundation
 import Jobs

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bootstrap
 import Evaluation
 import Foundation
 import Predictor
@@ -8,48 +9,10 @@ import Pruning
 import Queue
 import Store
 
-/// Exit codes from sysexits(3), so that scripts can tell a bad setup from a bad database.
-enum Exit {
-    static let failure: Int32 = 1
-    static let dataError: Int32 = 65
-    static let unavailable: Int32 = 69
-    static let configError: Int32 = 78
-}
-
-/// Runs a command body, turning lop's errors into a one-line message on standard error and a meaningful exit code.
+/// Runs a command body through the executables' one exit path: a lop error becomes a one-line message on
+/// standard error and its exit status.
 func runReportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as ConfigError {
-        fail(error.description, code: Exit.configError)
-    } catch let error as StoreError {
-        fail(error.description, code: error.isConnectionLoss ? Exit.unavailable : Exit.failure)
-    } catch let error as MigrationError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as QueueError {
-        fail(error.description, code: Exit.failure)
-    } catch let error as SafeTensorsError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as CheckpointError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as ModelConfigError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as TokenDataError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as BudgetError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as EvaluationError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as PredictorError {
-        fail(error.description, code: Exit.dataError)
-    } catch let error as RegistryError {
-        fail(error.description, code: Exit.failure)
-    }
-}
-
-private func fail(_ message: String, code: Int32) -> Never {
-    FileHandle.standardError.write(Data("lop: error: \(message)\n".utf8))
-    exit(code)
+    try Executable.run("lop", body)
 }
 
 /// Writes a JSON document (sorted keys, ISO dates) and a newline to standard output.

@@ -1,11 +1,12 @@
 import ArgumentParser
+import Bootstrap
 import Crypto
 import Foundation
 import Jobs
 import LopConfig
 import Logging
 import Models
-import Provenance
+import LopCore
 import Pruning
 import Queue
 import Search

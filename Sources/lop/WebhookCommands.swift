@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bootstrap
 import Foundation
 import LopConfig
 import Logging
@@ -19,16 +20,6 @@ private func webhookStore(_ options: GlobalOptions) throws -> (LopConfig, Webhoo
     return (config, WebhookStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))))
 }
 
-/// Runs a webhooks subcommand, reporting lop's webhook errors like the others.
-private func runWebhookCommand(_ body: () throws -> Void) throws {
-    try runReportingErrors {
-        do { try body() } catch let error as WebhookError {
-            FileHandle.standardError.write(Data("lop: error: \(error)\n".utf8))
-            throw ExitCode(Exit.dataError)
-        }
-    }
-}
-
 struct WebhooksAdd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add", abstract: "Add an endpoint; prints its signing secret (shown only this once).")
@@ -38,11 +29,11 @@ struct WebhooksAdd: ParsableCommand {
     @Argument(help: "The receiver's http(s) URL.")
     var url: String
 
-    @Option(help: "Comma-separated event types (default: all): \(knownWebhookEvents.joined(separator: ", ")).")
+    @Option(help: "Comma-separated event types (default: all): \(WebhookEvents.known.joined(separator: ", ")).")
     var events: String?
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             let (config, store) = try webhookStore(options)
             // Refuse private destinations now rather than at the first delivery.
             _ = try Destination.check(url, allowHosts: config.webhooks.allowHosts)
@@ -65,7 +56,7 @@ struct WebhooksList: ParsableCommand {
     @OptionGroup var options: GlobalOptions
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             let (_, store) = try webhookStore(options)
             let endpoints = try store.endpoints()
             if options.json { return try printJSON(endpoints) }
@@ -92,7 +83,7 @@ struct WebhooksDisable: ParsableCommand {
     var reason = "disabled by lop webhooks disable"
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             try webhookStore(options).1.disable(id, reason: reason)
             print("endpoint \(id) disabled")
         }
@@ -108,7 +99,7 @@ struct WebhooksEnable: ParsableCommand {
     var id: Int64
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             try webhookStore(options).1.enable(id)
             print("endpoint \(id) enabled")
         }
@@ -126,7 +117,7 @@ struct WebhooksRotateSecret: ParsableCommand {
     var id: Int64
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             let (config, store) = try webhookStore(options)
             let secret = try store.rotateSecret(id, overlapHours: config.webhooks.rotationOverlapHours)
             if options.json {
@@ -158,7 +149,7 @@ struct WebhooksDeliveries: ParsableCommand {
     }
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             let (_, store) = try webhookStore(options)
             let deliveries = try store.deliveries(state: state, endpoint: endpoint, limit: limit)
             if options.json {
@@ -187,7 +178,7 @@ struct WebhooksRedeliver: ParsableCommand {
     var id: String
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             try webhookStore(options).1.redeliver(id)
             print("\(id) is due now")
         }
@@ -203,7 +194,7 @@ struct WebhooksTest: ParsableCommand {
     var id: Int64
 
     func run() throws {
-        try runWebhookCommand {
+        try runReportingErrors {
             let delivery = try webhookStore(options).1.ping(id)
             print("ping \(delivery) queued for endpoint \(id) (lop-notifier sends it; lop webhooks deliveries shows the outcome)")
         }

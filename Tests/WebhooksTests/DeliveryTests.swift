@@ -4,7 +4,7 @@ import FoundationNetworking
 #endif
 import LopConfig
 import Logging
-import Provenance
+import LopCore
 import Queue
 import Store
 import Testing
@@ -56,7 +56,7 @@ final class DeliveryFixture: @unchecked Sendable {
     let pool: ConnectionPool
     let store: WebhookStore
     let receiver: Receiver
-    var settings = LopConfig.Webhooks()
+    var settings = DeliverySettings()
     private var notifier: Notifier?
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)

@@ -99,7 +99,7 @@ import TestSupport
 
 @Suite struct DeliveryDecisionTests {
     @Test func outcomesFollowTheSpecification() {
-        var settings = LopConfig.Webhooks()
+        var settings = DeliverySettings()
         settings.jitter = 0.1
         func outcome(_ status: Int?, retryAfter: String? = nil) -> PostOutcome {
             PostOutcome(statusCode: status, retryAfter: retryAfter, snippet: "", error: status == nil ? "Couldn't connect to server" : nil, seconds: 0.01)

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Bootstrap
 import Dispatch
 import Foundation
 import LopConfig
+import LopCore
 import Logging
 import Store
 import Webhooks
@@ -35,14 +37,14 @@ struct LopNotifier: ParsableCommand {
     func run() throws {
         let settings = Executable.loadConfig(file: config, program: "lop-notifier")
         let logger = Logger(label: "lop.notifier")
-        var webhooks = settings.webhooks
+        var webhooks = DeliverySettings(settings.webhooks)
         if let concurrency { webhooks.concurrency = concurrency }
         let pool: ConnectionPool
         do { pool = try ConnectionPool(config: settings.database, minimumSize: 1, logger: logger) } catch {
-            Executable.fail("lop-notifier", "\(error)", code: 78)
+            Executable.fail("lop-notifier", error, code: ExitStatus.configError)
         }
         do { _ = try pool.withConnection { try $0.query("SELECT 1 FROM lop.webhook_deliveries LIMIT 1") } } catch {
-            Executable.fail("lop-notifier", "\(error) (is the database migrated? run `lop migrate`)", code: 69)
+            Executable.fail("lop-notifier", "\(error) (is the database migrated? run `lop migrate`)", code: ExitStatus.unavailable)
         }
         let notifier = Notifier(store: WebhookStore(pool: pool), settings: webhooks,
                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())", listenTarget: pool.target, logger: logger)

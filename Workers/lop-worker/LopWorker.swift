@@ -1,8 +1,10 @@
 import ArgumentParser
+import Bootstrap
 import Dispatch
 import Foundation
 import Jobs
 import LopConfig
+import LopCore
 import Logging
 import Queue
 import Store
@@ -69,25 +71,25 @@ struct LopWorker: ParsableCommand {
         // Each slot, the claim loop and the heartbeat may hold a connection at once.
         let pool: ConnectionPool
         do { pool = try ConnectionPool(config: settings.database, minimumSize: options.concurrency + 2, logger: logger) } catch {
-            Executable.fail("lop-worker", "\(error)", code: 78)
+            Executable.fail("lop-worker", "\(error)", code: ExitStatus.configError)
         }
         let target = pool.target
         let queue = JobQueue(pool: pool)
         do { _ = try pool.withConnection { try $0.query("SELECT 1") } } catch {
-            Executable.fail("lop-worker", "\(error)", code: 69)
+            Executable.fail("lop-worker", "\(error)", code: ExitStatus.unavailable)
         }
         var periodic: [PeriodicJob] = []
         for spec in q.periodic {
             let schedule: CronSchedule
             do { schedule = try CronSchedule(spec.cron) } catch {
-                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': \(error)", code: 78)
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': \(error)", code: ExitStatus.configError)
             }
             // The kind was checked when the configuration was read; the args are checked here, as the job will be.
             guard let kind = JobKind(rawValue: spec.kind), let handler = JobHandlers.all(config: settings).first(where: { $0.kind == kind }) else {
-                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': no handler for '\(spec.kind)'", code: 78)
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)': no handler for '\(spec.kind)'", code: ExitStatus.configError)
             }
             do { _ = try handler.arguments(JSONB(text: spec.args)) } catch {
-                Executable.fail("lop-worker", "queue.periodic '\(spec.name)'.args: \(error)", code: 78)
+                Executable.fail("lop-worker", "queue.periodic '\(spec.name)'.args: \(error)", code: ExitStatus.configError)
             }
             let job = NewJob(kind: kind, args: JSONB(text: spec.args), queue: spec.queue, priority: spec.priority, maxAttempts: q.maxAttempts)
             periodic.append(PeriodicJob(name: spec.name, schedule: schedule, job: job))
@@ -98,7 +100,7 @@ struct LopWorker: ParsableCommand {
                 periodic.append(PeriodicJob(name: "nightly-train", schedule: try CronSchedule(settings.training.schedule),
                                             job: NewJob(kind: .train, maxAttempts: q.maxAttempts)))
             } catch {
-                Executable.fail("lop-worker", "training.schedule: \(error)", code: 78)
+                Executable.fail("lop-worker", "training.schedule: \(error)", code: ExitStatus.configError)
             }
         }
         let scheduler = PeriodicScheduler(queue: queue, jobs: periodic, catchUpSeconds: q.periodicCatchUpSeconds)

@@ -1,11 +1,6 @@
 import Crypto
 import Foundation
 
-/// lop's version, as `lop --version` prints it, predictor cards record it and webhooks' User-Agent sends it.
-public enum LopVersion {
-    public static let current = "0.1.0"
-}
-
 /// Lowercase hexadecimal, the one form lop writes digests in (content hashes, request keys, file digests).
 extension Sequence where Element == UInt8 {
     public var hexadecimal: String { map { String(format: "%02x", $0) }.joined() }
