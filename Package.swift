@@ -58,21 +58,24 @@ let package = Package(
             name: "Tensor", dependencies: ["COpenBLAS"],
             swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug)), .unsafeFlags(vectorFlags)]
         ),
+        // A small Llama-shaped Transformer built from the engine's ops alone: the tensor benchmark's workload and the
+        // engine's training tests' (which so build Tensor and this, not the whole graph).
+        .target(name: "TensorWorkloads", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
         .target(name: "Models", dependencies: ["Tensor", "LopCore"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Loss, perplexity and answer accuracy; calibration sets; comparison reports.
         .target(name: "Evaluation", dependencies: ["Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
-        .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Fixtures", dependencies: ["Models", "Evaluation", "Pruning", "Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Prunable units, budgets and their exact projection, importance, nested models, allocation baselines.
         .target(name: "Pruning", dependencies: ["Models", "Evaluation", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // LOP's Monte Carlo tree search over layer-wise keep ratios.
-        .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopConfig"], swiftSettings: strict),
+        .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopCore"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
         .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopCore", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "Benchmarks", dependencies: ["Tensor", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(name: "Benchmarks", dependencies: ["Tensor", "TensorWorkloads", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(
             name: "Store",
             dependencies: [
@@ -94,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "lop-worker",
             dependencies: [
-                "Bootstrap", "Jobs", "Queue", "Store", "LopConfig", "LopCore", "Tensor",
+                "Bootstrap", "Jobs", "Queue", "Search", "Store", "LopConfig", "LopCore", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -126,7 +129,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Store", "Queue", "Models", "Tensor", "Fixtures"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "LopConfigTests", dependencies: ["LopConfig", "Bootstrap", "Queue", "Webhooks"], swiftSettings: strict),
         .testTarget(name: "StoreTests", dependencies: ["Store", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor", "Benchmarks"], swiftSettings: strict),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "TensorWorkloads"], swiftSettings: strict),
         .testTarget(name: "QueueTests", dependencies: ["Queue", "Jobs", "Store", "LopConfig", "Pruning", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["lop", "lop-worker", "Queue", "Store", "Models", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensor", "TestSupport"], swiftSettings: strict),

@@ -56,7 +56,7 @@ public enum PredictorBenchmark {
     public static let heldOut = [0.3, 0.4, 0.5, 0.6, 0.7]
 
     public static func run(folder: String, label: String, simulations: Int, repeats: Int, progress: (String) -> Void) throws -> Report {
-        var request = SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
+        var request = try SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
         request.settings.simulations = simulations
         let prepared = try request.prepare()
         let pruner = prepared.pruner

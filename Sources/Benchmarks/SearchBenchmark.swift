@@ -12,7 +12,7 @@ import Tensor
 /// measured by switching it off in the same run.
 public enum SearchBenchmark {
     public static func run(folder: String, label: String, simulations: Int, seeds: Int, repeats: Int) throws -> BenchmarkTable {
-        var request = SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
+        var request = try SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
         request.settings.simulations = simulations
         let prepared = try request.prepare()
         let calibration = prepared.calibration

@@ -1,6 +1,7 @@
 import COpenBLAS
 import Foundation
 import Tensor
+import TensorWorkloads
 
 /// `lop bench tensor`: raw sgemm beside lop's matmul at Transformer shapes, a predictor-sized training step,
 /// and how much of a fixture-shaped forward pass runs inside BLAS.

@@ -119,7 +119,7 @@ public enum Fixtures {
 
     /// Seeds of the three disjoint example streams.
     public static let shapesTrainSeed: UInt64 = 1000, shapesValidationSeed: UInt64 = 2000, shapesHeldOutSeed: UInt64 = 3000
-    public static let shapesHeldOutCount = 512
+    public static let shapesHeldOutCount = DataSpec.shapesHeldOutCount
     /// Training sequences ask several questions about one image: more answer tokens per image seen.
     public static let trainingQuestionsPerImage = 4
 

@@ -1,4 +1,5 @@
 import Crypto
+import Evaluation
 import Fixtures
 import Foundation
 import LopCore

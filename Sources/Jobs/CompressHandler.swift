@@ -130,7 +130,7 @@ public struct CompressHandler: JobHandler {
         let method = try method(arguments)
         if arguments.predictor != nil && method == .search { throw ArgumentError("predictor", "is not used by method search") }
         // The search overrides are checked as a search job would check them.
-        var settings = config.search
+        var settings = try SearchSettings(config.search)
         try settings.apply(arguments.search ?? [:])
     }
 

@@ -25,7 +25,7 @@ public struct SearchRequest: Sendable {
     public var cache = true
 
     /// The request with every setting at the config's default.
-    public init(model: String, budget: Budget, config: LopConfig) {
+    public init(model: String, budget: Budget, config: LopConfig) throws {
         self.model = model
         self.budget = budget
         let p = config.pruning
@@ -34,12 +34,12 @@ public struct SearchRequest: Sendable {
         importance = ImportanceMethod(rawValue: p.importance) ?? .lop
         scope = .language
         bounds = KeepBounds(minimumRatio: p.minimumRatio, maximumRatio: p.maximumRatio, alignment: p.alignment)
-        settings = config.search
+        settings = try SearchSettings(config.search)
     }
 
     /// The request `options` describe, over the config's defaults.
     public init(options: SearchOptions, budget: Budget, config: LopConfig) throws {
-        self.init(model: options.model, budget: budget, config: config)
+        try self.init(model: options.model, budget: budget, config: config)
         calibration = options.calibration
         samples = options.samples ?? samples
         importance = options.importance ?? importance
@@ -207,6 +207,29 @@ public struct SearchArguments: Codable, Sendable {
 }
 
 extension SearchSettings {
+    /// The search's defaults with the config's `search` section applied; errors name `search.KEY` and its source.
+    /// An unknown key in the file is an error; an unknown `LOP_SEARCH_…` variable is not lop's to refuse.
+    public init(_ section: LopConfig.SearchSection) throws(ConfigError) {
+        self.init()
+        for entry in section.entries {
+            let value: Value
+            switch entry.value {
+            case .number(let x): value = .number(x)
+            case .bool(let b): value = .bool(b)
+            case .string(let s): value = .string(s)
+            }
+            do {
+                try set(entry.key, value)
+            } catch {
+                switch error {
+                case .unknown where entry.source.hasPrefix("environment variable"): continue
+                case .unknown: throw ConfigError.unknownKey(key: "search.\(entry.key)", file: entry.source)
+                case .invalid(_, let reason): throw ConfigError.invalidValue(key: "search.\(entry.key)", reason: reason, source: entry.source)
+                }
+            }
+        }
+    }
+
     /// Applies a job's `search` overrides; each error names `search.KEY`.
     mutating func apply(_ overrides: [String: AnyJSON]) throws {
         for key in overrides.keys.sorted() {

@@ -226,7 +226,7 @@ struct TableReader {
 
     /// A number, boolean or string from `LOP_<PATH>` (read as a boolean or number where it parses as one) or
     /// the file, with where it came from; the caller checks it.
-    mutating func scalar(_ key: String) throws -> (SearchSettings.Value, origin: String)? {
+    mutating func scalar(_ key: String) throws -> (LopConfig.SettingValue, origin: String)? {
         let env = environmentName(key)
         let fileNode = node(key)
         if let raw = environment[env]?.trimmingCharacters(in: .whitespaces) {

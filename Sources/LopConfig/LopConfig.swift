@@ -12,7 +12,7 @@ public struct LopConfig: Sendable, Equatable {
     public var blas = Blas()
     public var queue = Queue()
     public var pruning = Pruning()
-    public var search = SearchSettings()
+    public var search = SearchSection()
     public var webhooks = Webhooks()
     public var compress = Compress()
     public var training = Training()

@@ -1,5 +1,4 @@
 import Foundation
-import LopConfig
 import Pruning
 import Tensor
 

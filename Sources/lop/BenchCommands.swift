@@ -4,6 +4,7 @@ import Benchmarks
 import Foundation
 import LopConfig
 import Store
+import Search
 import Tensor
 import Webhooks
 
@@ -168,7 +169,7 @@ struct Bench: ParsableCommand {
         var fixtures = "Fixtures/tiny-llama,Fixtures/tiny-llava"
 
         @Option(help: "Simulations per search (the config's default is what a search job runs).")
-        var simulations = LopConfig().search.simulations
+        var simulations = SearchSettings().simulations
 
         @Option(help: "Timed predictions per budget (the median is reported).")
         var repeats = 200

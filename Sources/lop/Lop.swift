@@ -4,7 +4,9 @@ import Foundation
 import LopConfig
 import Logging
 import LopCore
+import Jobs
 import Queue
+import Search
 import Store
 import Tensor
 
@@ -41,6 +43,8 @@ struct GlobalOptions: ParsableArguments {
 
     /// Loads the configuration and starts logging at its level (logs go to standard error).
     func load() throws -> LopConfig {
-        try Executable.configuration(file: config)
+        let config = try Executable.configuration(file: config)
+        _ = try SearchSettings(config.search)  // the search's own checks of its section, before any work
+        return config
     }
 }

@@ -20,7 +20,7 @@ struct Sweep: @unchecked Sendable {
     static let heldOut = [0.45, 0.6]
 
     static let shared: Result<Sweep, any Error> = Result {
-        var request = SearchRequest(model: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama", budget: .fraction(0.5), config: LopConfig())
+        var request = try SearchRequest(model: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama", budget: .fraction(0.5), config: LopConfig())
         request.samples = 16
         request.settings.simulations = 45
         let prepared = try request.prepare()

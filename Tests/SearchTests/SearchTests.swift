@@ -22,7 +22,7 @@ struct TextFixture: @unchecked Sendable {
     let heldOut: [Int]
 
     static let shared: Result<TextFixture, any Error> = Result {
-        var request = SearchRequest(model: tinyLlamaFolder, budget: .fraction(0.5), config: LopConfig())
+        var request = try SearchRequest(model: tinyLlamaFolder, budget: .fraction(0.5), config: LopConfig())
         request.samples = 16
         request.settings.simulations = 40
         let prepared = try request.prepare()
@@ -168,14 +168,21 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let file = directory + "/lop.yaml"
         try "search:\n  simulations: 50\n  successive_halving: true\n  exploration: 0.5\n".write(toFile: file, atomically: true, encoding: .utf8)
-        let config = try LopConfig.load(file: file, environment: [:]).config
-        #expect(config.search.simulations == 50 && config.search.successiveHalving && config.search.exploration == 0.5)
-        let fromEnvironment = try LopConfig.load(file: file, environment: ["LOP_SEARCH_SIMULATIONS": "7", "LOP_SEARCH_REWARD": "accuracy"]).config
-        #expect(fromEnvironment.search.simulations == 7 && fromEnvironment.search.reward == "accuracy")
+        /// The section as a program starting with this file and environment applies it.
+        func settings(_ environment: [String: String] = [:]) throws -> SearchSettings {
+            try SearchSettings(LopConfig.load(file: file, environment: environment).config.search)
+        }
+        let config = try settings()
+        #expect(config.simulations == 50 && config.successiveHalving && config.exploration == 0.5)
+        let fromEnvironment = try settings(["LOP_SEARCH_SIMULATIONS": "7", "LOP_SEARCH_REWARD": "accuracy"])
+        #expect(fromEnvironment.simulations == 7 && fromEnvironment.reward == "accuracy")
+        // The shipped file's section is the search's own defaults.
+        let shipped = try LopConfig.load(file: TestDatabase.repositoryRoot + "/Config/lop.yaml", environment: [:]).config
+        #expect(try SearchSettings(shipped.search) == SearchSettings() && shipped.search.entries.count == SearchSettings.keys.count)
         for (text, message) in [("search:\n  simulations: -1\n", "search.simulations"), ("search:\n  reward: 3\n", "search.reward"),
                                 ("search:\n  children: [1]\n", "search.children"), ("search:\n  speed: 1\n", "unknown config key 'search.speed'")] {
             try text.write(toFile: file, atomically: true, encoding: .utf8)
-            #expect { _ = try LopConfig.load(file: file, environment: [:]) } throws: { "\($0)".contains(message) }
+            #expect { _ = try settings() } throws: { "\($0)".contains(message) }
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import Tensor
-import Benchmarks
+import TensorWorkloads
 
 @Suite struct TrainingTests {
     /// Reverse task: `a b c d e | e d c b a`; the loss counts only the answer half.

@@ -7,6 +7,7 @@ import LopConfig
 import LopCore
 import Logging
 import Queue
+import Search
 import Store
 import Tensor
 
@@ -56,6 +57,7 @@ struct LopWorker: ParsableCommand {
 
     func run() throws {
         let settings = Executable.loadConfig(file: config, program: "lop-worker")
+        do { _ = try SearchSettings(settings.search) } catch { Executable.fail("lop-worker", error) }
         BLAS.setThreads(settings.blas.threads)
         let logger = Logger(label: "lop.worker")
         let kernel = BLASKernel.report

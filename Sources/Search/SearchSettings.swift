@@ -1,8 +1,8 @@
 import Foundation
 import LopCore
 
-/// How LOP's Monte Carlo tree search runs (the `search` section of the config; a search job's `search`
-/// argument overrides any key). Defaults are the published method's.
+/// How LOP's Monte Carlo tree search runs. Defaults are the published method's; the config's `search` section
+/// and a search job's `search` argument override any key, each checked here.
 public struct SearchSettings: Sendable, Equatable, Codable {
     /// Simulations (selection → possibly expansion → evaluation → backpropagation) per search.
     public var simulations = 300
@@ -50,22 +50,22 @@ public struct SearchSettings: Sendable, Equatable, Codable {
     public mutating func set(_ key: String, _ value: Value) throws(SettingError) {
         func integer(_ range: ClosedRange<Int>) throws(SettingError) -> Int {
             guard case .number(let x) = value, x == x.rounded(), x >= Double(range.lowerBound), x <= Double(range.upperBound) else {
-                throw SettingError(key: key, reason: "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+                throw .invalid(key: key, reason: "must be an integer in \(range.lowerBound)...\(range.upperBound)")
             }
             return Int(x)
         }
         func number(_ range: ClosedRange<Double>) throws(SettingError) -> Double {
             guard case .number(let x) = value, x.isFinite, range.contains(x) else {
-                throw SettingError(key: key, reason: "must be a number in \(range.lowerBound)...\(range.upperBound)")
+                throw .invalid(key: key, reason: "must be a number in \(range.lowerBound)...\(range.upperBound)")
             }
             return x
         }
         func flag() throws(SettingError) -> Bool {
-            guard case .bool(let b) = value else { throw SettingError(key: key, reason: "must be true or false") }
+            guard case .bool(let b) = value else { throw .invalid(key: key, reason: "must be true or false") }
             return b
         }
         guard let field = CodingKeys(rawValue: key) else {
-            throw SettingError(key: key, reason: "is not a search setting (known: \(Self.keys.joined(separator: ", ")))")
+            throw .unknown(key: key)
         }
         switch field {
         case .simulations: simulations = try integer(1...1_000_000)
@@ -76,7 +76,7 @@ public struct SearchSettings: Sendable, Equatable, Codable {
         case .expandAfter: expandAfter = try integer(1...1000)
         case .children: children = try integer(1...64)
         case .reward:
-            guard case .string(let s) = value, ["loss", "accuracy"].contains(s) else { throw SettingError(key: key, reason: "must be \"loss\" or \"accuracy\"") }
+            guard case .string(let s) = value, ["loss", "accuracy"].contains(s) else { throw .invalid(key: key, reason: "must be \"loss\" or \"accuracy\"") }
             reward = s
         case .seed: seed = try integer(0...Int(Int32.max))
         case .successiveHalving: successiveHalving = try flag()
@@ -88,22 +88,25 @@ public struct SearchSettings: Sendable, Equatable, Codable {
     }
 }
 
-/// A search setting that cannot be used.
-public struct SettingError: Error, CustomStringConvertible, Equatable {
-    public let key: String
-    public let reason: String
-    public var description: String { "search setting '\(key)' \(reason)" }
-}
+/// A search setting that cannot be used: a key the search does not have, or a value it does not accept.
+public enum SettingError: Error, CustomStringConvertible, Equatable {
+    case unknown(key: String)
+    case invalid(key: String, reason: String)
 
-extension TableReader {
-    mutating func readSearch(into settings: inout SearchSettings) throws {
-        for key in SearchSettings.keys {
-            guard let (value, origin) = try scalar(key) else { continue }
-            do { try settings.set(key, value) } catch {
-                throw ConfigError.invalidValue(key: keyPath(key), reason: error.reason, source: origin)
-            }
+    public var key: String {
+        switch self {
+        case .unknown(let key), .invalid(let key, _): key
         }
     }
+
+    public var reason: String {
+        switch self {
+        case .unknown: "is not a search setting (known: \(SearchSettings.keys.joined(separator: ", ")))"
+        case .invalid(_, let reason): reason
+        }
+    }
+
+    public var description: String { "search setting '\(key)' \(reason)" }
 }
 
 extension SettingError: LopError {

@@ -1,42 +1,11 @@
 import Evaluation
 import Foundation
 import Models
+import Pruning
 import Tensor
 
-/// Data as named on the command line and in job arguments: a token file, or one of the fixtures' own sets.
-public enum DataSpec: Equatable, Sendable, CustomStringConvertible {
-    /// A token file: `.bin` (uint16), `.u32.bin` (uint32) or `.jsonl` (one row of ids per line).
-    case tokens(path: String)
-    /// tiny-llama's training text (the corpus it was trained on; calibration, never evaluation).
-    case corpus
-    /// Image questions of `ShapesDataset`: the held-out stream (evaluation) or the training stream (calibration).
-    case shapes(count: Int, heldOut: Bool)
-
-    /// `corpus`, `shapes[:N]` (held out), `shapes-train[:N]`, or a path.
-    public init(parsing text: String) throws(EvaluationError) {
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        func count(_ fallback: Int) throws(EvaluationError) -> Int {
-            guard parts.count == 2 else { return fallback }
-            guard let n = Int(parts[1]), n > 0 else { throw EvaluationError("data \"\(text)\": \"\(parts[1])\" is not a positive count") }
-            return n
-        }
-        switch parts.first ?? "" {
-        case "corpus": self = .corpus
-        case "shapes": self = .shapes(count: try count(Fixtures.shapesHeldOutCount), heldOut: true)
-        case "shapes-train": self = .shapes(count: try count(128), heldOut: false)
-        case "": throw EvaluationError("no data was named")
-        default: self = .tokens(path: text)
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .tokens(let path): return path
-        case .corpus: return "corpus"
-        case .shapes(let n, let heldOut): return (heldOut ? "shapes:" : "shapes-train:") + "\(n)"
-        }
-    }
-
+/// What the names of `DataSpec` hold: token files read from disk, the fixtures' own sets generated.
+extension DataSpec {
     /// Tokens of a text source, checked against the model's vocabulary (rows of a JSONL file are joined).
     func textTokens(vocabularySize: Int) throws -> [Int] {
         switch self {
