@@ -3,6 +3,7 @@ import Fixtures
 import Foundation
 import Jobs
 import LopConfig
+import LopCore
 import Models
 import Predictor
 import Pruning

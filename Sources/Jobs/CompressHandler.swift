@@ -26,7 +26,7 @@ public struct CompressSummary: Codable, Sendable {
     /// True when an earlier job with the same identity had registered it and it was reused.
     public var reused: Bool
     public let base: ModelRef
-    public let budget: String
+    public let budget: Budget
     public let method: String
     /// predict or search: what chose the strategy; with auto, `fallback` says why it searched.
     public let methodUsed: String
@@ -274,7 +274,7 @@ public struct CompressHandler: JobHandler {
         timings["register"] = Date().timeIntervalSince(clock)
         timings["total"] = Date().timeIntervalSince(started)
         let summary = CompressSummary(
-            model: nil, reused: false, base: .init(base), budget: request.budget.description, method: method.rawValue, methodUsed: methodUsed,
+            model: nil, reused: false, base: .init(base), budget: request.budget, method: method.rawValue, methodUsed: methodUsed,
             fallback: fallback, predictor: predictorRecord.map(CompressSummary.ModelRef.init), prediction: prediction, strategy: record.ratios,
             sizes: sizes, keptFraction: Projection.keptFraction(sizes, units: opening.units), parameters: Int64(pruned.parameterCount),
             baseParameters: base.parameters, sizeBytes: files.values.reduce(0) { $0 + $1.bytes }, metrics: metrics, baseMetrics: baseMetrics,
@@ -284,7 +284,7 @@ public struct CompressHandler: JobHandler {
         new.baseModelId = base.id
         new.predictorId = methodUsed == "predict" ? predictorRecord?.id : nil
         new.sourceJobId = job.id
-        new.budget = (request.budget.description, request.budget.kind, request.budget.value)
+        new.budget = request.budget
         new.strategy = record.ratios
         new.sizes = sizes
         new.method = methodUsed

@@ -2,6 +2,7 @@ import Evaluation
 import Fixtures
 import Foundation
 import LopConfig
+import LopCore
 import Models
 import Predictor
 import Pruning

@@ -1,5 +1,6 @@
 import Foundation
 import LopConfig
+import LopCore
 import Pruning
 import Queue
 import Search
@@ -7,17 +8,6 @@ import Store
 
 /// What a finished search reports in its job's result (and `lop search --json` prints).
 public struct SearchSummary: Codable, Sendable {
-    public struct Strategy: Codable, Sendable {
-        public let strategy: [Double]
-        public let sizes: [Int]
-        public let loss: Double
-        public let accuracy: Double
-        public let reward: Double
-        public let keptFraction: Double
-
-        enum CodingKeys: String, CodingKey { case strategy, sizes, loss, accuracy, reward, keptFraction = "kept_fraction" }
-    }
-
     public struct Statistics: Codable, Sendable {
         public let simulations, nodes, evaluations, cacheHits, preloaded, screenings, screenedOut: Int
         public let evaluationSeconds, featureSeconds, seconds: Double
@@ -32,10 +22,10 @@ public struct SearchSummary: Codable, Sendable {
     public let modelHash: String
     public let calibration: String
     public let calibrationHash: String
-    public let budget: String
+    public let budget: Budget
     public let units: [String]
-    public let best: Strategy
-    public let uniform: Strategy
+    public let best: ScoredStrategy
+    public let uniform: ScoredStrategy
     /// 1 − best loss / uniform loss.
     public let improvement: Double
     public let statistics: Statistics
@@ -49,18 +39,14 @@ public struct SearchSummary: Codable, Sendable {
 
     public init(request: SearchRequest, prepared: SearchRequest.Prepared, result: SearchResult, samplesWritten: Int) {
         let units = prepared.pruner.units
-        func strategy(_ s: SearchSample) -> Strategy {
-            Strategy(strategy: s.ratios, sizes: s.sizes, loss: s.score.loss, accuracy: s.score.accuracy, reward: s.reward,
-                     keptFraction: Projection.keptFraction(s.sizes, units: units))
-        }
         model = request.model
         modelHash = prepared.pruner.modelHash
         calibration = prepared.calibration.name
         calibrationHash = prepared.calibration.hash
-        budget = request.budget.description
+        budget = request.budget
         self.units = units.map(\.name)
-        best = strategy(result.best)
-        uniform = strategy(result.uniform)
+        best = ScoredStrategy(result.best, units: units)
+        uniform = ScoredStrategy(result.uniform, units: units)
         improvement = 1 - result.best.score.loss / result.uniform.score.loss
         let c = result.counters
         statistics = Statistics(simulations: result.simulations, nodes: result.nodes, evaluations: c.evaluations, cacheHits: c.cacheHits,
@@ -158,8 +144,8 @@ public struct SweepHandler: JobHandler {
             public let budget: String
             public let job: Int64
             public let state: String
-            public let best: SearchSummary.Strategy?
-            public let uniform: SearchSummary.Strategy?
+            public let best: ScoredStrategy?
+            public let uniform: ScoredStrategy?
             public let error: String?
         }
         public let searches: [Child]

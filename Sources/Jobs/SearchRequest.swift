@@ -2,6 +2,7 @@ import Evaluation
 import Fixtures
 import Foundation
 import LopConfig
+import LopCore
 import Models
 import Pruning
 import Queue
@@ -89,8 +90,7 @@ public struct SearchRequest: Sendable {
         return try search.run(sample: { s in
             bestLoss = min(bestLoss, s.score.loss)
             try sample(Sample(model: model, modelHash: prepared.pruner.modelHash, calibrationHash: prepared.calibration.hash,
-                              units: units.map(\.name), importance: importance.rawValue, budget: budget.description,
-                              budgetKind: budget.kind, budgetValue: budget.value,
+                              units: units.map(\.name), importance: importance.rawValue, budget: budget,
                               keptFraction: Projection.keptFraction(s.sizes, units: units),
                               strategy: s.ratios, sizes: s.sizes, reward: s.reward, loss: s.score.loss,
                               metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId))

@@ -10,13 +10,14 @@ public struct PredictorSample: Sendable {
     public let modelHash: String
     public let calibrationHash: String
     public let units: [String]
-    /// The budget as searched (kind and value): samples of one budget compete for "best".
-    public let budget: String
+    /// The budget as searched: samples of one budget identity compete for "best" ("0.5" and "50%" are one
+    /// budget; byte budgets at different widths per weight are not).
+    public let budget: Budget
     public let keptFraction: Double
     public let strategy: [Double]
     public let loss: Double
 
-    public init(modelHash: String, calibrationHash: String, units: [String], budget: String, keptFraction: Double, strategy: [Double], loss: Double) {
+    public init(modelHash: String, calibrationHash: String, units: [String], budget: Budget, keptFraction: Double, strategy: [Double], loss: Double) {
         (self.modelHash, self.calibrationHash, self.units, self.budget) = (modelHash, calibrationHash, units, budget)
         (self.keptFraction, self.strategy, self.loss) = (keptFraction, strategy, loss)
     }
@@ -72,7 +73,7 @@ public struct PredictorCard: Codable, Sendable, Equatable {
 
 /// A strategy predicted for a budget, with how much the ensemble agrees and whether the budget was seen.
 public struct Prediction: Codable, Sendable {
-    public let budget: String
+    public let budget: Budget
     public let ratios: [Double]
     public let sizes: [Int]
     public let keptFraction: Double
@@ -113,7 +114,7 @@ public final class Predictor {
     /// margin, weighted from 1 (best) down to 0.1 (at the margin), keyed by the kept fraction actually reached.
     public static func examples(_ samples: [PredictorSample], margin: Double) -> [Example] {
         var out: [(Double, [Double], Double)] = []
-        for (_, group) in Dictionary(grouping: samples, by: \.budget).sorted(by: { $0.key < $1.key }) {
+        for (_, group) in Dictionary(grouping: samples, by: \.budget.identity).sorted(by: { $0.key < $1.key }) {
             let best = group.map(\.loss).min()!
             for s in group.sorted(by: { ($0.loss, $0.keptFraction) < ($1.loss, $1.keptFraction) }) where s.loss <= best * (1 + margin) {
                 let weight = margin > 0 ? max(0.1, 1 - (s.loss - best) / (margin * best)) : 1
@@ -228,7 +229,7 @@ public final class Predictor {
         let deviations = units.indices.map { i in (members.map { ($0[i] - mean[i]) * ($0[i] - mean[i]) }.reduce(0, +) / Double(members.count)).squareRoot() }
         let sizes = try Projection.project(ratios: mean, units: units, budget: budget, bounds: bounds)
         let range = [card.budgets.first ?? 0, card.budgets.last ?? 0]
-        return Prediction(budget: budget.description, ratios: zip(sizes, units).map { Double($0) / Double($1.width) }, sizes: sizes,
+        return Prediction(budget: budget, ratios: zip(sizes, units).map { Double($0) / Double($1.width) }, sizes: sizes,
                           keptFraction: Projection.keptFraction(sizes, units: units),
                           spread: deviations.reduce(0, +) / Double(deviations.count), maximumSpread: deviations.max() ?? 0,
                           inTrainedRange: fraction >= range[0] - 1e-9 && fraction <= range[1] + 1e-9, trainedRange: range,

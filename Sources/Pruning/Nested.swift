@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Models
 import Tensor
 

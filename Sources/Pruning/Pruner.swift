@@ -1,5 +1,6 @@
 import Evaluation
 import Foundation
+import LopCore
 import Models
 import Tensor
 

@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Pruning
 import Tensor
 
@@ -13,6 +14,24 @@ public struct SearchSample: Sendable, Equatable, Codable {
     public let depth: Int
     /// Whether the evaluation ran now (false: an equal strategy's score was looked up).
     public let computed: Bool
+}
+
+/// A scored strategy as results report it (a search's best and uniform, a sweep's per budget): the keep ratios,
+/// the integer sizes, the share of the units' parameters they keep, and the score.
+public struct ScoredStrategy: Codable, Sendable, Equatable {
+    public let strategy: [Double]
+    public let sizes: [Int]
+    public let loss: Double
+    public let accuracy: Double
+    public let reward: Double
+    public let keptFraction: Double
+
+    public init(_ sample: SearchSample, units: [PrunableUnit]) {
+        (strategy, sizes, loss, accuracy, reward) = (sample.ratios, sample.sizes, sample.score.loss, sample.score.accuracy, sample.reward)
+        keptFraction = Projection.keptFraction(sample.sizes, units: units)
+    }
+
+    enum CodingKeys: String, CodingKey { case strategy, sizes, loss, accuracy, reward, keptFraction = "kept_fraction" }
 }
 
 /// What a search found and what it cost.

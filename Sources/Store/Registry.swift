@@ -100,9 +100,8 @@ public struct RegisteredModel: Sendable, Equatable, Encodable {
     public let contentHash: String
     public let evalData: String?
     public let calibration: String?
-    public let budget: String?
-    public let budgetKind: String?
-    public let budgetValue: Double?
+    /// A pruned model's budget.
+    public let budget: Budget?
     public let strategy: [Double]?
     public let sizes: [Int]?
     public let method: String?
@@ -117,7 +116,7 @@ public struct RegisteredModel: Sendable, Equatable, Encodable {
     enum CodingKeys: String, CodingKey {
         case id, name, version, kind, baseModelId = "base_model_id", predictorId = "predictor_id", sourceJobId = "source_job_id"
         case artifactPath = "artifact_path", files, sizeBytes = "size_bytes", parameters, contentHash = "content_hash"
-        case evalData = "eval_data", calibration, budget, budgetKind = "budget_kind", budgetValue = "budget_value", strategy, sizes, method
+        case evalData = "eval_data", calibration, budget, strategy, sizes, method
         case requestKey = "request_key", metrics, lineage, createdAt = "created_at"
     }
 
@@ -142,9 +141,10 @@ public struct RegisteredModel: Sendable, Equatable, Encodable {
         contentHash = try row.decode("content_hash")
         evalData = try row.decode("eval_data")
         calibration = try row.decode("calibration")
-        budget = try row.decode("budget")
-        budgetKind = try row.decode("budget_kind")
-        budgetValue = try row.decode("budget_value")
+        let budgetText: String? = try row.decode("budget")
+        do { budget = try budgetText.map { try Budget(parsing: $0) } } catch {
+            throw StoreError.unexpected("model \(id): budget \"\(budgetText ?? "")\": \(error)")
+        }
         strategy = try row.decode("strategy")
         sizes = try row.decode("sizes")
         method = try row.decode("method")
@@ -168,7 +168,7 @@ public struct NewModel: Sendable {
     public var contentHash: String
     public var evalData: String?
     public var calibration: String?
-    public var budget: (text: String, kind: String, value: Double)?
+    public var budget: Budget?
     public var strategy: [Double]?
     public var sizes: [Int]?
     public var method: String?
@@ -306,7 +306,7 @@ public struct Registry: Sendable {
                                     metrics, lineage)
             VALUES (\(new.name), (SELECT coalesce(max(version), 0) + 1 FROM lop.models WHERE name = \(new.name)), \(new.kind.rawValue)::lop.model_kind,
                     \(new.baseModelId), \(new.predictorId), \(new.sourceJobId), \(new.artifactPath), \(files), \(size), \(new.parameters),
-                    \(new.contentHash), \(new.evalData), \(new.calibration), \(new.budget?.text), \(new.budget?.kind), \(new.budget?.value),
+                    \(new.contentHash), \(new.evalData), \(new.calibration), \(new.budget?.description), \(new.budget?.kind), \(new.budget?.value),
                     \(new.strategy), \(sizes)::integer[], \(new.method), \(new.requestKey), \(new.metrics), \(new.lineage))
             RETURNING \(fragment: SQL(unsafe: RegisteredModel.columns))
             """).single())

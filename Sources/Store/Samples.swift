@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 
 /// A row of `lop.samples`: one strategy a search evaluated, with where it came from.
 public struct Sample: Sendable, Equatable, Codable {
@@ -8,9 +9,7 @@ public struct Sample: Sendable, Equatable, Codable {
     public var calibrationHash: String
     public var units: [String]
     public var importance: String
-    public var budget: String
-    public var budgetKind: String
-    public var budgetValue: Double
+    public var budget: Budget
     public var keptFraction: Double
     public var strategy: [Double]
     public var sizes: [Int]
@@ -23,8 +22,7 @@ public struct Sample: Sendable, Equatable, Codable {
     public var jobId: Int64?
     public var createdAt: Date?
 
-    public init(model: String, modelHash: String, calibrationHash: String, units: [String], importance: String, budget: String,
-                budgetKind: String, budgetValue: Double, keptFraction: Double, strategy: [Double], sizes: [Int], reward: Double,
+    public init(model: String, modelHash: String, calibrationHash: String, units: [String], importance: String, budget: Budget, keptFraction: Double, strategy: [Double], sizes: [Int], reward: Double,
                 loss: Double, metrics: [String: Double], depth: Int, searchKey: String, jobId: Int64?) {
         self.model = model
         self.modelHash = modelHash
@@ -32,8 +30,6 @@ public struct Sample: Sendable, Equatable, Codable {
         self.units = units
         self.importance = importance
         self.budget = budget
-        self.budgetKind = budgetKind
-        self.budgetValue = budgetValue
         self.keptFraction = keptFraction
         self.strategy = strategy
         self.sizes = sizes
@@ -47,7 +43,7 @@ public struct Sample: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case id, model, modelHash = "model_hash", calibrationHash = "calibration_hash", units, importance, budget
-        case budgetKind = "budget_kind", budgetValue = "budget_value", keptFraction = "kept_fraction", strategy, sizes, reward, loss
+        case keptFraction = "kept_fraction", strategy, sizes, reward, loss
         case metrics, depth, searchKey = "search_key", jobId = "job_id", createdAt = "created_at"
     }
 
@@ -63,9 +59,8 @@ public struct Sample: Sendable, Equatable, Codable {
         calibrationHash = try row.decode("calibration_hash")
         units = try row.decode("units")
         importance = try row.decode("importance")
-        budget = try row.decode("budget")
-        budgetKind = try row.decode("budget_kind")
-        budgetValue = try row.decode("budget_value")
+        let text: String = try row.decode("budget")
+        do { budget = try Budget(parsing: text) } catch { throw StoreError.unexpected("sample \(id ?? 0): budget \"\(text)\": \(error)") }
         keptFraction = try row.decode("kept_fraction")
         strategy = try row.decode("strategy")
         sizes = try row.decode("sizes")
@@ -77,6 +72,10 @@ public struct Sample: Sendable, Equatable, Codable {
         jobId = try row.decode("job_id")
         createdAt = try row.decode("created_at")
     }
+
+    /// The budget's kind and value, as the table keeps them beside its text (for ordering and SQL queries).
+    public var budgetKind: String { budget.kind }
+    public var budgetValue: Double { budget.value }
 }
 
 /// Reads and writes `lop.samples`.
@@ -159,7 +158,7 @@ public struct SampleStore: Sendable {
 
         init(_ s: Sample) {
             (model, model_hash, calibration_hash, units, importance) = (s.model, s.modelHash, s.calibrationHash, s.units, s.importance)
-            (budget, budget_kind, budget_value, kept_fraction) = (s.budget, s.budgetKind, s.budgetValue, s.keptFraction)
+            (budget, budget_kind, budget_value, kept_fraction) = (s.budget.description, s.budgetKind, s.budgetValue, s.keptFraction)
             (strategy, sizes, reward, loss, metrics, depth, search_key, job_id) = (s.strategy, s.sizes, s.reward, s.loss, s.metrics, s.depth, s.searchKey, s.jobId)
         }
     }

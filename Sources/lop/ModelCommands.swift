@@ -103,7 +103,7 @@ struct ModelsList: ParsableCommand {
             print(pad(["ID", "MODEL", "KIND", "BASE", "PARAMETERS", "BYTES", "BUDGET", "METHOD", "HELD-OUT", "ALIASES", "CREATED"]))
             for m in models {
                 let base = m.baseModelId.map { id in bases[id]?.reference ?? "id \(id)" } ?? "-"
-                print(pad(["\(m.id)", m.reference, m.kind.rawValue, base, "\(m.parameters)", "\(m.sizeBytes)", m.budget ?? "-", m.method ?? "-",
+                print(pad(["\(m.id)", m.reference, m.kind.rawValue, base, "\(m.parameters)", "\(m.sizeBytes)", m.budget?.description ?? "-", m.method ?? "-",
                            heldOut(m), (aliases[m.id] ?? []).map { "@\($0.alias)" }.joined(separator: ","),
                            ISO8601DateFormatter().string(from: m.createdAt)]))
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Bootstrap
 import Foundation
 import Logging
+import LopCore
 import Models
 import Predictor
 import Pruning
@@ -128,7 +129,7 @@ struct PredictCommand: ParsableCommand {
             }
             if options.json { return try printJSON(prediction) }
             print(String(format: "budget %@: kept fraction %.4f, spread %.4f (largest %.4f), %@ the trained range %.3f–%.3f, %.2f ms",
-                         prediction.budget, prediction.keptFraction, prediction.spread, prediction.maximumSpread,
+                         prediction.budget.description, prediction.keptFraction, prediction.spread, prediction.maximumSpread,
                          prediction.inTrainedRange ? "inside" : "OUTSIDE", prediction.trainedRange[0], prediction.trainedRange[1], prediction.seconds * 1000))
             for (unit, (size, ratio)) in zip(loaded.card.units, zip(prediction.sizes, prediction.ratios)) {
                 print(String(format: "  %@  %d  (%.3f)", unit.name, size, ratio))

@@ -3,6 +3,7 @@ import Evaluation
 import Fixtures
 import Foundation
 import LopConfig
+import LopCore
 import Models
 import Pruning
 import Tensor

@@ -95,7 +95,7 @@ struct SearchCommand: ParsableCommand {
             }
             if options.json { return try printJSON(summary) }
             let s = summary.statistics
-            print(String(format: "budget %@: best loss %.4f, uniform %.4f (%.2f %% lower)", summary.budget, summary.best.loss, summary.uniform.loss,
+            print(String(format: "budget %@: best loss %.4f, uniform %.4f (%.2f %% lower)", summary.budget.description, summary.best.loss, summary.uniform.loss,
                          summary.improvement * 100))
             print(String(format: "%d simulations, %d evaluations (%d looked up, %d screenings), %.1f s", s.simulations, s.evaluations,
                          s.cacheHits, s.screenings, s.seconds) + (store ? ", \(written) samples stored" : ""))
@@ -143,7 +143,7 @@ struct SamplesList: ParsableCommand {
             for group in byBudget.values.sorted(by: { $0[0].budgetValue < $1[0].budgetValue }) {
                 let best = group.min { $0.loss < $1.loss }!
                 let uniform = group.first { $0.depth == 0 }
-                print([group[0].budget.padding(toLength: 11, withPad: " ", startingAt: 0), String(format: "%7d", group.count),
+                print([group[0].budget.description.padding(toLength: 11, withPad: " ", startingAt: 0), String(format: "%7d", group.count),
                        String(format: "%9.4f", best.loss), uniform.map { String(format: "%12.4f", $0.loss) } ?? "           -",
                        String(format: "%9.4f", best.keptFraction), String(format: "%9d", Set(group.map(\.searchKey)).count)].joined(separator: "  "))
             }
@@ -185,7 +185,7 @@ struct SamplesExport: ParsableCommand {
             let created: String = s.createdAt.map { dates.string(from: $0) } ?? ""
             let strategy: String = s.strategy.map { "\($0)" }.joined(separator: " ")
             let sizes: String = s.sizes.map { String($0) }.joined(separator: " ")
-            var fields: [String] = [String(s.id ?? 0), s.modelHash, s.calibrationHash, csvField(s.budget), s.budgetKind]
+            var fields: [String] = [String(s.id ?? 0), s.modelHash, s.calibrationHash, csvField(s.budget.description), s.budgetKind]
             fields += ["\(s.budgetValue)", "\(s.keptFraction)", "\(s.loss)", "\(s.reward)", accuracy, "\(s.depth)"]
             fields += [csvField(s.searchKey), job, created, strategy, sizes]
             lines.append(fields.joined(separator: ","))

@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import LopConfig
+import LopCore
 import Pruning
 import Search
 import Store
@@ -16,7 +17,7 @@ func syntheticSamples(budgets: [Double], modelHash: String = String(repeating: "
     try budgets.map { b in
         let proposed = units.indices.map { i in b + 0.15 * (Double(i) / 5 - 0.5) * (1 - b) }
         let sizes = try Projection.project(ratios: proposed, units: units, budget: .fraction(b))
-        return PredictorSample(modelHash: modelHash, calibrationHash: String(repeating: "b", count: 64), units: units.map(\.name), budget: "\(b)",
+        return PredictorSample(modelHash: modelHash, calibrationHash: String(repeating: "b", count: 64), units: units.map(\.name), budget: .fraction(b),
                                keptFraction: Double(Projection.keptParameters(sizes, units: units)) / Double(6 * 384 * 384),
                                strategy: zip(sizes, units).map { Double($0) / Double($1.width) }, loss: 1)
     }
@@ -103,14 +104,15 @@ func quickSettings() -> PredictorSettings {
     }
 
     /// Stored samples group by budget identity: "0.5" and "50%" together, byte budgets at different widths apart.
-    @Test func samplesGroupByBudgetIdentity() {
-        func sample(_ budget: String, _ kind: String, _ value: Double) -> PredictorSample {
-            PredictorSample(Sample(model: "m", modelHash: "h", calibrationHash: "c", units: ["u"], importance: "lop", budget: budget,
-                                   budgetKind: kind, budgetValue: value, keptFraction: 0.5, strategy: [0.5], sizes: [1], reward: -1,
+    @Test func samplesGroupByBudgetIdentity() throws {
+        func sample(_ budget: String, _ kind: String, _ value: Double) throws -> PredictorSample {
+            let parsed = try Budget(parsing: budget)
+            #expect(parsed.kind == kind && parsed.value == value)
+            return PredictorSample(Sample(model: "m", modelHash: "h", calibrationHash: "c", units: ["u"], importance: "lop", budget: parsed, keptFraction: 0.5, strategy: [0.5], sizes: [1], reward: -1,
                                    loss: 1, metrics: [:], depth: 1, searchKey: "k", jobId: nil))
         }
-        #expect(sample("bytes:1000", "bytes", 1000).budget != sample("bytes:1000@4", "bytes", 1000).budget)
-        #expect(sample("0.5", "fraction", 0.5).budget == sample("50%", "fraction", 0.5).budget)
+        #expect(try sample("bytes:1000", "bytes", 1000).budget.identity != sample("bytes:1000@4", "bytes", 1000).budget.identity)
+        #expect(try sample("0.5", "fraction", 0.5).budget.identity == sample("50%", "fraction", 0.5).budget.identity)
     }
 
     @Test func learnsTheTrendAndSavesAndLoadsExactly() throws {

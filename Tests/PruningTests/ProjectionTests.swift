@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Testing
 import Tensor
 @testable import Pruning

@@ -1,6 +1,7 @@
 import Evaluation
 import Fixtures
 import Foundation
+import LopCore
 import Models
 import Testing
 import TestSupport

@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import LopConfig
+import LopCore
 import Pruning
 import Queue
 import Store

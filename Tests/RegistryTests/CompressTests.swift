@@ -1,6 +1,7 @@
 import Foundation
 @testable import Jobs
 import LopConfig
+import LopCore
 import Models
 import Pruning
 import Queue

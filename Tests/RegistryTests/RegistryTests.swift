@@ -95,7 +95,7 @@ func placeholderModel(_ name: String, kind: ModelKind = .base, base: Int64? = ni
         let registry = Registry(pool: pool)
         let base = try pool.withTransaction { try registry.register(placeholderModel("base"), on: $0) }
         var pruned = placeholderModel("base-pruned", kind: .pruned, base: base.id)
-        (pruned.budget, pruned.strategy, pruned.sizes, pruned.method) = (("0.5", "fraction", 0.5), [0.5], [4], "search")
+        (pruned.budget, pruned.strategy, pruned.sizes, pruned.method) = (.fraction(0.5), [0.5], [4], "search")
         let child = try pool.withTransaction { try registry.register(pruned, on: $0) }
         #expect { try registry.delete(base, actor: AliasActor(by: "t")) } throws: { "\($0)".contains("is the origin of base-pruned:1") }
         try pool.withTransaction { try registry.setAlias(name: "base-pruned", alias: "production", to: child.id, actor: AliasActor(by: "t"), on: $0) }
