@@ -134,182 +134,35 @@ public struct CompressHandler: JobHandler {
         try settings.apply(arguments.search ?? [:])
     }
 
+    /// The story: resolve the models, reuse a model registered for the same request, else open the base, choose
+    /// a strategy, build the artifact, and register it with the job's completion.
     public func run(_ request: Arguments, job: Job, context: JobContext) throws -> JobOutcome<CompressSummary> {
-        let method = try method(request)
         let started = Date()
         let registry = Registry(pool: context.queue.pool)
         let root = try ArtifactRoot(config.artifacts.root)
-        func stage(_ stage: CompressStage, _ fraction: Double, _ message: String) {
-            context.progress(fraction, "\(stage.index + 1)/\(CompressStage.allCases.count) \(stage.rawValue): \(message)", stage: stage.rawValue)
-        }
+        let stage = StageReporter(context: context)
 
-        // Which models: a name that does not resolve can never work, so it discards the job.
         stage(.strategy, 0, "resolving \(request.model)")
-        let base = try argument("model") { try registry.resolve(request.model) }
-        guard base.kind == .base else { throw ArgumentError("model", "\(base.reference) is a \(base.kind.rawValue) model; compress takes a base model") }
-        var predictorRecord: RegisteredModel?
-        if method != .search {
-            if let reference = request.predictor {
-                predictorRecord = try argument("predictor") { try registry.resolve(reference) }
-            } else {
-                predictorRecord = try? registry.resolve(ModelReference(name: TrainHandler.predictorName(of: base.name), selector: .alias("champion")))
-                if predictorRecord == nil && method == .predict {
-                    throw ArgumentError("method", "predict needs a predictor, and \(base.reference) has no champion predictor yet (run a train job, or use search or auto)")
-                }
-            }
-            if let p = predictorRecord, p.kind != .predictor || p.baseModelId != base.id {
-                throw ArgumentError("predictor", "\(p.reference) is not a predictor of \(base.reference) (it is a \(p.kind.rawValue) model\(p.baseModelId.map { " of model id \($0)" } ?? ""))")
-            }
+        let plan = try CompressPlan(request, method: try method(request), registry: registry)
+        if let reused = try plan.reused(registry: registry, root: root) {
+            stage(.register, 1, "reused \(reused.model.map { "\($0.name):\($0.version)" } ?? "")")
+            return JobOutcome(reused)
         }
 
-        // The request's identity: a retry or a duplicate finds the model already registered.
-        let searchText = try request.search.map { try JSONB(encoding: $0).text } ?? "{}"
-        let key = Self.requestKey(base: base.id, budget: request.budget, method: method.rawValue, predictor: predictorRecord?.id,
-                                  search: method == .predict ? "" : searchText)
-        if let existing = try registry.model(requestKey: key) {
-            let damaged = root.verify(existing)
-            guard damaged.isEmpty else {
-                throw RegistryError("\(existing.reference) is registered for this request but its files \(damaged.joined(separator: ", ")) are missing or changed")
-            }
-            stage(.register, 1, "reused \(existing.reference)")
-            var summary = try existing.lineage.decode(StoredSummary.self).summary
-            summary.model = CompressSummary.ModelRef(existing)
-            summary.reused = true
-            return JobOutcome(summary)
-        }
-
-        // 1. Strategy: predicted, or searched (auto searches when the predictor should not be trusted here).
-        stage(.strategy, 0.02, "loading \(base.reference) and ranking neurons")
-        var timings: [String: Double] = [:]
-        var clock = Date()
-        let opened: OpenedPredictor? = try predictorRecord.map { try OpenedPredictor($0, root: root) }
-        let opening = try OpenedBase(base, root: root, config: config, budget: request.budget, importance: opened?.importance, search: request.search)
-        // A budget this model cannot meet within the bounds can never work: checked once, before any strategy.
-        do {
-            _ = try Projection.project(ratios: opening.units.map { _ in 1 }, units: opening.units, budget: request.budget, bounds: opening.request.bounds)
-        } catch {
-            throw ArgumentError("budget", error.description)
-        }
-        var methodUsed = method == .search ? "search" : "predict"
-        var fallback: String?
-        var prediction: Prediction?
-        var ratios: [Double] = []
-        var sizes: [Int] = []
-        var samplesWritten = 0
-        if let opened {
-            do {
-                try opened.check(for: opening)
-                let p = try opened.predictor.predict(request.budget, bounds: opening.request.bounds)
-                prediction = p
-                (ratios, sizes) = (p.ratios, p.sizes)
-                if method == .auto && !p.inTrainedRange {
-                    fallback = String(format: "the budget keeps %.3f of the FFN parameters, outside the predictor's trained range %.3f–%.3f",
-                                      Projection.keptFraction(p.sizes, units: opening.units), p.trainedRange[0], p.trainedRange[1])
-                } else if method == .auto && p.maximumSpread > config.compress.maxSpread {
-                    fallback = String(format: "the predictor's members disagree: largest spread %.4f > compress.max_spread %.4f", p.maximumSpread, config.compress.maxSpread)
-                }
-            } catch let error as ArgumentError where method == .auto {
-                fallback = error.reason
-            }
-        } else if method == .auto {
-            fallback = "\(base.reference) has no champion predictor yet"
-        }
-        if method == .search || fallback != nil {
-            methodUsed = "search"
-            stage(.strategy, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
-            let (result, written) = try opening.request.runStored(opening.prepared, job: job, context: context) { done, total, bestLoss in
-                stage(.strategy, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
-            }
-            (ratios, sizes, samplesWritten) = (result.best.ratios, result.best.sizes, written)
-        }
-        timings["strategy"] = Date().timeIntervalSince(clock)
+        var clock = Stopwatch()
+        stage(.strategy, 0.02, "loading \(plan.base.reference) and ranking neurons")
+        let predictor = try plan.predictor.map { try OpenedPredictor($0, root: root) }
+        let base = try OpenedBase(plan.base, root: root, config: config, importance: predictor?.importance)
+        try base.check(request.budget)
+        let choice = try StrategyChoice.make(plan, base: base, predictor: predictor, maxSpread: config.compress.maxSpread,
+                                             overrides: request.search, job: job, context: context, stage: stage)
+        clock.lap("strategy")
         try context.checkCancelled()
 
-        // 2. Prune: the smaller checkpoint, written under a temporary name.
-        clock = Date()
-        stage(.prune, 0.6, "writing the pruned checkpoint")
-        let temporary = try root.temporary(for: key)
-        defer { try? FileManager.default.removeItem(atPath: temporary) }
-        let dtype = opening.prepared.model.storageType
-        let (pruned, record) = try opening.prepared.pruner.write(budget: request.budget, allocation: methodUsed, proposed: ratios, sizes: sizes,
-                                                                  to: temporary, dtype: dtype)
-        timings["prune"] = Date().timeIntervalSince(clock)
-        try context.checkCancelled()
-
-        // 3. Evaluate the written files (what is registered is what was measured), with a report.
-        clock = Date()
-        var metrics: EvaluationData.Metrics?
-        let baseMetrics = base.heldOutMetrics
-        var reportFile: String?
-        if request.evaluate {
-            stage(.evaluate, 0.7, "held-out \(base.evalData ?? "data")")
-            let written = try Model.load(directory: temporary)
-            guard written.parameterCount == pruned.parameterCount else {
-                throw RegistryError("the written checkpoint has \(written.parameterCount) parameters, the pruned model \(pruned.parameterCount)")
-            }
-            let measured = try opening.heldOut.evaluate(written)
-            metrics = measured
-            if let baseMetrics {
-                var report = Report(model: base.reference, modelHash: base.contentHash, data: base.evalData ?? "", importance: record.importance,
-                                    units: record.units, original: baseMetrics, originalParameterCount: Int(base.parameters))
-                report.entries.append(Report.Entry(strategy: methodUsed, budget: request.budget.description, keptFraction: Projection.keptFraction(sizes, units: opening.units),
-                                                   ratios: record.ratios, sizes: sizes, parameterCount: pruned.parameterCount, metrics: measured,
-                                                   seconds: Date().timeIntervalSince(clock)))
-                try AtomicFile.write(try report.json(), to: temporary + "/report.json")
-                try AtomicFile.write(Data(report.html().utf8), to: temporary + "/report.html")
-                reportFile = "report.html"
-            }
-        }
-        timings["evaluate"] = Date().timeIntervalSince(clock)
-        try context.checkCancelled()
-
-        // 4. Register: files hashed, folder renamed into place; the row, the job's completion and the
-        // model.registered event then commit in one transaction.
-        clock = Date()
-        stage(.register, 0.95, "hashing and registering")
-        let files = try ArtifactRoot.digest(folder: temporary)
-        let name = request.name ?? "\(base.name)-pruned"
-        let relative = "pruned/\(name)/\(key.prefix(20))"
-        try root.install(temporary, at: relative)
-        timings["register"] = Date().timeIntervalSince(clock)
-        timings["total"] = Date().timeIntervalSince(started)
-        let summary = CompressSummary(
-            model: nil, reused: false, base: .init(base), budget: request.budget, method: method.rawValue, methodUsed: methodUsed,
-            fallback: fallback, predictor: predictorRecord.map(CompressSummary.ModelRef.init), prediction: prediction, strategy: record.ratios,
-            sizes: sizes, keptFraction: Projection.keptFraction(sizes, units: opening.units), parameters: Int64(pruned.parameterCount),
-            baseParameters: base.parameters, sizeBytes: files.values.reduce(0) { $0 + $1.bytes }, metrics: metrics, baseMetrics: baseMetrics,
-            artifactPath: relative, report: reportFile.map { relative + "/" + $0 }, samplesWritten: samplesWritten, timings: timings)
-        var new = NewModel(name: name, kind: .pruned, artifactPath: relative, files: files, parameters: Int64(pruned.parameterCount),
-                           contentHash: pruned.contentHash)
-        new.baseModelId = base.id
-        new.predictorId = methodUsed == "predict" ? predictorRecord?.id : nil
-        new.sourceJobId = job.id
-        new.budget = request.budget
-        new.strategy = record.ratios
-        new.sizes = sizes
-        new.method = methodUsed
-        new.requestKey = key
-        new.metrics = try JSONB(encoding: HeldOutMetrics(heldOut: metrics))
-        new.lineage = try JSONB(encoding: StoredSummary(summary: summary, searchKey: methodUsed == "search" ? "job:\(job.id)" : nil))
-        let model = new
-        return JobOutcome(summary) { c in
-            var final = summary
-            if let existing = try registry.model(requestKey: key, on: c) {
-                // A duplicate running at the same time registered it first (same files, same folder).
-                final.model = .init(existing)
-                final.reused = true
-                return final
-            }
-            let registered = try registry.register(model, on: c)
-            _ = try WebhookStore.emit("model.registered", data: RegisteredEvent(registered), on: c)
-            final.model = .init(registered)
-            return final
-        }
-    }
-
-    /// Runs a lookup whose failure means the argument can never work (the job is discarded, not retried).
-    private func argument<T>(_ key: String, _ body: () throws -> T) throws -> T {
-        do { return try body() } catch let error as RegistryError { throw ArgumentError(key, error.description) }
+        let artifact = try PrunedArtifact.build(plan, base: base, choice: choice, evaluate: request.evaluate, root: root,
+                                                context: context, stage: stage, clock: &clock)
+        clock.timings["total"] = Date().timeIntervalSince(started)
+        return try artifact.registration(plan, base: base, choice: choice, job: job, registry: registry, timings: clock.timings)
     }
 }
 

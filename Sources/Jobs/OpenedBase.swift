@@ -7,29 +7,32 @@ import Models
 import Predictor
 import Pruning
 import Queue
+import Search
 import Store
 
-/// A registered base model opened for pruning: loaded from its artifact folder, its neurons ranked on its
-/// calibration data, and its held-out data ready. Compress and train jobs share it.
+/// A registered base model opened for pruning: loaded from its artifact folder and checked against its content
+/// hash, its neurons ranked on its registered calibration data, its held-out data ready, and the keep bounds of
+/// the configuration. Compress and train jobs share it; no budget is needed to open one.
 struct OpenedBase {
     let record: RegisteredModel
     let folder: String
-    /// A search request for this model (its calibration data, the importance used, any search overrides).
-    let request: SearchRequest
-    let prepared: SearchRequest.Prepared
+    let prepared: PreparedModel
     let heldOut: EvaluationData
+    let bounds: KeepBounds
+    let config: LopConfig
 
-    init(_ record: RegisteredModel, root: ArtifactRoot, config: LopConfig, budget: Budget, importance: ImportanceMethod?,
-         search: [String: AnyJSON]? = nil) throws {
+    init(_ record: RegisteredModel, root: ArtifactRoot, config: LopConfig, importance: ImportanceMethod?) throws {
         guard record.kind == .base, let calibration = record.calibration, let evalData = record.evalData else {
             throw ArgumentError("model", "\(record.reference) is a \(record.kind.rawValue) model, not a base model")
         }
+        let p = config.pruning
         self.record = record
+        self.config = config
         folder = root.folder(record)
-        let options = SearchOptions(model: folder, calibration: try root.data(calibration, of: record).description,
-                                    importance: importance, search: search)
-        request = try SearchRequest(options: options, budget: budget, config: config)
-        prepared = try request.prepare()
+        bounds = KeepBounds(p)
+        prepared = try PreparedModel(folder: folder, calibration: try root.data(calibration, of: record).description, samples: p.calibrationSamples,
+                                     context: p.calibrationContext, scope: .language,
+                                     importance: importance ?? ImportanceMethod(rawValue: p.importance) ?? .lop, cache: true)
         guard prepared.pruner.modelHash == record.contentHash else {
             throw RegistryError("\(record.reference): the files in \(folder) are not the registered model (content hash \(prepared.pruner.modelHash.prefix(16))…, registered \(record.contentHash.prefix(16))…)")
         }
@@ -37,6 +40,23 @@ struct OpenedBase {
     }
 
     var units: [PrunableUnit] { prepared.pruner.units }
+
+    /// A budget this model cannot meet within the bounds can never work: an argument error, before any strategy.
+    func check(_ budget: Budget) throws {
+        do { _ = try Projection.project(ratios: units.map { _ in 1 }, units: units, budget: budget, bounds: bounds) } catch {
+            throw ArgumentError("budget", error.description)
+        }
+    }
+
+    /// Searches a strategy for `budget` on this model as a search job would (samples stored under the job's key).
+    func search(_ budget: Budget, overrides: [String: AnyJSON]?, job: Job, context: JobContext,
+                report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
+        var request = try SearchRequest(options: SearchOptions(model: folder, calibration: prepared.calibration.name,
+                                                               importance: prepared.pruner.importance, search: overrides),
+                                        budget: budget, config: config)
+        request.bounds = bounds
+        return try request.runStored(prepared, job: job, context: context, report: report)
+    }
 
     /// Held-out metrics of a strategy's sizes on the nested model (no copy).
     func evaluate(sizes: [Int]) throws -> EvaluationData.Metrics {

@@ -34,7 +34,7 @@ public struct SearchRequest: Sendable {
         context = p.calibrationContext
         importance = ImportanceMethod(rawValue: p.importance) ?? .lop
         scope = .language
-        bounds = KeepBounds(minimumRatio: p.minimumRatio, maximumRatio: p.maximumRatio, alignment: p.alignment)
+        bounds = KeepBounds(p)
         settings = try SearchSettings(config.search)
     }
 
@@ -49,21 +49,13 @@ public struct SearchRequest: Sendable {
     }
 
     /// A search's model, its ranked units and the calibration set, ready to evaluate strategies.
-    public struct Prepared {
-        public let model: Model
-        public let pruner: Pruner
-        public let calibration: Calibration
-    }
+    public typealias Prepared = PreparedModel
 
     /// Loads the model, builds the calibration set and ranks neurons (cached next to the model when the folder
     /// is writable).
-    public func prepare() throws -> Prepared {
-        let loaded = try Model.load(directory: model)
-        let spec = try DataSpec(parsing: calibration ?? Self.defaultCalibration(for: loaded))
-        let set = try spec.calibration(for: loaded, samples: samples, context: context)
-        let directory = cache && FileManager.default.isWritableFile(atPath: model) ? model + "/.lop-cache" : nil
-        let pruner = try Pruner(model: loaded, scope: scope, importance: importance, calibration: set, cacheDirectory: directory)
-        return Prepared(model: loaded, pruner: pruner, calibration: set)
+    public func prepare() throws -> PreparedModel {
+        try PreparedModel(folder: model, calibration: calibration, samples: samples, context: context, scope: scope,
+                          importance: importance, cache: cache)
     }
 
     /// The fixtures' calibration data: tiny-llama's training text, tiny-llava's training questions.
@@ -95,6 +87,32 @@ public struct SearchRequest: Sendable {
                               strategy: s.ratios, sizes: s.sizes, reward: s.reward, loss: s.score.loss,
                               metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId))
         }, progress: { done, total in report(done, total, bestLoss) }, checkStop: checkStop)
+    }
+}
+
+extension KeepBounds {
+    /// The configuration's bounds (`pruning.minimum_ratio`, `maximum_ratio`, `alignment`).
+    public init(_ pruning: LopConfig.Pruning) {
+        self.init(minimumRatio: pruning.minimumRatio, maximumRatio: pruning.maximumRatio, alignment: pruning.alignment)
+    }
+}
+
+/// A model loaded for pruning: its ranked units and its calibration set, before any budget is chosen.
+public struct PreparedModel {
+    public let model: Model
+    public let pruner: Pruner
+    public let calibration: Calibration
+
+    /// Loads the model from `folder`, builds the calibration set (`calibration`; nil: the fixture default for the
+    /// model) and ranks neurons, reading and writing the ranking in `FOLDER/.lop-cache` when `cache` allows and
+    /// the folder is writable.
+    public init(folder: String, calibration: String?, samples: Int, context: Int, scope: UnitScope, importance: ImportanceMethod,
+                cache: Bool) throws {
+        model = try Model.load(directory: folder)
+        let spec = try DataSpec(parsing: calibration ?? SearchRequest.defaultCalibration(for: model))
+        self.calibration = try spec.calibration(for: model, samples: samples, context: context)
+        let directory = cache && FileManager.default.isWritableFile(atPath: folder) ? folder + "/.lop-cache" : nil
+        pruner = try Pruner(model: model, scope: scope, importance: importance, calibration: self.calibration, cacheDirectory: directory)
     }
 }
 

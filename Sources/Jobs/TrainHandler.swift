@@ -207,7 +207,7 @@ public struct TrainHandler: JobHandler {
         let all = try SampleStore(pool: registry.pool).samples(model: base.contentHash).filter { $0.modelHash == base.contentHash }
         // The base ranks neurons on its registered calibration data; samples ranked otherwise do not apply.
         let importance = Dictionary(grouping: all, by: \.importance).max { $0.value.count < $1.value.count }?.key
-        let opening = try OpenedBase(base, root: root, config: config, budget: .fraction(0.5), importance: importance.flatMap(ImportanceMethod.init))
+        let opening = try OpenedBase(base, root: root, config: config, importance: importance.flatMap(ImportanceMethod.init))
         let unitNames = opening.units.map(\.name)
         let chosen = all.filter { $0.calibrationHash == opening.prepared.calibration.hash && $0.units == unitNames && $0.importance == importance }
         guard !chosen.isEmpty else {
@@ -217,7 +217,7 @@ public struct TrainHandler: JobHandler {
         try checkStop()
 
         report(0.05, "training on \(chosen.count) samples")
-        let challenger = try Predictor.train(samples: chosen.map(PredictorSample.init), units: opening.units, bounds: opening.request.bounds,
+        let challenger = try Predictor.train(samples: chosen.map(PredictorSample.init), units: opening.units, bounds: opening.bounds,
                                              settings: request.settings)
         try checkStop()
 
@@ -225,7 +225,7 @@ public struct TrainHandler: JobHandler {
             var losses: [String: Double] = [:]
             for (i, budget) in request.budgets.enumerated() {
                 report(from + (to - from) * Double(i) / Double(request.budgets.count), String(format: "held-out loss at %g", budget))
-                let prediction = try predictor.predict(.fraction(budget), bounds: opening.request.bounds)
+                let prediction = try predictor.predict(.fraction(budget), bounds: opening.bounds)
                 losses[String(format: "%g", budget)] = try opening.evaluate(sizes: prediction.sizes).loss
                 try checkStop()
             }

@@ -80,7 +80,7 @@ struct PredictorTrain: ParsableCommand {
             let p = config.pruning
             progress("training \(ensemble) member(s) on \(chosen.count) samples of \(Set(chosen.map(\.budget)).count) budgets")
             let started = Date()
-            let predictor = try Predictor.train(samples: chosen.map(PredictorSample.init), units: units, bounds: KeepBounds(minimumRatio: p.minimumRatio, maximumRatio: p.maximumRatio, alignment: p.alignment),
+            let predictor = try Predictor.train(samples: chosen.map(PredictorSample.init), units: units, bounds: KeepBounds(p),
                settings: settings, log: progress)
             try predictor.save(to: out)
             if options.json { return try printJSON(predictor.card) }
