@@ -3,6 +3,7 @@ import Foundation
 import Models
 import Pruning
 import Search
+import Store
 import Tensor
 
 /// `lop bench engine`: lop at a real model's size beside PyTorch + transformers on the same file and tokens.
@@ -58,13 +59,13 @@ public enum EngineBenchmark {
         let tokenCount = o.windows * o.context
 
         // lop and PyTorch alternate, so both see the same machine; each figure is the median of its runs.
-        var lopRuns: [[String: Any]] = [], torchRuns: [[String: Any]] = []
+        var lopRuns: [[String: AnyJSON]] = [], torchRuns: [[String: AnyJSON]] = []
         var torchNote = "not run (pass --python with torch and transformers installed)"
         for run in 1...max(1, o.repeats) {
             progress("lop eval (\(run)/\(o.repeats))")
             let lopRun = try runJSON([o.lop, "eval", model, "--data", tokens, "--context", String(o.context), "--json"],
                                      environment: ["LOP_BLAS_THREADS": String(o.threads)])
-            guard lopRun["loss"] is Double, lopRun["evaluation_seconds"] is Double, lopRun["load_seconds"] is Double, lopRun["peak_rss_bytes"] is Int else {
+            guard ["loss", "evaluation_seconds", "load_seconds", "peak_rss_bytes"].allSatisfy({ lopRun[$0]?.number != nil }) else {
                 throw Failure(description: "lop eval printed no metrics: \(lopRun)")
             }
             lopRuns.append(lopRun)
@@ -76,14 +77,14 @@ public enum EngineBenchmark {
             let layerwise = o.shape == "7b" ? ["--layerwise"] : []
             let result = try runJSON([python, script, model, tokens, "--context", String(o.context),
                                       "--windows", String(o.windows), "--threads", String(o.threads)] + layerwise, environment: [:])
-            if let error = result["error"] as? String { torchNote = error; continue }
+            if let error = result["error"]?.string { torchNote = error; continue }
             torchRuns.append(result)
-            torchNote = "torch \(result["torch"] ?? "?"), transformers \(result["transformers"] ?? "?"), fp32, \(result["threads"] ?? "?") threads"
-                + (result["layerwise"] as? Bool == true ? ", one layer at a time from the memory-mapped file" : "")
+            torchNote = "torch \(result["torch"]?.string ?? "?"), transformers \(result["transformers"]?.string ?? "?"), fp32, \(result["threads"]?.number.map { String(Int($0)) } ?? "?") threads"
+                + (result["layerwise"]?.bool == true ? ", one layer at a time from the memory-mapped file" : "")
         }
         let lop = Figures(lopRuns, seconds: "evaluation_seconds"), torch = torchRuns.isEmpty ? nil : Figures(torchRuns, seconds: "forward_seconds")
 
-        let kernel = lopRuns[0]["blas_core"] as? String ?? "?"
+        let kernel = lopRuns[0]["blas_core"]?.string ?? "?"
         var table = BenchmarkTable(title: "Engine at \(o.shape) shape (\(o.dtype.rawValue), \(String(format: "%.2f", Double(bytes) / 1e9)) GB on disk; "
                                    + "\(o.windows) windows × \(o.context) tokens; BLAS core \(kernel), \(o.threads) threads; medians of \(lopRuns.count) runs each; PyTorch: \(torchNote))")
         let lopRate = Double(tokenCount) / lop.seconds
@@ -143,9 +144,9 @@ public enum EngineBenchmark {
     struct Figures {
         let seconds, loss, load, peakRSS: Double
 
-        init(_ runs: [[String: Any]], seconds key: String) {
+        init(_ runs: [[String: AnyJSON]], seconds key: String) {
             func median(_ key: String) -> Double {
-                let values = runs.compactMap { ($0[key] as? Double) ?? ($0[key] as? Int).map(Double.init) }.sorted()
+                let values = runs.compactMap { $0[key]?.number }.sorted()
                 return values.isEmpty ? .nan : values[values.count / 2]
             }
             (seconds, loss, load, peakRSS) = (median(key), median("loss"), median("load_seconds"), median("peak_rss_bytes"))
@@ -153,7 +154,7 @@ public enum EngineBenchmark {
     }
 
     /// Runs a child process and parses the last line of its standard output as a JSON object.
-    static func runJSON(_ argv: [String], environment: [String: String]) throws -> [String: Any] {
+    static func runJSON(_ argv: [String], environment: [String: String]) throws -> [String: AnyJSON] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: argv[0])
         process.arguments = Array(argv.dropFirst())
@@ -168,7 +169,7 @@ public enum EngineBenchmark {
         let text = String(decoding: data, as: UTF8.self)
         guard process.terminationStatus == 0 || text.contains("\"error\""),
               let line = text.split(separator: "\n").last,
-              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+              let object = try? JSONDecoder().decode([String: AnyJSON].self, from: Data(line.utf8)) else {
             throw Failure(description: "\(argv.joined(separator: " ")) exited with \(process.terminationStatus): \(text.suffix(500))")
         }
         return object

@@ -102,9 +102,14 @@ extension JSONB: Codable {
     }
 }
 
-/// Any JSON value, for passing through.
+/// Any JSON value, for passing through (job args, search overrides, other programs' output); `JSONB` is its
+/// column form. Files lop reads strictly go through Models' `JSON` parser instead.
 public enum AnyJSON: Codable, Sendable, Equatable {
     case null, bool(Bool), number(Double), string(String), array([AnyJSON]), object([String: AnyJSON])
+
+    public var number: Double? { if case .number(let x) = self { x } else { nil } }
+    public var string: String? { if case .string(let s) = self { s } else { nil } }
+    public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()

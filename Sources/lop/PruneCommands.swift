@@ -6,6 +6,7 @@ import LopConfig
 import LopCore
 import Models
 import Pruning
+import Store
 import Tensor
 
 /// Options shared by the commands that rank neurons and allocate budgets.
@@ -207,14 +208,13 @@ struct EvalCommand: ParsableCommand {
             let seconds = Date().timeIntervalSince(started)
             if options.json {
                 // The metrics, with what the run cost beside them.
-                var object = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(metrics)) as? [String: Any] ?? [:]
-                object["load_seconds"] = loadSeconds
-                object["evaluation_seconds"] = seconds
-                object["peak_rss_bytes"] = ProcessMemory.peakResidentBytes
-                object["weight_bytes"] = loaded.weightBytes
-                object["blas_core"] = BLASKernel.report.core
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                return print(String(decoding: data, as: UTF8.self))
+                guard case .object(var object) = try JSONB(encoding: metrics).decode(AnyJSON.self) else { return }
+                object["load_seconds"] = .number(loadSeconds)
+                object["evaluation_seconds"] = .number(seconds)
+                object["peak_rss_bytes"] = .number(Double(ProcessMemory.peakResidentBytes))
+                object["weight_bytes"] = .number(Double(loaded.weightBytes))
+                object["blas_core"] = .string(BLASKernel.report.core)
+                return print(try JSONB(encoding: object).text)
             }
             print(String(format: "loss %.4f", metrics.loss) + (metrics.perplexity.map { String(format: "  perplexity %.3f", $0) } ?? "")
                   + (metrics.accuracy.map { String(format: "  accuracy %.3f", $0) } ?? "")
