@@ -57,6 +57,13 @@ import Testing
 
         let usage = try TestProcess.run([lop, "migrate", "--no-such-flag"])
         #expect(usage.status == 64)
+
+        // The search owns its settings; a bad one in the configuration still stops both programs at start.
+        let worker = URL(fileURLWithPath: lop).deletingLastPathComponent().appendingPathComponent("lop-worker").path
+        for program in [[lop, "db", "check"], [worker]] {
+            let badSearch = try TestProcess.run(program, environment: ["LOP_CONFIG": config, "LOP_SEARCH_SIMULATIONS": "0"])
+            #expect(badSearch.status == 78 && badSearch.output.contains("search.simulations"), "\(program): \(badSearch.output)")
+        }
     }
 
     @Test func editedMigrationIsRefusedWithDataError() throws {
