@@ -78,7 +78,7 @@ public enum PredictorBenchmark {
         let predictor = try Predictor.train(samples: training, units: pruner.units, bounds: request.bounds)
         let trainingSeconds = Date().timeIntervalSince(trainingStarted)
 
-        func heldOutLoss(_ sizes: [Int]) throws -> Double { try held.evaluate(pruner.nested.model, options: pruner.options(sizes: sizes)).loss }
+        func heldOutLoss(_ sizes: [Int]) throws -> Double { try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes)).loss }
         var rows: [BudgetRow] = []
         for b in reported {
             progress("budget \(b): predict, evaluate five strategies")

@@ -35,7 +35,7 @@ public enum PruningBenchmark {
         for fraction in budgets {
             let (_, sizes) = try pruner.allocate(.uniform, budget: .fraction(fraction))
             let masked = try pruner.nested.zeroMasked(sizes: sizes)
-            let options = pruner.options(sizes: sizes)
+            let options = try pruner.options(sizes: sizes)
             var lossNested = 0.0, lossMasked = 0.0
             let nestedTime = medianSeconds(repeats: repeats) { lossNested = (try? data.evaluate(pruner.nested.model, options: options).loss) ?? .nan }
             let maskedTime = medianSeconds(repeats: repeats) { lossMasked = (try? data.evaluate(masked).loss) ?? .nan }

@@ -60,7 +60,7 @@ struct OpenedBase {
 
     /// Held-out metrics of a strategy's sizes on the nested model (no copy).
     func evaluate(sizes: [Int]) throws -> EvaluationData.Metrics {
-        try heldOut.evaluate(prepared.pruner.nested.model, options: prepared.pruner.options(sizes: sizes))
+        try heldOut.evaluate(prepared.pruner.nested.model, options: try prepared.pruner.options(sizes: sizes))
     }
 }
 

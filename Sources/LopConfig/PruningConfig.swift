@@ -20,6 +20,10 @@ extension LopConfig {
         /// ECoFLaP: random directions, and the perturbation relative to each weight tensor's RMS.
         public var ecoflapPerturbations = 8
         public var ecoflapEpsilon = 1e-3
+        /// How kept weights are set: none (as they were) or least-squares (down-projections re-fitted on the
+        /// calibration activations), and the re-fit's ridge relative to the Gram matrix's mean diagonal.
+        public var reconstruction = "none"
+        public var reconstructionRidge = 0.01
         public init() {}
     }
 }
@@ -42,6 +46,13 @@ extension TableReader {
         if let v = try double("owl_threshold", in: 1...1000) { p.owlThreshold = v }
         if let v = try int("ecoflap_perturbations", in: 1...10_000) { p.ecoflapPerturbations = v }
         if let v = try double("ecoflap_epsilon", in: 1e-6...1) { p.ecoflapEpsilon = v }
+        if let v = try string("reconstruction") {
+            guard ["none", "least-squares"].contains(v.0) else {
+                throw ConfigError.invalidValue(key: keyPath("reconstruction"), reason: "'\(v.0)' is not none or least-squares", source: source)
+            }
+            p.reconstruction = v.0
+        }
+        if let v = try double("reconstruction_ridge", in: 0...1000) { p.reconstructionRidge = v }
         if p.minimumRatio > p.maximumRatio || p.maximumRatio == 0 {
             throw ConfigError.invalidValue(key: keyPath("minimum_ratio"), reason: "must not exceed maximum_ratio, which must be positive", source: source)
         }

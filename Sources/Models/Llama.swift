@@ -22,11 +22,15 @@ public struct ForwardOptions {
     public var visionKeep: [Int]?
     /// Receives every FFN's input and hidden activation.
     public var observe: ((FFNObservation) -> Void)?
+    /// Down-projections `[hidden, keep]` that replace a language layer's (the leading `keep` columns) for this
+    /// pass: re-fitted weights of a pruned FFN, evaluated without writing a model.
+    public var ffnDown: [Int: Tensor]?
 
-    public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil) {
+    public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil, ffnDown: [Int: Tensor]? = nil) {
         self.ffnKeep = ffnKeep
         self.visionKeep = visionKeep
         self.observe = observe
+        self.ffnDown = ffnDown
     }
 }
 
@@ -118,6 +122,10 @@ public final class LlamaModel {
         precondition(keep >= 0 && keep <= width, "layer \(index) keeps \(keep) of \(width) FFN neurons")
         let hidden = g.mul(g.silu(g.linear(x, layer.gate, rows: keep)), g.linear(x, layer.up, rows: keep))
         options.observe?(FFNObservation(tower: .language, layer: index, input: x.tensor, hidden: hidden.tensor))
+        if let down = options.ffnDown?[index] {
+            precondition(down.shape == [layer.down.shape[0], keep], "layer \(index): a replacement down-projection must be [\(layer.down.shape[0]), \(keep)]")
+            return g.linear(hidden, down.leading(rows: nil, columns: nil))
+        }
         return g.linear(hidden, layer.down, columns: keep)
     }
 }

@@ -69,13 +69,14 @@ public struct NestedModel {
     }
 
     /// The smaller model: each unit's leading `sizes` neurons, the config's per-layer widths set accordingly.
-    /// Stored weights are cut as views, so writing it streams from the base's bytes.
-    public func pruned(sizes: [Int]) throws -> Model {
+    /// Stored weights are cut as views, so writing it streams from the base's bytes. `replacing` gives weights
+    /// already cut (re-fitted down-projections) by name.
+    public func pruned(sizes: [Int], replacing: [String: Weight] = [:]) throws -> Model {
         try check(sizes: sizes)
         var weights = model.weights
         for (unit, size) in zip(units, sizes) {
             for (parameter, axis) in UnitWeights(model, unit).all {
-                weights[parameter.name] = Self.select(parameter.weight, axis: axis, indices: Array(0..<size))
+                weights[parameter.name] = replacing[parameter.name] ?? Self.select(parameter.weight, axis: axis, indices: Array(0..<size))
             }
         }
         return try Model.load(config: Self.config(of: model, units: units, sizes: sizes), weights: TensorSource(weights: weights))

@@ -24,12 +24,15 @@ public struct PruningRecord: Codable, Equatable, Sendable {
     public var prunableParameters: Int
     public var parameterCount: Int
     public var sourceParameterCount: Int
+    /// How the kept weights were set (absent in records written before reconstruction existed: none), and the ridge.
+    public var reconstruction: ReconstructionMethod?
+    public var ridge: Double?
 
     enum CodingKeys: String, CodingKey {
         case budget, budgetKind = "budget_kind", budgetValue = "budget_value", allocation, units, proposedRatios = "proposed_ratios", ratios, sizes
         case importance, calibrationHash = "calibration_hash", calibrationSamples = "calibration_samples", sourceModelHash = "source_model_hash"
         case keptParameters = "kept_parameters", prunableParameters = "prunable_parameters", parameterCount = "parameter_count"
-        case sourceParameterCount = "source_parameter_count"
+        case sourceParameterCount = "source_parameter_count", reconstruction, ridge
     }
 
     public func encoded() throws -> Data {
@@ -99,11 +102,31 @@ public final class Pruner {
         return try Projection.project(ratios: strategy.ratios, units: units, budget: budget, bounds: bounds)
     }
 
-    /// Forward options that evaluate `sizes` on the nested model (no copy).
-    public func options(sizes: [Int]) -> ForwardOptions { nested.options(sizes: sizes) }
+    /// Forward options that evaluate `sizes` on the nested model (no copy), with the re-fitted down-projections
+    /// of `reconstruction` when given.
+    public func options(sizes: [Int], reconstruction: Reconstruction? = nil) throws -> ForwardOptions {
+        var options = nested.options(sizes: sizes)
+        if let reconstruction { options.ffnDown = try reconstruction.downs(sizes: sizes) }
+        return options
+    }
 
-    public func record(budget: Budget, allocation: String, proposed: [Double], sizes: [Int], pruned: Model) -> PruningRecord {
-        PruningRecord(budget: budget.description, budgetKind: budget.kind, budgetValue: budget.value, allocation: allocation,
+    private var reconstructions: [Double: Reconstruction] = [:]
+    private let reconstructionLock = NSLock()
+
+    /// The least-squares reconstruction on this pruner's calibration set (its Gram matrices computed once per ridge).
+    public func reconstruction(ridge: Double) throws -> Reconstruction {
+        reconstructionLock.lock()
+        defer { reconstructionLock.unlock() }
+        if let made = reconstructions[ridge] { return made }
+        guard let calibration else { throw BudgetError("least-squares reconstruction needs calibration data") }
+        let made = try Reconstruction(nested: nested, calibration: calibration, ridge: ridge)
+        reconstructions[ridge] = made
+        return made
+    }
+
+    public func record(budget: Budget, allocation: String, proposed: [Double], sizes: [Int], pruned: Model,
+                       reconstruction: Reconstruction? = nil) -> PruningRecord {
+        var record = PruningRecord(budget: budget.description, budgetKind: budget.kind, budgetValue: budget.value, allocation: allocation,
                       units: units.map(\.name), proposedRatios: proposed,
                       ratios: zip(sizes, units).map { Double($0) / Double($1.width) }, sizes: sizes,
                       importance: importance.rawValue,
@@ -111,14 +134,28 @@ public final class Pruner {
                       keptParameters: Projection.keptParameters(sizes, units: units),
                       prunableParameters: Projection.prunableParameters(units),
                       parameterCount: pruned.parameterCount, sourceParameterCount: base.parameterCount)
+        record.reconstruction = reconstruction == nil ? ReconstructionMethod.none : .leastSquares
+        record.ridge = reconstruction?.ridge
+        return record
+    }
+
+    /// The smaller model for `sizes`, with the re-fitted down-projections of `reconstruction` when given.
+    public func pruned(sizes: [Int], reconstruction: Reconstruction? = nil) throws -> Model {
+        var replacing: [String: Weight] = [:]
+        if let reconstruction {
+            for (u, unit) in units.enumerated() where reconstruction.refits(u) {
+                replacing[UnitWeights(nested.model, unit).output.name] = .float(try reconstruction.down(unit: u, keep: sizes[u]))
+            }
+        }
+        return try nested.pruned(sizes: sizes, replacing: replacing)
     }
 
     /// Slices the model to `sizes` and writes it with its `pruning.json` (temporary folder, then renamed).
     @discardableResult
     public func write(budget: Budget, allocation: String, proposed: [Double], sizes: [Int], to directory: String,
-                      dtype: DType = .f32) throws -> (model: Model, record: PruningRecord) {
-        let pruned = try nested.pruned(sizes: sizes)
-        let record = record(budget: budget, allocation: allocation, proposed: proposed, sizes: sizes, pruned: pruned)
+                      dtype: DType = .f32, reconstruction: Reconstruction? = nil) throws -> (model: Model, record: PruningRecord) {
+        let pruned = try self.pruned(sizes: sizes, reconstruction: reconstruction)
+        let record = record(budget: budget, allocation: allocation, proposed: proposed, sizes: sizes, pruned: pruned, reconstruction: reconstruction)
         try pruned.write(to: directory, dtype: dtype, extraFiles: [PruningRecord.fileName: try record.encoded()])
         return (pruned, record)
     }

@@ -96,7 +96,7 @@ public final class StrategyEvaluator {
 
     private func run(sizes: [Int], batches: Range<Int>) throws -> StrategyScore {
         try pruner.nested.check(sizes: sizes)
-        let options = pruner.options(sizes: sizes)
+        let options = try pruner.options(sizes: sizes)
         var (total, counted, right, rows) = (0.0, 0, 0, 0)
         for i in batches {
             let batch = calibration.batches[i].tokens

@@ -35,10 +35,20 @@ struct PruningOptions: ParsableArguments {
     @Flag(name: .customLong("no-cache"), help: "Do not read or write MODEL/.lop-cache (activation statistics).")
     var noCache = false
 
+    @Option(help: "How kept weights are set: none, or least-squares (down-projections re-fitted on the calibration data) (default: pruning.reconstruction).")
+    var reconstruction: String?
+
+    @Option(help: "Ridge of the least-squares re-fit, relative to the Gram matrix's mean diagonal (default: pruning.reconstruction_ridge).")
+    var ridge: Double?
+
     func validate() throws {
         if let samples, samples < 1 || samples > 100_000 { throw ValidationError("--samples must be between 1 and 100000") }
         if let importance, ImportanceMethod(rawValue: importance) == nil { throw ValidationError("--importance must be lop, magnitude or wanda") }
         if let alignment, alignment < 1 { throw ValidationError("--alignment must be at least 1") }
+        if let reconstruction, ReconstructionMethod(rawValue: reconstruction) == nil, reconstruction != "both" {
+            throw ValidationError("--reconstruction must be none or least-squares")
+        }
+        if let ridge, !(ridge >= 0 && ridge <= 1000) { throw ValidationError("--ridge must be in [0, 1000]") }
         for (name, value) in [("--min-ratio", minimumRatio), ("--max-ratio", maximumRatio)] {
             if let value, !(0...1).contains(value) { throw ValidationError("\(name) must be in [0, 1]") }
         }
@@ -56,6 +66,15 @@ struct PruningOptions: ParsableArguments {
         s.ecoflapPerturbations = config.ecoflapPerturbations
         s.ecoflapEpsilon = config.ecoflapEpsilon
         return s
+    }
+
+    /// The reconstruction the flags or the config ask for (nil: none), its Gram matrices computed on the pruner's
+    /// calibration set.
+    func reconstruction(_ pruner: Pruner, config: LopConfig.Pruning, method: String? = nil) throws -> Reconstruction? {
+        guard (method ?? reconstruction ?? config.reconstruction) == ReconstructionMethod.leastSquares.rawValue else { return nil }
+        guard pruner.calibration != nil else { throw ValidationError("--reconstruction least-squares needs --calibration data") }
+        progress("reconstruction: Gram matrices of the FFN activations")
+        return try pruner.reconstruction(ridge: ridge ?? config.reconstructionRidge)
     }
 
     /// Loads the model's pruner: importance on the calibration set (cached next to the model).
@@ -167,8 +186,10 @@ struct PruneCommand: ParsableCommand {
                 let file = try Strategy.read(strategy, units: pruner.units)
                 (proposed, sizes) = (file.ratios, try pruner.sizes(for: file, budget: parsedBudget, bounds: bounds))
             }
+            if pruning.reconstruction == "both" { throw ValidationError("--reconstruction both is for lop compare; prune takes none or least-squares") }
             let (_, record) = try pruner.write(budget: parsedBudget, allocation: strategy, proposed: proposed, sizes: sizes, to: out,
-                                               dtype: dtype.flatMap { DType(rawValue: $0.uppercased()) } ?? loaded.storageType)
+                                               dtype: dtype.flatMap { DType(rawValue: $0.uppercased()) } ?? loaded.storageType,
+                                               reconstruction: try pruning.reconstruction(pruner, config: config.pruning))
             if options.json { return try printJSON(record) }
             print("wrote \(out): \(record.parameterCount) parameters (was \(record.sourceParameterCount)), FFN kept \(record.keptParameters) of \(record.prunableParameters)")
             for (unit, (size, ratio)) in zip(record.units, zip(record.sizes, record.ratios)) { print(String(format: "  %@  %d  (%.3f)", unit, size, ratio)) }
@@ -261,17 +282,28 @@ struct CompareCommand: ParsableCommand {
             var document = Report(model: model, modelHash: pruner.modelHash, data: data, importance: pruner.importance.rawValue,
                                   units: pruner.units.map(\.name), original: try held.evaluate(loaded), originalParameterCount: loaded.parameterCount)
             let total = Double(Projection.prunableParameters(pruner.units))
-            for (b, budget) in parsedBudgets.enumerated() {
-                for (m, method) in methods.enumerated() {
-                    progress("[\(b * methods.count + m + 1)/\(parsedBudgets.count * methods.count)] \(method.rawValue) at \(budget)")
-                    let started = Date()
+            // Each strategy as sliced, re-fitted, or both (`--reconstruction both`: a "+ls" column beside each).
+            let requested = pruning.reconstruction ?? config.pruning.reconstruction
+            let variants: [Reconstruction?] = try (requested == "both" ? ["none", "least-squares"] : [requested]).map {
+                try pruning.reconstruction(pruner, config: config.pruning, method: $0)
+            }
+            let runs = parsedBudgets.count * methods.count * variants.count
+            var done = 0
+            for budget in parsedBudgets {
+                for method in methods {
                     let (_, sizes) = try pruner.allocate(method, budget: budget, bounds: pruning.bounds(config.pruning), settings: pruning.settings(config.pruning))
-                    let metrics = try held.evaluate(pruner.nested.model, options: pruner.options(sizes: sizes))
-                    let kept = Projection.keptParameters(sizes, units: pruner.units)
-                    document.entries.append(Report.Entry(strategy: method.rawValue, budget: budget.description, keptFraction: Double(kept) / total,
-                                                         ratios: zip(sizes, pruner.units).map { Double($0) / Double($1.width) }, sizes: sizes,
-                                                         parameterCount: loaded.parameterCount - (Int(total) - kept), metrics: metrics,
-                                                         seconds: Date().timeIntervalSince(started)))
+                    for variant in variants {
+                        done += 1
+                        let name = method.rawValue + (variant == nil ? "" : "+ls")
+                        progress("[\(done)/\(runs)] \(name) at \(budget)")
+                        let started = Date()
+                        let metrics = try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes, reconstruction: variant))
+                        let kept = Projection.keptParameters(sizes, units: pruner.units)
+                        document.entries.append(Report.Entry(strategy: name, budget: budget.description, keptFraction: Double(kept) / total,
+                                                             ratios: zip(sizes, pruner.units).map { Double($0) / Double($1.width) }, sizes: sizes,
+                                                             parameterCount: loaded.parameterCount - (Int(total) - kept), metrics: metrics,
+                                                             seconds: Date().timeIntervalSince(started)))
+                    }
                 }
             }
             if let report {

@@ -1,0 +1,61 @@
+import COpenBLAS
+import Foundation
+
+/// A linear system LAPACK could not solve, with the reason it gave.
+public struct LinearAlgebraError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Dense linear algebra in Double through OpenBLAS's LAPACK (nothing hand-written).
+public enum LinearAlgebra {
+    /// Solves A X = B for a symmetric positive-definite `n × n` matrix A (row-major; symmetric, so its layout
+    /// does not matter) and `B` with `columns` right-hand sides, row-major `n × columns`: Cholesky (`dposv`).
+    /// Throws when A is not positive definite (a ridge term is the caller's remedy).
+    public static func solvePositiveDefinite(_ a: [Double], n: Int, _ b: [Double], columns: Int) throws(LinearAlgebraError) -> [Double] {
+        precondition(a.count == n * n && b.count == n * columns, "solve: A is \(n)×\(n), B is \(n)×\(columns)")
+        guard n > 0, columns > 0 else { return b }
+        guard a.allSatisfy(\.isFinite), b.allSatisfy(\.isFinite) else { throw LinearAlgebraError("the system has a non-finite entry") }
+        var matrix = a
+        // LAPACK is column-major: B's columns are the right-hand sides, so hand it Bᵀ and read Xᵀ back.
+        var rhs = [Double](repeating: 0, count: n * columns)
+        for i in 0..<n { for j in 0..<columns { rhs[j * n + i] = b[i * columns + j] } }
+        var (order, count, lda, ldb, info) = (Int32(n), Int32(columns), Int32(n), Int32(n), Int32(0))
+        var upper = CChar(UInt8(ascii: "U"))
+        dposv_(&upper, &order, &count, &matrix, &lda, &rhs, &ldb, &info)
+        if info > 0 { throw LinearAlgebraError("the matrix is not positive definite (leading minor \(info) of \(n))") }
+        if info < 0 { throw LinearAlgebraError("dposv rejected argument \(-info)") }
+        var x = [Double](repeating: 0, count: n * columns)
+        for i in 0..<n { for j in 0..<columns { x[i * columns + j] = rhs[j * n + i] } }
+        return x
+    }
+
+    /// G += Rᵀ R for `rows` row-major rows of `width` values (a Gram matrix accumulated in Double, `dsyrk`);
+    /// both triangles of G are kept filled.
+    public static func accumulateGram(_ g: inout [Double], rows r: [Double], count: Int, width: Int) {
+        precondition(g.count == width * width && r.count >= count * width, "gram: \(width)×\(width), \(count) rows")
+        guard count > 0 else { return }
+        r.withUnsafeBufferPointer { pr in
+            g.withUnsafeMutableBufferPointer { pg in
+                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(width), Int32(count), 1, pr.baseAddress!, Int32(width), 1,
+                            pg.baseAddress!, Int32(width))
+            }
+        }
+        for i in 0..<width { for j in 0..<i { g[i * width + j] = g[j * width + i] } }
+    }
+
+    /// C = A · B for row-major A (`m × k`, leading dimension `lda`) and B (`k × n`, leading dimension `ldb`), in Double.
+    public static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, lda: Int, ldb: Int) -> [Double] {
+        var c = [Double](repeating: 0, count: m * n)
+        guard m > 0, n > 0, k > 0 else { return c }
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, pa.baseAddress!, Int32(lda),
+                                pb.baseAddress!, Int32(ldb), 0, pc.baseAddress!, Int32(n))
+                }
+            }
+        }
+        return c
+    }
+}

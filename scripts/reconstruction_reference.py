@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Independent reference for lop's least-squares FFN reconstruction (NumPy, float64).
+
+Reads a JSON request on stdin: {"h": [[...]] (tokens x width activations), "w": [[...]] (out x width down-projection),
+"keep": k, "ridge": r}. Writes {"w_refit": [[...]]} (out x k): the minimiser of
+||W H^T - W' H_k^T||^2 + lambda ||W'||^2 with lambda = r * mean(diag(H_k^T H_k)), solved as an augmented
+least-squares problem by numpy.linalg.lstsq (SVD), not through the normal equations lop uses.
+"""
+import json
+import sys
+
+import numpy as np
+
+
+def main():
+    request = json.load(sys.stdin)
+    h = np.asarray(request["h"], dtype=np.float64)
+    w = np.asarray(request["w"], dtype=np.float64)
+    k = int(request["keep"])
+    ridge = float(request["ridge"])
+    hk = h[:, :k]
+    target = h @ w.T                        # tokens x out: what the dense FFN's down-projection produces
+    lam = ridge * np.mean(np.sum(hk * hk, axis=0))
+    a = np.vstack([hk, np.sqrt(lam) * np.eye(k)])
+    b = np.vstack([target, np.zeros((k, w.shape[0]))])
+    x, *_ = np.linalg.lstsq(a, b, rcond=None)   # k x out
+    json.dump({"w_refit": x.T.tolist()}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
