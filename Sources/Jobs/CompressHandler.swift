@@ -46,12 +46,14 @@ public struct CompressSummary: Codable, Sendable {
     public let artifactPath: String
     public let report: String?
     public let samplesWritten: Int
+    /// How the kept weights were set (nil in summaries written before reconstruction existed: none).
+    public let reconstruction: ReconstructionMethod?
     public let timings: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case model, reused, base, budget, method, methodUsed = "method_used", fallback, predictor, prediction, strategy, sizes
         case keptFraction = "kept_fraction", parameters, baseParameters = "base_parameters", sizeBytes = "size_bytes", metrics
-        case baseMetrics = "base_metrics", artifactPath = "artifact_path", report, samplesWritten = "samples_written", timings
+        case baseMetrics = "base_metrics", artifactPath = "artifact_path", report, samplesWritten = "samples_written", reconstruction, timings
     }
 }
 
@@ -67,9 +69,11 @@ public enum CompressStage: String, CaseIterable, Sendable {
 /// transaction that completes the job (with its `model.registered` event). A request with the identity of
 /// one already registered (base, budget, method, predictor, search settings) reuses that model.
 public struct CompressHandler: JobHandler {
-    /// A request's identity: a retry or a duplicate finds the model already registered under it.
-    static func requestKey(base: Int64, budget: Budget, method: String, predictor: Int64?, search: String) -> String {
-        sha256Hex("compress/2|base=\(base)|budget=\(budget.identity)|method=\(method)|predictor=\(predictor ?? 0)|search=\(search)")
+    /// A request's identity: a retry or a duplicate finds the model already registered under it. A re-fitted
+    /// request names its reconstruction and ridge; an unfitted one keeps the key it always had.
+    static func requestKey(base: Int64, budget: Budget, method: String, predictor: Int64?, search: String, reconstruction: String? = nil) -> String {
+        sha256Hex("compress/2|base=\(base)|budget=\(budget.identity)|method=\(method)|predictor=\(predictor ?? 0)|search=\(search)"
+                  + (reconstruction.map { "|reconstruction=\($0)" } ?? ""))
     }
 
     public static let kind = JobKind.compress
@@ -94,8 +98,10 @@ public struct CompressHandler: JobHandler {
         public var predictor: ModelReference?
         /// Search setting overrides, as a search job takes them.
         public var search: [String: AnyJSON]?
+        /// How the pruned model's kept weights are set (nil: `pruning.reconstruction`).
+        public var reconstruction: ReconstructionMethod?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case model, budget, method, evaluate, name, predictor, search }
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, budget, method, evaluate, name, predictor, search, reconstruction }
 
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -114,6 +120,7 @@ public struct CompressHandler: JobHandler {
             }
             predictor = try c.parsed(.predictor, ModelReference.init(parsing:))
             search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
+            reconstruction = try SearchOptions.reconstruction(c, .reconstruction)
         }
     }
 
@@ -143,7 +150,7 @@ public struct CompressHandler: JobHandler {
         let stage = StageReporter(context: context)
 
         stage(.strategy, 0, "resolving \(request.model)")
-        let plan = try CompressPlan(request, method: try method(request), registry: registry)
+        let plan = try CompressPlan(request, method: try method(request), config: config, registry: registry)
         if let reused = try plan.reused(registry: registry, root: root) {
             stage(.register, 1, "reused \(reused.model.map { "\($0.name):\($0.version)" } ?? "")")
             return JobOutcome(reused)

@@ -1,5 +1,6 @@
 import Evaluation
 import Foundation
+import LopConfig
 import LopCore
 import Models
 import Predictor
@@ -36,12 +37,17 @@ struct CompressPlan {
     let method: CompressHandler.Method
     let base: RegisteredModel
     let predictor: RegisteredModel?
+    /// How the pruned model's kept weights are set, and the least-squares ridge.
+    let reconstruction: ReconstructionMethod
+    let ridge: Double
     /// A retry or a duplicate finds the model already registered under it.
     let key: String
 
-    init(_ request: CompressHandler.Arguments, method: CompressHandler.Method, registry: Registry) throws {
+    init(_ request: CompressHandler.Arguments, method: CompressHandler.Method, config: LopConfig, registry: Registry) throws {
         self.request = request
         self.method = method
+        reconstruction = request.reconstruction ?? ReconstructionMethod(rawValue: config.pruning.reconstruction) ?? .none
+        ridge = config.pruning.reconstructionRidge
         base = try Self.argument("model") { try registry.resolve(request.model) }
         guard base.kind == .base else { throw ArgumentError("model", "\(base.reference) is a \(base.kind.rawValue) model; compress takes a base model") }
         var predictor: RegisteredModel?
@@ -61,7 +67,8 @@ struct CompressPlan {
         self.predictor = predictor
         let searchText = try request.search.map { try JSONB(encoding: $0).text } ?? "{}"
         key = CompressHandler.requestKey(base: base.id, budget: request.budget, method: method.rawValue, predictor: predictor?.id,
-                                         search: method == .predict ? "" : searchText)
+                                         search: method == .predict ? "" : searchText,
+                                         reconstruction: reconstruction == .none ? nil : "\(reconstruction.rawValue)@\(ridge)")
     }
 
     /// The summary of a model already registered for this request (its files checked), or nil.
@@ -133,7 +140,7 @@ enum StrategyChoice {
         var prediction: Prediction?
         if let predictor {
             do {
-                try predictor.check(for: base)
+                try predictor.check(for: base, reconstruction: plan.reconstruction)
                 let p = try predictor.predictor.predict(budget, bounds: base.bounds)
                 prediction = p
                 if plan.method == .auto && !p.inTrainedRange {
@@ -150,7 +157,7 @@ enum StrategyChoice {
         }
         if let prediction, plan.method != .search, fallback == nil { return .predicted(prediction) }
         stage(.strategy, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
-        let (result, written) = try base.search(budget, overrides: overrides, job: job, context: context) { done, total, bestLoss in
+        let (result, written) = try base.search(budget, overrides: overrides, reconstruction: plan.reconstruction, job: job, context: context) { done, total, bestLoss in
             stage(.strategy, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
         }
         return .searched(result, samplesWritten: written, fallback: fallback, prediction: prediction)
@@ -176,7 +183,8 @@ struct PrunedArtifact {
         let temporary = try root.temporary(for: plan.key)
         defer { try? FileManager.default.removeItem(atPath: temporary) }
         let (pruned, record) = try base.prepared.pruner.write(budget: budget, allocation: choice.method, proposed: choice.ratios, sizes: choice.sizes,
-                                                               to: temporary, dtype: base.prepared.model.storageType)
+                                                               to: temporary, dtype: base.prepared.model.storageType,
+                                                               reconstruction: try base.reconstruction(plan.reconstruction))
         clock.lap("prune")
         try context.checkCancelled()
 
@@ -227,7 +235,7 @@ struct PrunedArtifact {
             strategy: record.ratios, sizes: choice.sizes, keptFraction: Projection.keptFraction(choice.sizes, units: base.units),
             parameters: Int64(parameters), baseParameters: plan.base.parameters, sizeBytes: files.values.reduce(0) { $0 + $1.bytes },
             metrics: metrics, baseMetrics: plan.base.heldOutMetrics, artifactPath: relative, report: report,
-            samplesWritten: choice.samplesWritten, timings: timings)
+            samplesWritten: choice.samplesWritten, reconstruction: plan.reconstruction, timings: timings)
         var new = NewModel(name: name, kind: .pruned, artifactPath: relative, files: files, parameters: Int64(parameters), contentHash: contentHash)
         new.baseModelId = plan.base.id
         if case .predicted = choice { new.predictorId = plan.predictor?.id }

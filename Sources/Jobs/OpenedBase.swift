@@ -49,18 +49,24 @@ struct OpenedBase {
     }
 
     /// Searches a strategy for `budget` on this model as a search job would (samples stored under the job's key).
-    func search(_ budget: Budget, overrides: [String: AnyJSON]?, job: Job, context: JobContext,
+    func search(_ budget: Budget, overrides: [String: AnyJSON]?, reconstruction: ReconstructionMethod, job: Job, context: JobContext,
                 report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
         var request = try SearchRequest(options: SearchOptions(model: folder, calibration: prepared.calibration.name,
-                                                               importance: prepared.pruner.importance, search: overrides),
+                                                               importance: prepared.pruner.importance, search: overrides,
+                                                               reconstruction: reconstruction),
                                         budget: budget, config: config)
         request.bounds = bounds
         return try request.runStored(prepared, job: job, context: context, report: report)
     }
 
-    /// Held-out metrics of a strategy's sizes on the nested model (no copy).
-    func evaluate(sizes: [Int]) throws -> EvaluationData.Metrics {
-        try heldOut.evaluate(prepared.pruner.nested.model, options: try prepared.pruner.options(sizes: sizes))
+    /// The least-squares reconstruction at the configured ridge, or nil for `none`.
+    func reconstruction(_ method: ReconstructionMethod) throws -> Reconstruction? {
+        method == .leastSquares ? try prepared.pruner.reconstruction(ridge: config.pruning.reconstructionRidge) : nil
+    }
+
+    /// Held-out metrics of a strategy's sizes on the nested model (no copy), re-fitted as `method` says.
+    func evaluate(sizes: [Int], reconstruction method: ReconstructionMethod) throws -> EvaluationData.Metrics {
+        try heldOut.evaluate(prepared.pruner.nested.model, options: try prepared.pruner.options(sizes: sizes, reconstruction: try reconstruction(method)))
     }
 }
 
@@ -72,17 +78,24 @@ struct OpenedPredictor {
     let predictor: Predictor
     /// The importance method of the samples it learnt from (the base must rank neurons the same way).
     let importance: ImportanceMethod?
+    /// How the samples it learnt from were scored (predictors trained before the setting existed: none).
+    let reconstruction: ReconstructionMethod
 
     init(_ record: RegisteredModel, root: ArtifactRoot) throws {
         guard record.kind == .predictor else { throw ArgumentError("predictor", "\(record.reference) is a \(record.kind.rawValue) model, not a predictor") }
         self.record = record
         predictor = try Predictor.load(root.folder(record) + "/" + Self.fileName)
-        importance = (try? record.lineage.decode(PredictorLineage.self))?.importance
+        let lineage = try? record.lineage.decode(PredictorLineage.self)
+        importance = lineage?.importance
+        reconstruction = lineage?.reconstruction ?? .none
     }
 
     /// Refuses a base model the predictor was not trained for: another registry entry, other weights, other units,
     /// or neurons ranked on other calibration data.
-    func check(for base: OpenedBase) throws {
+    func check(for base: OpenedBase, reconstruction wanted: ReconstructionMethod) throws {
+        guard reconstruction == wanted else {
+            throw ArgumentError("predictor", "\(record.reference) learnt from strategies scored with reconstruction \(reconstruction.rawValue), and this request uses \(wanted.rawValue) (train one on \(wanted.rawValue) samples, or use search or auto)")
+        }
         guard record.baseModelId == base.record.id else {
             throw ArgumentError("predictor", "\(record.reference) was trained for model id \(record.baseModelId.map(String.init) ?? "?"), not for \(base.record.reference) (id \(base.record.id))")
         }

@@ -22,6 +22,9 @@ public struct SearchRequest: Sendable {
     public var scope: UnitScope
     public var bounds: KeepBounds
     public var settings: SearchSettings
+    /// How each evaluated strategy's kept weights are set, and the least-squares ridge.
+    public var reconstruction: ReconstructionMethod
+    public var ridge: Double
     /// Read and write activation statistics in `MODEL/.lop-cache` (when the folder is writable).
     public var cache = true
 
@@ -35,6 +38,8 @@ public struct SearchRequest: Sendable {
         importance = ImportanceMethod(rawValue: p.importance) ?? .lop
         scope = .language
         bounds = KeepBounds(p)
+        reconstruction = ReconstructionMethod(rawValue: p.reconstruction) ?? .none
+        ridge = p.reconstructionRidge
         settings = try SearchSettings(config.search)
     }
 
@@ -45,6 +50,7 @@ public struct SearchRequest: Sendable {
         samples = options.samples ?? samples
         importance = options.importance ?? importance
         scope = options.vision == true ? .all : .language
+        reconstruction = options.reconstruction ?? reconstruction
         try settings.apply(options.search ?? [:])
     }
 
@@ -70,11 +76,13 @@ public struct SearchRequest: Sendable {
     public func run(_ prepared: Prepared, searchKey: String, jobId: Int64?, preload: [Sample] = [],
                     sample: (Sample) throws -> Void = { _ in }, report: (Int, Int, Double) -> Void = { _, _, _ in },
                     checkStop: () throws -> Void = {}) throws -> SearchResult {
+        let refit = reconstruction == .leastSquares ? try prepared.pruner.reconstruction(ridge: ridge) : nil
         let evaluator = try StrategyEvaluator(pruner: prepared.pruner, calibration: prepared.calibration,
-                                              reuseVisionFeatures: settings.reuseVisionFeatures, cache: settings.cacheEvaluations)
+                                              reuseVisionFeatures: settings.reuseVisionFeatures, cache: settings.cacheEvaluations,
+                                              reconstruction: refit)
         let units = prepared.pruner.units
         for stored in preload where stored.modelHash == prepared.pruner.modelHash && stored.calibrationHash == prepared.calibration.hash
-            && stored.units == units.map(\.name) {
+            && stored.units == units.map(\.name) && (stored.reconstruction ?? "none") == reconstruction.rawValue {
             evaluator.preload(sizes: stored.sizes, score: StrategyScore(loss: stored.loss, accuracy: stored.metrics["accuracy"] ?? 0))
         }
         let search = TreeSearch(evaluator: evaluator, budget: budget, bounds: bounds, settings: settings)
@@ -85,7 +93,8 @@ public struct SearchRequest: Sendable {
                               units: units.map(\.name), importance: importance.rawValue, budget: budget,
                               keptFraction: Projection.keptFraction(s.sizes, units: units),
                               strategy: s.ratios, sizes: s.sizes, reward: s.reward, loss: s.score.loss,
-                              metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId))
+                              metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId,
+                              reconstruction: reconstruction.rawValue))
         }, progress: { done, total in report(done, total, bestLoss) }, checkStop: checkStop)
     }
 }
@@ -176,13 +185,16 @@ public struct SearchOptions: Codable, Sendable, Equatable {
     public var vision: Bool?
     /// Overrides of the config's search section, checked by `SearchSettings.apply`.
     public var search: [String: AnyJSON]?
+    /// How evaluated strategies' kept weights are set (nil: `pruning.reconstruction`).
+    public var reconstruction: ReconstructionMethod?
 
     public init(model: String, calibration: String? = nil, samples: Int? = nil, importance: ImportanceMethod? = nil, vision: Bool? = nil,
-                search: [String: AnyJSON]? = nil) {
+                search: [String: AnyJSON]? = nil, reconstruction: ReconstructionMethod? = nil) {
         (self.model, self.calibration, self.samples, self.importance, self.vision, self.search) = (model, calibration, samples, importance, vision, search)
+        self.reconstruction = reconstruction
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case model, calibration, samples, importance, vision, search }
+    enum CodingKeys: String, CodingKey, CaseIterable { case model, calibration, samples, importance, vision, search, reconstruction }
 
     /// Reads the shared keys of an args object; the caller rejects keys neither it nor these know.
     public init(from decoder: any Decoder) throws {
@@ -197,6 +209,17 @@ public struct SearchOptions: Codable, Sendable, Equatable {
         }
         vision = try c.decodeIfPresent(Bool.self, forKey: .vision)
         search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
+        reconstruction = try Self.reconstruction(c, .reconstruction)
+    }
+}
+
+extension SearchOptions {
+    /// A `reconstruction` argument: none or least-squares.
+    static func reconstruction<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K) throws -> ReconstructionMethod? {
+        try c.parsed(key) { name in
+            guard let method = ReconstructionMethod(rawValue: name) else { throw c.invalid(key, "must be none or least-squares, got \"\(name)\"") }
+            return method
+        }
     }
 }
 

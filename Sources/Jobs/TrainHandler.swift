@@ -62,12 +62,16 @@ public struct TrainHandler: JobHandler {
         public var budgets: [Double]?
         public var margin: Double?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case model, force, steps, ensemble, seed, budgets, margin }
+        /// The reconstruction setting whose samples train the predictor (nil: `pruning.reconstruction`).
+        public var reconstruction: ReconstructionMethod?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, force, steps, ensemble, seed, budgets, margin, reconstruction }
 
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             model = try c.parsed(.model, ModelReference.init(parsing:))
+            reconstruction = try SearchOptions.reconstruction(c, .reconstruction)
             force = try c.decodeIfPresent(Bool.self, forKey: .force) ?? false
             steps = try c.integer(.steps, in: 1...1_000_000)
             ensemble = try c.integer(.ensemble, in: 1...32)
@@ -97,6 +101,7 @@ public struct TrainHandler: JobHandler {
         var settings = PredictorSettings()
         var budgets: [Double]
         var margin: Double
+        var reconstruction: ReconstructionMethod = .none
     }
 
     func request(_ arguments: Arguments) -> Request {
@@ -105,6 +110,7 @@ public struct TrainHandler: JobHandler {
         request.settings.steps = arguments.steps ?? config.training.steps
         request.settings.ensemble = arguments.ensemble ?? config.training.ensemble
         request.settings.seed = arguments.seed
+        request.reconstruction = arguments.reconstruction ?? ReconstructionMethod(rawValue: config.pruning.reconstruction) ?? .none
         return request
     }
 
@@ -209,9 +215,10 @@ public struct TrainHandler: JobHandler {
         let importance = Dictionary(grouping: all, by: \.importance).max { $0.value.count < $1.value.count }?.key
         let opening = try OpenedBase(base, root: root, config: config, importance: importance.flatMap(ImportanceMethod.init))
         let unitNames = opening.units.map(\.name)
-        let chosen = all.filter { $0.calibrationHash == opening.prepared.calibration.hash && $0.units == unitNames && $0.importance == importance }
+        let chosen = all.filter { $0.calibrationHash == opening.prepared.calibration.hash && $0.units == unitNames && $0.importance == importance
+            && ($0.reconstruction ?? "none") == request.reconstruction.rawValue }
         guard !chosen.isEmpty else {
-            outcome.reason = "none of the \(all.count) samples of \(base.reference) were ranked on its calibration data \(opening.prepared.calibration.name)"
+            outcome.reason = "none of the \(all.count) samples of \(base.reference) were ranked on its calibration data \(opening.prepared.calibration.name) and scored with reconstruction \(request.reconstruction.rawValue)"
             return .skipped(outcome)
         }
         try checkStop()
@@ -226,7 +233,7 @@ public struct TrainHandler: JobHandler {
             for (i, budget) in request.budgets.enumerated() {
                 report(from + (to - from) * Double(i) / Double(request.budgets.count), String(format: "held-out loss at %g", budget))
                 let prediction = try predictor.predict(.fraction(budget), bounds: opening.bounds)
-                losses[String(format: "%g", budget)] = try opening.evaluate(sizes: prediction.sizes).loss
+                losses[String(format: "%g", budget)] = try opening.evaluate(sizes: prediction.sizes, reconstruction: request.reconstruction).loss
                 try checkStop()
             }
             return losses
@@ -237,7 +244,7 @@ public struct TrainHandler: JobHandler {
         if let championRecord {
             do {
                 let champion = try OpenedPredictor(championRecord, root: root)
-                try champion.check(for: opening)
+                try champion.check(for: opening, reconstruction: request.reconstruction)
                 let losses = try heldOutLosses(champion.predictor, from: 0.8, to: 0.95)
                 (outcome.championLosses, outcome.championMeanLoss) = (losses, mean(losses))
             } catch let error as ArgumentError {
@@ -270,7 +277,8 @@ public struct TrainHandler: JobHandler {
         model.metrics = try JSONB(encoding: PredictorMetrics(heldOutLoss: challengerLosses, meanHeldOutLoss: challengerMean,
                                                              validationError: challenger.card.validationError))
         model.lineage = try JSONB(encoding: PredictorLineage(modelHash: base.contentHash, calibrationHash: opening.prepared.calibration.hash,
-                                                             importance: importance.flatMap(ImportanceMethod.init) ?? .lop, throughSampleId: through, samples: chosen.count,
+                                                             importance: importance.flatMap(ImportanceMethod.init) ?? .lop,
+                                                             reconstruction: request.reconstruction, throughSampleId: through, samples: chosen.count,
                                                              examples: challenger.card.examples))
         outcome.status = "trained"
         outcome.samples = chosen.count
@@ -288,12 +296,14 @@ struct PredictorLineage: Codable {
     let modelHash: String
     let calibrationHash: String
     let importance: ImportanceMethod
+    /// The reconstruction its samples were scored with (nil in lineages written before it existed: none).
+    var reconstruction: ReconstructionMethod?
     let throughSampleId: Int64
     let samples: Int
     let examples: Int
 
     enum CodingKeys: String, CodingKey {
-        case modelHash = "model_hash", calibrationHash = "calibration_hash", importance, throughSampleId = "through_sample_id", samples, examples
+        case modelHash = "model_hash", calibrationHash = "calibration_hash", importance, reconstruction, throughSampleId = "through_sample_id", samples, examples
     }
 }
 

@@ -23,7 +23,7 @@ extension LopConfig {
         /// How kept weights are set: none (as they were) or least-squares (down-projections re-fitted on the
         /// calibration activations), and the re-fit's ridge relative to the Gram matrix's mean diagonal.
         public var reconstruction = "none"
-        public var reconstructionRidge = 0.01
+        public var reconstructionRidge = 0.001
         public init() {}
     }
 }

@@ -25,6 +25,8 @@ public final class StrategyEvaluator {
     public let calibration: Calibration
     public let reusesVisionFeatures: Bool
     public let caches: Bool
+    /// Re-fits each pruned FFN for its kept count before scoring (nil: kept weights as they were).
+    public let reconstruction: Reconstruction?
     /// Projected image features per calibration batch (nil: computed in every evaluation).
     private var features: [Tensor?]
     private var cache: [[Int]: StrategyScore] = [:]
@@ -45,8 +47,10 @@ public final class StrategyEvaluator {
     }
     public private(set) var counters = Counters()
 
-    public init(pruner: Pruner, calibration: Calibration, reuseVisionFeatures: Bool = true, cache: Bool = true) throws {
+    public init(pruner: Pruner, calibration: Calibration, reuseVisionFeatures: Bool = true, cache: Bool = true,
+                reconstruction: Reconstruction? = nil) throws {
         self.pruner = pruner
+        self.reconstruction = reconstruction
         self.calibration = calibration
         caches = cache
         features = Array(repeating: nil, count: calibration.batches.count)
@@ -96,7 +100,7 @@ public final class StrategyEvaluator {
 
     private func run(sizes: [Int], batches: Range<Int>) throws -> StrategyScore {
         try pruner.nested.check(sizes: sizes)
-        let options = try pruner.options(sizes: sizes)
+        let options = try pruner.options(sizes: sizes, reconstruction: reconstruction)
         var (total, counted, right, rows) = (0.0, 0, 0, 0)
         for i in batches {
             let batch = calibration.batches[i].tokens

@@ -48,6 +48,7 @@ struct SearchCommand: ParsableCommand {
         if let calibration = pruning.calibration { object["calibration"] = .string(calibration) }
         if let samples = pruning.samples { object["samples"] = .number(Double(samples)) }
         if let importance = pruning.importance { object["importance"] = .string(importance) }
+        if let reconstruction = pruning.reconstruction { object["reconstruction"] = .string(reconstruction) }
         var overrides: [String: AnyJSON] = [:]
         for pair in settings {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else { throw ValidationError("--set '\(pair)' is not KEY=VALUE") }
@@ -61,6 +62,7 @@ struct SearchCommand: ParsableCommand {
             var request = try SearchRequest(options: arguments.options, budget: arguments.budget, config: config)
             request.bounds = pruning.bounds(config.pruning)
             request.cache = !pruning.noCache
+            request.ridge = pruning.ridge ?? config.pruning.reconstructionRidge
             return request
         } catch let error as ArgumentError {
             throw ValidationError(error.description.replacingOccurrences(of: "invalid args: ", with: ""))
@@ -77,6 +79,7 @@ struct SearchCommand: ParsableCommand {
             let writer = store ? SampleWriter(store: SampleStore(pool: try config.makePool(logger: Logger(label: "lop.cli"))), batch: request.settings.sampleBatch) : nil
             // One key per distinct search: the same command stores its samples once, however often it runs.
             let identity = "\(prepared.pruner.modelHash) \(prepared.calibration.hash) \(request.budget) \(request.settings) \(request.importance.rawValue)"
+                + (request.reconstruction == .none ? "" : " \(request.reconstruction.rawValue)@\(request.ridge)")
             let key = "cli:" + sha256Hex(identity).prefix(16)
             var lastReport = Date.distantPast
             let result = try request.run(prepared, searchKey: key, jobId: nil, sample: { try writer?.add($0) }, report: { done, total, best in

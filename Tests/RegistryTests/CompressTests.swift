@@ -124,6 +124,27 @@ func sha256sum(_ path: String) throws -> String {
         #expect(try world.events("model.registered").count == 2)
     }
 
+    /// The same request re-fitted is another request: its own model, recorded as least-squares in its result,
+    /// its pruning.json and its samples, and better on the held-out data than the sliced one.
+    @Test func aRefittedCompressIsItsOwnRequestAndBeatsTheSlicedOne() throws {
+        let world = try RegistryWorld()
+        defer { world.close() }
+        _ = try world.register("tiny-llama")
+        let args = { (r: String) in #"{"model": "tiny-llama", "budget": 0.4, "method": "search", "search": {"simulations": 6}, "reconstruction": "\#(r)"}"# }
+        let jobs = try world.runUntilFinal([try world.insert("compress", args("none")), try world.insert("compress", args("least-squares"))])
+        let (sliced, refit) = (try #require(try jobs[0].result?.decode(CompressSummary.self)), try #require(try jobs[1].result?.decode(CompressSummary.self)))
+        #expect(jobs.allSatisfy { $0.state == .completed }, "\(jobs.map(\.errors))")
+        #expect(sliced.reconstruction == ReconstructionMethod.none && refit.reconstruction == .leastSquares && sliced.model != refit.model)
+        let (refitLoss, slicedLoss) = (try #require(refit.metrics).loss, try #require(sliced.metrics).loss)
+        #expect(refitLoss < slicedLoss)
+        let refitModel = try #require(refit.model)
+        let model = try #require(try world.registry.model(id: refitModel.id))
+        let record = try JSONDecoder().decode(PruningRecord.self, from: Data(contentsOf: URL(fileURLWithPath: world.root.folder(model) + "/pruning.json")))
+        #expect(record.reconstruction == .leastSquares && record.ridge == world.config.pruning.reconstructionRidge)
+        let samples = try SampleStore(pool: world.pool).samples(searchKey: "job:\(jobs[1].id)")
+        #expect(!samples.isEmpty && samples.allSatisfy { $0.reconstruction == "least-squares" })
+    }
+
     @Test func invalidRequestsAreDiscardedWithAClearErrorAndAJobFailedEvent() throws {
         let world = try RegistryWorld()
         defer { world.close() }

@@ -36,6 +36,39 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
                         options: fixture.prepared.pruner.options(sizes: sizes)).loss
 }
 
+@Suite(.serialized) struct ReconstructedSearchTests {
+    /// A search that re-fits every evaluated strategy: it scores better than the sliced search at the same
+    /// strategies, its samples say so, and the re-fitted checkpoint written to disk scores on the calibration set
+    /// exactly what the search reported.
+    @Test func aRefittingSearchsBestIsWhatItsWrittenCheckpointScores() throws {
+        let fixture = try TextFixture.shared.get()
+        var request = fixture.request
+        request.settings.simulations = 12
+        request.reconstruction = .leastSquares
+        var samples: [Sample] = []
+        let result = try request.run(fixture.prepared, searchKey: "refit", jobId: nil, sample: { samples.append($0) })
+        #expect(!samples.isEmpty && samples.allSatisfy { $0.reconstruction == "least-squares" })
+        var sliced = fixture.request
+        sliced.settings.simulations = 1
+        let uniformSliced = try sliced.run(fixture.prepared, searchKey: "sliced", jobId: nil).uniform
+        #expect(result.uniform.sizes == uniformSliced.sizes && result.uniform.score.loss < uniformSliced.score.loss)
+
+        let pruner = fixture.prepared.pruner
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lop-refit-search-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try pruner.write(budget: .fraction(0.5), allocation: "search", proposed: result.best.ratios, sizes: result.best.sizes, to: out, dtype: .f32,
+                         reconstruction: try pruner.reconstruction(ridge: request.ridge))
+        let written = try Model.load(directory: out)
+        var (total, counted) = (0.0, 0)
+        for batch in fixture.prepared.calibration.batches where batch.tokens.counted > 0 {
+            total += try written.loss(batch.tokens) * Double(batch.tokens.counted)
+            counted += batch.tokens.counted
+        }
+        let loss = total / Double(counted)
+        #expect(abs(loss - result.best.score.loss) / result.best.score.loss < 1e-5, "written \(loss) vs searched \(result.best.score.loss)")
+    }
+}
+
 @Suite(.serialized) struct TreeSearchTests {
     @Test func searchBeatsUniformOnCalibrationAndHoldsOnHeldOutData() throws {
         let fixture = try TextFixture.shared.get()
