@@ -49,6 +49,20 @@ public enum PruningBenchmark {
             let rate = forwardFLOPs(config, tokens: predicted, kept: sizes) / nestedTime / 1e9
             table.add("\(label): nested matrix work rate", rate, unit: "GFLOP/s", reference: "raw sgemm 1024³", ratio: rate / peak)
         }
+
+        // Least-squares reconstruction: accumulating the Gram matrices once, then one re-fit of every unit at
+        // 0.5 (solves for a new kept count; the memo makes a repeat free), beside one nested evaluation.
+        let gramTime = medianSeconds(repeats: repeats) { _ = try? Reconstruction(nested: pruner.nested, calibration: calibration, ridge: 0.001) }
+        table.add("reconstruction: Gram matrices (\(calibration.samples) windows)", gramTime, unit: "s", reference: "unpruned evaluation",
+                  ratio: gramTime / unpruned)
+        let reconstruction = try Reconstruction(nested: pruner.nested, calibration: calibration, ridge: 0.001)
+        let (_, half) = try pruner.allocate(.uniform, budget: .fraction(0.5))
+        var offset = 0
+        let refitTime = medianSeconds(repeats: repeats) {
+            offset += 1  // a kept count not solved before, so every repeat pays the solves
+            _ = try? reconstruction.downs(sizes: zip(half, pruner.units).map { min($0 + offset, $1.width) })
+        }
+        table.add("reconstruction: re-fit every unit once", refitTime, unit: "s", reference: "unpruned evaluation", ratio: refitTime / unpruned)
         return table
     }
 }
