@@ -29,11 +29,52 @@ public final class Reconstruction: @unchecked Sendable {
     private var memo: [Int: [Int: Tensor]] = [:]
 
     /// Accumulates the Gram matrices over `calibration` on the dense nested model.
-    public init(nested: NestedModel, calibration: Calibration, ridge: Double) throws {
+    public convenience init(nested: NestedModel, calibration: Calibration, ridge: Double) throws {
+        try self.init(nested: nested, calibration: calibration, ridge: ridge, upstream: nil)
+    }
+
+    /// Sequential re-fitting for one strategy (as SparseGPT and Wanda prune layer by layer): layer l's Gram matrix
+    /// is taken on the activations of the model whose layers before l are already pruned to `sizes` and re-fitted,
+    /// so each re-fit also corrects what upstream pruning changed. One calibration pass per language layer, and
+    /// valid for these sizes only (a search cannot share it).
+    public static func sequential(nested: NestedModel, calibration: Calibration, ridge: Double, sizes: [Int]) throws -> Reconstruction {
+        try nested.check(sizes: sizes)
+        var downs: [Int: Tensor] = [:]
+        var grams: [[Double]?] = nested.units.map { _ in nil }
+        var tokens = 0
+        let language = nested.units.enumerated().compactMap { i, u in u.location.flatMap { $0.tower == .language ? (i, $0.layer) : nil } }
+            .sorted { $0.1 < $1.1 }
+        for (u, layer) in language {
+            var keep = nested.model.language.layers.map { $0.gate.shape[0] }
+            for (v, other) in language where other < layer { keep[other] = sizes[v] }
+            let single = try Reconstruction(nested: nested, calibration: calibration, ridge: ridge,
+                                            upstream: Upstream(ffnKeep: keep, ffnDown: downs, only: layer))
+            grams[u] = single.grams[u]
+            tokens = single.tokens
+            downs[layer] = try single.down(unit: u, keep: sizes[u])
+        }
+        return Reconstruction(units: nested.units, ridge: ridge, grams: grams, model: nested.model, tokens: tokens)
+    }
+
+    /// The upstream state a Gram matrix is taken in: narrower, re-fitted layers before `only`.
+    struct Upstream {
+        let ffnKeep: [Int]
+        let ffnDown: [Int: Tensor]
+        let only: Int
+    }
+
+    private init(units: [PrunableUnit], ridge: Double, grams: [[Double]?], model: Model, tokens: Int) {
+        (self.units, self.ridge, self.grams, self.model, self.tokens) = (units, ridge, grams, model, tokens)
+    }
+
+    init(nested: NestedModel, calibration: Calibration, ridge: Double, upstream: Upstream?) throws {
         guard ridge.isFinite, ridge >= 0 else { throw BudgetError("reconstruction ridge \(ridge) is not a non-negative number") }
         units = nested.units
         self.ridge = ridge
-        var grams: [[Double]?] = nested.units.map { unit in unit.location?.tower == .language ? [Double](repeating: 0, count: unit.width * unit.width) : nil }
+        var grams: [[Double]?] = nested.units.map { unit in
+            guard let location = unit.location, location.tower == .language, upstream.map({ $0.only == location.layer }) ?? true else { return nil }
+            return [Double](repeating: 0, count: unit.width * unit.width)
+        }
         let index = Dictionary(uniqueKeysWithValues: nested.units.enumerated().compactMap { i, u in
             u.location.flatMap { $0.tower == .language ? ($0.layer, i) : nil }
         })
@@ -42,7 +83,7 @@ public final class Reconstruction: @unchecked Sendable {
             let lengths = batch.lengths
             var counted = false
             let observe: (FFNObservation) -> Void = { seen in
-                guard seen.tower == .language, let u = index[seen.layer] else { return }
+                guard seen.tower == .language, let u = index[seen.layer], grams[u] != nil else { return }
                 let width = seen.hidden.lastDimension, rows = seen.hidden.shape[0], length = seen.hidden.count / (rows * width)
                 var kept = [Double]()
                 kept.reserveCapacity(lengths.reduce(0, +) * width)
@@ -53,7 +94,7 @@ public final class Reconstruction: @unchecked Sendable {
                 LinearAlgebra.accumulateGram(&grams[u]!, rows: kept, count: kept.count / width, width: width)
                 if !counted { tokens += kept.count / width; counted = true }
             }
-            _ = try nested.model.loss(batch.tokens, options: ForwardOptions(observe: observe))
+            _ = try nested.model.loss(batch.tokens, options: ForwardOptions(ffnKeep: upstream?.ffnKeep, observe: observe, ffnDown: upstream?.ffnDown))
         }
         self.grams = grams
         self.tokens = tokens

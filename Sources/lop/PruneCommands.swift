@@ -41,6 +41,9 @@ struct PruningOptions: ParsableArguments {
     @Option(help: "Ridge of the least-squares re-fit, relative to the Gram matrix's mean diagonal (default: pruning.reconstruction_ridge).")
     var ridge: Double?
 
+    @Flag(help: "Re-fit layer by layer on the activations of the model already pruned and re-fitted upstream (prune and compare; one calibration pass per layer).")
+    var sequential = false
+
     func validate() throws {
         if let samples, samples < 1 || samples > 100_000 { throw ValidationError("--samples must be between 1 and 100000") }
         if let importance, ImportanceMethod(rawValue: importance) == nil { throw ValidationError("--importance must be lop, magnitude or wanda") }
@@ -75,6 +78,13 @@ struct PruningOptions: ParsableArguments {
         guard pruner.calibration != nil else { throw ValidationError("--reconstruction least-squares needs --calibration data") }
         progress("reconstruction: Gram matrices of the FFN activations")
         return try pruner.reconstruction(ridge: ridge ?? config.reconstructionRidge)
+    }
+
+    /// The reconstruction to apply to `sizes`: the shared dense one, or with `--sequential` one made for these sizes.
+    func reconstruction(_ pruner: Pruner, config: LopConfig.Pruning, method: String? = nil, sizes: [Int]) throws -> Reconstruction? {
+        guard let dense = try reconstruction(pruner, config: config, method: method) else { return nil }
+        guard sequential, let calibration = pruner.calibration else { return dense }
+        return try Reconstruction.sequential(nested: pruner.nested, calibration: calibration, ridge: dense.ridge, sizes: sizes)
     }
 
     /// Loads the model's pruner: importance on the calibration set (cached next to the model).
@@ -189,7 +199,7 @@ struct PruneCommand: ParsableCommand {
             if pruning.reconstruction == "both" { throw ValidationError("--reconstruction both is for lop compare; prune takes none or least-squares") }
             let (_, record) = try pruner.write(budget: parsedBudget, allocation: strategy, proposed: proposed, sizes: sizes, to: out,
                                                dtype: dtype.flatMap { DType(rawValue: $0.uppercased()) } ?? loaded.storageType,
-                                               reconstruction: try pruning.reconstruction(pruner, config: config.pruning))
+                                               reconstruction: try pruning.reconstruction(pruner, config: config.pruning, sizes: sizes))
             if options.json { return try printJSON(record) }
             print("wrote \(out): \(record.parameterCount) parameters (was \(record.sourceParameterCount)), FFN kept \(record.keptParameters) of \(record.prunableParameters)")
             for (unit, (size, ratio)) in zip(record.units, zip(record.sizes, record.ratios)) { print(String(format: "  %@  %d  (%.3f)", unit, size, ratio)) }
@@ -284,20 +294,20 @@ struct CompareCommand: ParsableCommand {
             let total = Double(Projection.prunableParameters(pruner.units))
             // Each strategy as sliced, re-fitted, or both (`--reconstruction both`: a "+ls" column beside each).
             let requested = pruning.reconstruction ?? config.pruning.reconstruction
-            let variants: [Reconstruction?] = try (requested == "both" ? ["none", "least-squares"] : [requested]).map {
-                try pruning.reconstruction(pruner, config: config.pruning, method: $0)
-            }
+            let variants: [String] = requested == "both" ? ["none", "least-squares"] : [requested]
             let runs = parsedBudgets.count * methods.count * variants.count
             var done = 0
             for budget in parsedBudgets {
-                for method in methods {
-                    let (_, sizes) = try pruner.allocate(method, budget: budget, bounds: pruning.bounds(config.pruning), settings: pruning.settings(config.pruning))
+                for allocation in methods {
+                    let strategyName = allocation.rawValue
+                    let (_, sizes) = try pruner.allocate(allocation, budget: budget, bounds: pruning.bounds(config.pruning), settings: pruning.settings(config.pruning))
                     for variant in variants {
+                        let refit = try pruning.reconstruction(pruner, config: config.pruning, method: variant, sizes: sizes)
                         done += 1
-                        let name = method.rawValue + (variant == nil ? "" : "+ls")
+                        let name = strategyName + (refit == nil ? "" : "+ls")
                         progress("[\(done)/\(runs)] \(name) at \(budget)")
                         let started = Date()
-                        let metrics = try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes, reconstruction: variant))
+                        let metrics = try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes, reconstruction: refit))
                         let kept = Projection.keptParameters(sizes, units: pruner.units)
                         document.entries.append(Report.Entry(strategy: name, budget: budget.description, keptFraction: Double(kept) / total,
                                                              ratios: zip(sizes, pruner.units).map { Double($0) / Double($1.width) }, sizes: sizes,

@@ -106,6 +106,15 @@ import TestSupport
         let refitted = try loss(try pruner.options(sizes: sizes, reconstruction: reconstruction), on: pruner.nested.model)
         #expect(refitted < sliced, "re-fitted \(refitted) vs sliced \(sliced)")
 
+        // Sequential re-fitting: the first layer sees no upstream change, so its Gram matrix is the dense one; the
+        // re-fit as a whole is better than slicing too.
+        let sequential = try Reconstruction.sequential(nested: pruner.nested, calibration: calibration, ridge: 0.01, sizes: sizes)
+        let first = try #require(pruner.units.firstIndex { $0.location?.layer == 0 })
+        #expect(sequential.grams[first] == reconstruction.grams[first] && sequential.tokens == reconstruction.tokens)
+        #expect(sequential.grams[first + 1] != reconstruction.grams[first + 1])
+        let sequentialLoss = try loss(try pruner.options(sizes: sizes, reconstruction: sequential), on: pruner.nested.model)
+        #expect(sequentialLoss < sliced, "sequential \(sequentialLoss) vs sliced \(sliced)")
+
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("lop-refit-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: out) }
         let (_, record) = try pruner.write(budget: .fraction(0.5), allocation: "uniform", proposed: [], sizes: sizes, to: out, dtype: .f32,
