@@ -112,6 +112,11 @@ public struct PreparedModel {
     public let pruner: Pruner
     public let calibration: Calibration
 
+    /// Parts already made (a command that ranked the model itself).
+    public init(model: Model, pruner: Pruner, calibration: Calibration) {
+        (self.model, self.pruner, self.calibration) = (model, pruner, calibration)
+    }
+
     /// Loads the model from `folder`, builds the calibration set (`calibration`; nil: the fixture default for the
     /// model) and ranks neurons, reading and writing the ranking in `FOLDER/.lop-cache` when `cache` allows and
     /// the folder is writable.

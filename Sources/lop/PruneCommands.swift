@@ -2,10 +2,13 @@ import ArgumentParser
 import Evaluation
 import Fixtures
 import Foundation
+import Jobs
 import LopConfig
 import LopCore
 import Models
+import Predictor
 import Pruning
+import Search
 import Store
 import Tensor
 
@@ -278,6 +281,16 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Folder for report.json and report.html.")
     var report: String?
 
+    @Option(name: .customLong("search-simulations"), help: "Also LOP's tree search at each budget with this many simulations (column lop; with re-fitting, lop+ls searches re-fitted strategies).")
+    var searchSimulations = 0
+
+    @Option(help: "Also the strategy a predictor file (predictor.safetensors) predicts at each budget (column predicted).")
+    var predictor: String?
+
+    func validate() throws {
+        guard (0...1_000_000).contains(searchSimulations) else { throw ValidationError("--search-simulations must be between 0 and 1000000") }
+    }
+
     func run() throws {
         try runReportingErrors {
             let config = try options.load()
@@ -295,13 +308,37 @@ struct CompareCommand: ParsableCommand {
             // Each strategy as sliced, re-fitted, or both (`--reconstruction both`: a "+ls" column beside each).
             let requested = pruning.reconstruction ?? config.pruning.reconstruction
             let variants: [String] = requested == "both" ? ["none", "least-squares"] : [requested]
-            let runs = parsedBudgets.count * methods.count * variants.count
+            let loadedPredictor = try predictor.map { try Predictor.load($0) }
+            if let loadedPredictor { try loadedPredictor.check(modelHash: pruner.modelHash, units: pruner.units) }
+            if searchSimulations > 0 && pruner.calibration == nil { throw ValidationError("--search-simulations needs --calibration data") }
             var done = 0
+            let bounds = pruning.bounds(config.pruning)
+            /// LOP's searched sizes for a budget, the search re-fitting as `variant` says (searched once per pair).
+            var searched: [String: [Int]] = [:]
+            func search(_ budget: Budget, _ variant: String) throws -> [Int] {
+                if let sizes = searched["\(budget)|\(variant)"] { return sizes }
+                var request = try SearchRequest(model: model, budget: budget, config: config)
+                request.settings.simulations = searchSimulations
+                request.bounds = bounds
+                request.reconstruction = ReconstructionMethod(rawValue: variant) ?? .none
+                request.ridge = pruning.ridge ?? config.pruning.reconstructionRidge
+                let prepared = PreparedModel(model: loaded, pruner: pruner, calibration: pruner.calibration!)
+                let sizes = try request.run(prepared, searchKey: "compare", jobId: nil).best.sizes
+                searched["\(budget)|\(variant)"] = sizes
+                return sizes
+            }
+            // The strategies: each allocation method, then LOP's searched and predicted ones when asked for.
+            var columns: [(name: String, sizes: (Budget, String) throws -> [Int])] = methods.map { method in
+                (method.rawValue, { budget, _ in try pruner.allocate(method, budget: budget, bounds: bounds, settings: pruning.settings(config.pruning)).sizes })
+            }
+            if searchSimulations > 0 { columns.append(("lop", search)) }
+            if let loadedPredictor { columns.append(("predicted", { budget, _ in try loadedPredictor.predict(budget, bounds: bounds).sizes })) }
+            let runs = parsedBudgets.count * columns.count * variants.count
             for budget in parsedBudgets {
-                for allocation in methods {
-                    let strategyName = allocation.rawValue
-                    let (_, sizes) = try pruner.allocate(allocation, budget: budget, bounds: pruning.bounds(config.pruning), settings: pruning.settings(config.pruning))
+                for column in columns {
+                    let strategyName = column.name
                     for variant in variants {
+                        let sizes = try column.sizes(budget, variant)
                         let refit = try pruning.reconstruction(pruner, config: config.pruning, method: variant, sizes: sizes)
                         done += 1
                         let name = strategyName + (refit == nil ? "" : "+ls")
