@@ -56,11 +56,15 @@ public enum PredictorBenchmark {
     public static let reported = stride(from: 20, through: 80, by: 10).map { Double($0) / 100 }
     public static let heldOut = [0.3, 0.4, 0.5, 0.6, 0.7]
 
-    public static func run(folder: String, label: String, simulations: Int, repeats: Int, progress: (String) -> Void) throws -> Report {
+    /// `reconstruction`: the searches score re-fitted strategies and every held-out loss is a re-fitted model's.
+    public static func run(folder: String, label: String, simulations: Int, repeats: Int, reconstruction: ReconstructionMethod = .none,
+                           progress: (String) -> Void) throws -> Report {
         var request = try SearchRequest(model: folder, budget: .fraction(0.5), config: LopConfig())
         request.settings.simulations = simulations
+        request.reconstruction = reconstruction
         let prepared = try request.prepare()
         let pruner = prepared.pruner
+        let refit = reconstruction == .leastSquares ? try pruner.reconstruction(ridge: request.ridge) : nil
         let heldSpec = try DataSpec(parsing: heldOutData(prepared.model, folder: folder))
         let held = try heldSpec.evaluationData(for: prepared.model, context: request.context)
 
@@ -78,7 +82,9 @@ public enum PredictorBenchmark {
         let predictor = try Predictor.train(samples: training, units: pruner.units, bounds: request.bounds)
         let trainingSeconds = Date().timeIntervalSince(trainingStarted)
 
-        func heldOutLoss(_ sizes: [Int]) throws -> Double { try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes)).loss }
+        func heldOutLoss(_ sizes: [Int]) throws -> Double {
+            try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes, reconstruction: refit)).loss
+        }
         var rows: [BudgetRow] = []
         for b in reported {
             progress("budget \(b): predict, evaluate five strategies")
@@ -116,7 +122,7 @@ public enum PredictorBenchmark {
             summary.add("\(row.model): validation MSE", row.validationError, unit: "MSE", reference: baseline ? "transformer" : "—",
                         ratio: baseline ? row.validationError / transformer.validationError : nil)
         }
-        let title = "Predictor on \(label): \(searched.count) searches of \(simulations) simulations (0.20–0.80), held out: "
+        let title = "Predictor on \(label)\(refit == nil ? "" : ", every strategy re-fitted by least squares"): \(searched.count) searches of \(simulations) simulations (0.20–0.80), held out: "
             + heldOut.map { String(format: "%.1f", $0) }.joined(separator: ", ") + "; losses on held-out data (\(heldSpec))"
         return Report(title: title, budgets: rows, summary: summary)
     }

@@ -3,6 +3,7 @@ import Bootstrap
 import Benchmarks
 import Foundation
 import LopConfig
+import Pruning
 import Store
 import Search
 import Tensor
@@ -174,6 +175,9 @@ struct Bench: ParsableCommand {
         @Option(help: "Timed predictions per budget (the median is reported).")
         var repeats = 200
 
+        @Option(help: "none, or least-squares: searches score re-fitted strategies and every loss is a re-fitted model's.")
+        var reconstruction = ReconstructionMethod.none
+
         func validate() throws {
             guard (2...100_000).contains(simulations) else { throw ValidationError("--simulations must be between 2 and 100000") }
             guard (1...100_000).contains(repeats) else { throw ValidationError("--repeats must be between 1 and 100000") }
@@ -185,7 +189,7 @@ struct Bench: ParsableCommand {
                 var reports: [PredictorBenchmark.Report] = []
                 for folder in fixtures.split(separator: ",").map(String.init) {
                     reports.append(try PredictorBenchmark.run(folder: folder, label: (folder as NSString).lastPathComponent, simulations: simulations,
-                                                              repeats: repeats, progress: progress))
+                                                              repeats: repeats, reconstruction: reconstruction, progress: progress))
                 }
                 if options.json { return try printJSON(reports) }
                 print(reports.map(\.markdown).joined(separator: "\n\n"))
@@ -281,3 +285,5 @@ func runComputeBenchmark(_ options: GlobalOptions, _ body: () throws -> Benchmar
         if options.json { try printJSON(table.rows) } else { print(table.markdown) }
     }
 }
+
+extension ReconstructionMethod: ExpressibleByArgument {}
