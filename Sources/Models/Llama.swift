@@ -25,12 +25,16 @@ public struct ForwardOptions {
     /// Down-projections `[hidden, keep]` that replace a language layer's (the leading `keep` columns) for this
     /// pass: re-fitted weights of a pruned FFN, evaluated without writing a model.
     public var ffnDown: [Int: Tensor]?
+    /// The same for the vision encoder's `fc2`: a `[hidden, keep]` weight and its `[hidden]` bias, by layer.
+    public var visionOutput: [Int: (weight: Tensor, bias: Tensor)]?
 
-    public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil, ffnDown: [Int: Tensor]? = nil) {
+    public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil, ffnDown: [Int: Tensor]? = nil,
+                visionOutput: [Int: (weight: Tensor, bias: Tensor)]? = nil) {
         self.ffnKeep = ffnKeep
         self.visionKeep = visionKeep
         self.observe = observe
         self.ffnDown = ffnDown
+        self.visionOutput = visionOutput
     }
 }
 

@@ -101,7 +101,12 @@ public final class VisionEncoder {
             let keep = options.visionKeep?[i] ?? width
             precondition(keep >= 0 && keep <= width, "vision layer \(i) keeps \(keep) of \(width) MLP neurons")
             let hidden = g.activation(g.linear(m, layer.fc1, bias: layer.fc1Bias, rows: keep), config.activation)
-            x = g.add(x, g.linear(hidden, layer.fc2, bias: layer.fc2Bias, columns: keep))
+            if let output = options.visionOutput?[i] {
+                precondition(output.weight.shape == [layer.fc2.shape[0], keep], "vision layer \(i): a replacement fc2 must be [\(layer.fc2.shape[0]), \(keep)]")
+                x = g.add(x, g.add(g.linear(hidden, output.weight.leading(rows: nil, columns: nil)), g.constant(output.bias)))
+            } else {
+                x = g.add(x, g.linear(hidden, layer.fc2, bias: layer.fc2Bias, columns: keep))
+            }
             options.observe?(FFNObservation(tower: .vision, layer: i, input: m.tensor, hidden: hidden.tensor))
         }
         return x

@@ -79,6 +79,8 @@ public struct NestedModel {
                 weights[parameter.name] = replacing[parameter.name] ?? Self.select(parameter.weight, axis: axis, indices: Array(0..<size))
             }
         }
+        // Replacements outside the units' own weights (a re-fitted fc2 bias).
+        for (name, weight) in replacing where weights[name] != nil { weights[name] = weight }
         return try Model.load(config: Self.config(of: model, units: units, sizes: sizes), weights: TensorSource(weights: weights))
     }
 

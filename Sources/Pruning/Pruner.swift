@@ -106,7 +106,11 @@ public final class Pruner {
     /// of `reconstruction` when given.
     public func options(sizes: [Int], reconstruction: Reconstruction? = nil) throws -> ForwardOptions {
         var options = nested.options(sizes: sizes)
-        if let reconstruction { options.ffnDown = try reconstruction.downs(sizes: sizes) }
+        if let reconstruction {
+            options.ffnDown = try reconstruction.downs(sizes: sizes)
+            let vision = try reconstruction.visionOutputs(sizes: sizes).compactMapValues { r in r.bias.map { (r.weight, $0) } }
+            if !vision.isEmpty { options.visionOutput = vision }
+        }
         return options
     }
 
@@ -144,7 +148,9 @@ public final class Pruner {
         var replacing: [String: Weight] = [:]
         if let reconstruction {
             for (u, unit) in units.enumerated() where reconstruction.refits(u) {
-                replacing[UnitWeights(nested.model, unit).output.name] = .float(try reconstruction.down(unit: u, keep: sizes[u]))
+                let refitted = try reconstruction.refitted(unit: u, keep: sizes[u])
+                replacing[UnitWeights(nested.model, unit).output.name] = .float(refitted.weight)
+                if let bias = refitted.bias, let name = reconstruction.outputBiasName(u) { replacing[name] = .float(bias) }
             }
         }
         return try nested.pruned(sizes: sizes, replacing: replacing)

@@ -16,17 +16,25 @@ public enum ReconstructionMethod: String, Codable, Sendable, CaseIterable {
 /// G = H Hᵀ, the kept neurons' down-projection W′ minimises ‖W H − W′ H_k‖² + λ‖W′‖², so
 /// W′ = W G[:, :k] (G_kk + λI)⁻¹. G is accumulated once per unit in Double, in the nested model's neuron
 /// order, so the re-fit for any kept count k is one Cholesky solve (LAPACK) on its leading k × k block.
-/// λ is `ridge` times the mean of G_kk's diagonal. Vision MLPs keep their weights.
+/// λ is `ridge` times the mean of G_kk's diagonal. A vision MLP (`fc2` has a bias) is re-fitted with its bias as
+/// an unpenalised intercept: G is taken over `[h; 1]`.
 public final class Reconstruction: @unchecked Sendable {
     public let units: [PrunableUnit]
     public let ridge: Double
-    /// Per unit (nil for vision units): the width × width Gram matrix, row-major.
+    /// Per unit (nil when not re-fitted): the Gram matrix, row-major; width × width, or (width + 1)² over `[h; 1]`
+    /// for a biased projection (vision).
     let grams: [[Double]?]
     /// The nested model whose down-projections are re-fitted (read when a solve needs them).
     private let model: Model
     public let tokens: Int
     private let lock = NSLock()
-    private var memo: [Int: [Int: Tensor]] = [:]
+    private var memo: [Int: [Int: Refitted]] = [:]
+
+    /// A re-fitted output projection: its weight `[out, keep]`, and its bias when it has one.
+    public struct Refitted: Sendable {
+        public let weight: Tensor
+        public let bias: Tensor?
+    }
 
     /// Accumulates the Gram matrices over `calibration` on the dense nested model.
     public convenience init(nested: NestedModel, calibration: Calibration, ridge: Double) throws {
@@ -72,19 +80,30 @@ public final class Reconstruction: @unchecked Sendable {
         units = nested.units
         self.ridge = ridge
         var grams: [[Double]?] = nested.units.map { unit in
-            guard let location = unit.location, location.tower == .language, upstream.map({ $0.only == location.layer }) ?? true else { return nil }
+            guard let location = unit.location else { return nil }
+            if location.tower == .vision { return upstream == nil ? [Double](repeating: 0, count: (unit.width + 1) * (unit.width + 1)) : nil }
+            guard upstream.map({ $0.only == location.layer }) ?? true else { return nil }
             return [Double](repeating: 0, count: unit.width * unit.width)
         }
-        let index = Dictionary(uniqueKeysWithValues: nested.units.enumerated().compactMap { i, u in
-            u.location.flatMap { $0.tower == .language ? ($0.layer, i) : nil }
-        })
+        let index = Dictionary(uniqueKeysWithValues: nested.units.enumerated().compactMap { i, u in u.location.map { ("\($0.tower)\($0.layer)", i) } })
         var tokens = 0
         for batch in calibration.batches {
             let lengths = batch.lengths
             var counted = false
             let observe: (FFNObservation) -> Void = { seen in
-                guard seen.tower == .language, let u = index[seen.layer], grams[u] != nil else { return }
+                guard let u = index["\(seen.tower)\(seen.layer)"], grams[u] != nil else { return }
                 let width = seen.hidden.lastDimension, rows = seen.hidden.shape[0], length = seen.hidden.count / (rows * width)
+                if seen.tower == .vision {
+                    // Every image position counts; each row gets the intercept's 1.
+                    var augmented = [Double]()
+                    augmented.reserveCapacity(rows * length * (width + 1))
+                    for t in 0..<(rows * length) {
+                        for j in 0..<width { augmented.append(Double(seen.hidden.data[t * width + j])) }
+                        augmented.append(1)
+                    }
+                    LinearAlgebra.accumulateGram(&grams[u]!, rows: augmented, count: rows * length, width: width + 1)
+                    return
+                }
                 var kept = [Double]()
                 kept.reserveCapacity(lengths.reduce(0, +) * width)
                 for r in 0..<rows {
@@ -107,58 +126,100 @@ public final class Reconstruction: @unchecked Sendable {
     /// Whether this unit is re-fitted (language-model FFNs are).
     public func refits(_ unit: Int) -> Bool { grams[unit] != nil }
 
-    /// The re-fitted down-projection `[hidden, keep]` of unit `unit` keeping its leading `keep` neurons (memoised).
-    public func down(unit u: Int, keep k: Int) throws -> Tensor {
+    /// The re-fitted output projection of unit `u` keeping its leading `k` neurons (memoised).
+    public func refitted(unit u: Int, keep k: Int) throws -> Refitted {
         lock.lock()
         if let cached = memo[u]?[k] { lock.unlock(); return cached }
         lock.unlock()
         guard let gram = grams[u] else { preconditionFailure("\(units[u].name) is not re-fitted") }
-        let down = UnitWeights(model, units[u]).output
-        let width = units[u].width, out = down.shape[0]
-        let w = down.value.data.map(Double.init)
+        let weights = UnitWeights(model, units[u])
+        let width = units[u].width, out = weights.output.shape[0]
         precondition(k >= 1 && k <= width, "\(units[u].name) keeps \(k) of \(width)")
-        let data: [Float]
-        do { data = try Self.refit(w, rows: out, gram: gram, width: width, keep: k, ridge: ridge).map(Float.init) } catch {
+        let bias = units[u].location?.tower == .vision ? Self.outputBias(model, units[u]) : nil
+        let solved: [Double]
+        do {
+            solved = try Self.refit(weights.output.value.data.map(Double.init), rows: out, gram: gram, width: width, keep: k, ridge: ridge,
+                                    intercept: bias?.data.map(Double.init))
+        } catch {
             throw BudgetError("\(units[u].name): the least-squares re-fit for \(k) neurons failed: \(error) (raise pruning.reconstruction_ridge)")
         }
-        guard data.allSatisfy(\.isFinite) else { throw BudgetError("\(units[u].name): the re-fitted weights for \(k) neurons are not finite") }
-        let tensor = Tensor(shape: [out, k], data: data)
+        guard solved.allSatisfy(\.isFinite) else { throw BudgetError("\(units[u].name): the re-fitted weights for \(k) neurons are not finite") }
+        let columns = k + (bias == nil ? 0 : 1)
+        let weight = Tensor(shape: [out, k], data: (0..<out).flatMap { r in (0..<k).map { Float(solved[r * columns + $0]) } })
+        let refitted = Refitted(weight: weight, bias: bias.map { _ in Tensor(shape: [out], data: (0..<out).map { Float(solved[$0 * columns + k]) }) })
         lock.lock()
-        memo[u, default: [:]][k] = tensor
+        memo[u, default: [:]][k] = refitted
         lock.unlock()
-        return tensor
+        return refitted
+    }
+
+    /// The re-fitted down-projection `[hidden, keep]` of a language unit.
+    public func down(unit u: Int, keep k: Int) throws -> Tensor { try refitted(unit: u, keep: k).weight }
+
+    /// A vision MLP's fc2 bias.
+    static func outputBias(_ model: Model, _ unit: PrunableUnit) -> Tensor? {
+        guard case .llava(let m) = model, let (tower, layer) = unit.location, tower == .vision else { return nil }
+        return m.vision.layers[layer].fc2Bias.value
+    }
+
+    /// The name of a vision MLP's fc2 bias (replaced with the re-fitted one in a written model).
+    public func outputBiasName(_ u: Int) -> String? {
+        guard case .llava(let m) = model, let (tower, layer) = units[u].location, tower == .vision else { return nil }
+        return m.vision.layers[layer].fc2Bias.name
     }
 
     /// W′ = W G[:, :k] (G_kk + λI)⁻¹ with λ = max(ridge, 10⁻¹⁰) · mean(diag G_kk), for W `rows × width` and G
     /// `width × width` (row-major): the `rows × keep` least-squares down-projection of the leading `keep` neurons.
     /// The floor keeps a singular G (duplicated or dead neurons, fewer tokens than neurons) from turning Cholesky's
     /// rounding into huge weights: the solution is then the near-minimum-norm one.
-    public static func refit(_ w: [Double], rows out: Int, gram: [Double], width: Int, keep k: Int, ridge: Double) throws(LinearAlgebraError) -> [Double] {
-        precondition(w.count == out * width && gram.count == width * width && k >= 1 && k <= width, "refit: shapes")
-        let m = LinearAlgebra.multiply(w, gram, m: out, n: k, k: width, lda: width, ldb: width)
-        var a = [Double](repeating: 0, count: k * k)
+    /// With `intercept` b (a biased projection), G is over `[h; 1]` (`(width + 1)²`), the target W h + b, and the
+    /// result `rows × (keep + 1)`: the kept weights, then the new bias (not penalised).
+    public static func refit(_ w: [Double], rows out: Int, gram: [Double], width: Int, keep k: Int, ridge: Double,
+                             intercept: [Double]? = nil) throws(LinearAlgebraError) -> [Double] {
+        let n = width + (intercept == nil ? 0 : 1)
+        precondition(w.count == out * width && gram.count == n * n && k >= 1 && k <= width && (intercept?.count ?? out) == out, "refit: shapes")
+        // The selected features: the leading k neurons, and the constant when there is an intercept.
+        let selected = Array(0..<k) + (intercept == nil ? [] : [width])
+        let s = selected.count
+        // W̃ = [W | b] and M = W̃ G[:, S].
+        var augmented = w
+        if let intercept {
+            augmented = (0..<out).flatMap { r in Array(w[(r * width)..<((r + 1) * width)]) + [intercept[r]] }
+        }
+        let full = LinearAlgebra.multiply(augmented, gram, m: out, n: n, k: n, lda: n, ldb: n)
+        var a = [Double](repeating: 0, count: s * s)
         var trace = 0.0
-        for i in 0..<k {
-            for j in 0..<k { a[i * k + j] = gram[i * width + j] }
-            trace += gram[i * width + i]
+        for (i, p) in selected.enumerated() {
+            for (j, q) in selected.enumerated() { a[i * s + j] = gram[p * n + q] }
+            if i < k { trace += gram[p * n + p] }
         }
         let lambda = max(ridge, 1e-10) * trace / Double(k)
-        for i in 0..<k { a[i * k + i] += lambda }
+        for i in 0..<k { a[i * s + i] += lambda }
         // A is symmetric, so W′ A = M is A W′ᵀ = Mᵀ.
-        var mt = [Double](repeating: 0, count: k * out)
-        for r in 0..<out { for c in 0..<k { mt[c * out + r] = m[r * k + c] } }
-        let solved = try LinearAlgebra.solvePositiveDefinite(a, n: k, mt, columns: out)
-        var x = [Double](repeating: 0, count: out * k)
-        for c in 0..<k { for r in 0..<out { x[r * k + c] = solved[c * out + r] } }
+        var mt = [Double](repeating: 0, count: s * out)
+        for r in 0..<out { for (c, p) in selected.enumerated() { mt[c * out + r] = full[r * n + p] } }
+        let solved = try LinearAlgebra.solvePositiveDefinite(a, n: s, mt, columns: out)
+        var x = [Double](repeating: 0, count: out * s)
+        for c in 0..<s { for r in 0..<out { x[r * s + c] = solved[c * out + r] } }
         return x
     }
 
-    /// The re-fitted down-projections of every re-fitted unit for `sizes`, by language layer.
+    /// The re-fitted down-projections of every re-fitted language unit for `sizes`, by layer.
     public func downs(sizes: [Int]) throws -> [Int: Tensor] {
         var overrides: [Int: Tensor] = [:]
         for (u, unit) in units.enumerated() where refits(u) {
-            guard let (_, layer) = unit.location else { continue }
+            guard let (tower, layer) = unit.location, tower == .language else { continue }
             overrides[layer] = try down(unit: u, keep: sizes[u])
+        }
+        return overrides
+    }
+
+    /// The re-fitted fc2 weights and biases of every re-fitted vision unit for `sizes`, by layer.
+    public func visionOutputs(sizes: [Int]) throws -> [Int: Refitted] {
+        var overrides: [Int: Refitted] = [:]
+        for (u, unit) in units.enumerated() where refits(u) {
+            guard let (tower, layer) = unit.location, tower == .vision else { continue }
+            overrides[layer] = try refitted(unit: u, keep: sizes[u])
         }
         return overrides
     }

@@ -11,8 +11,10 @@ import TestSupport
 /// Least-squares reconstruction: the solve against NumPy, its limits, and re-fitted models end to end.
 @Suite struct ReconstructionTests {
     /// Runs scripts/reconstruction_reference.py (NumPy's SVD least squares on the augmented system).
-    func reference(h: [[Double]], w: [[Double]], keep: Int, ridge: Double) throws -> [[Double]] {
-        let request = try JSONSerialization.data(withJSONObject: ["h": h, "w": w, "keep": keep, "ridge": ridge])
+    func reference(h: [[Double]], w: [[Double]], keep: Int, ridge: Double, bias: [Double]? = nil) throws -> (w: [[Double]], b: [Double]?) {
+        var object: [String: Any] = ["h": h, "w": w, "keep": keep, "ridge": ridge]
+        if let bias { object["b"] = bias }
+        let request = try JSONSerialization.data(withJSONObject: object)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         process.arguments = [TestDatabase.repositoryRoot + "/scripts/reconstruction_reference.py"]
@@ -26,7 +28,7 @@ import TestSupport
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
         let reply = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        return try #require(reply["w_refit"] as? [[Double]])
+        return (try #require(reply["w_refit"] as? [[Double]]), reply["b_refit"] as? [Double])
     }
 
     func random(_ rows: Int, _ columns: Int, seed: UInt64) -> [[Double]] {
@@ -46,10 +48,18 @@ import TestSupport
         let g = gram(h)
         for (keep, ridge) in [(8, 0.01), (16, 0.001), (24, 0.1)] {
             let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: g, width: width, keep: keep, ridge: ridge)
-            let theirs = try reference(h: h, w: w, keep: keep, ridge: ridge).flatMap { $0 }
+            let theirs = try reference(h: h, w: w, keep: keep, ridge: ridge).w.flatMap { $0 }
             let worst = zip(mine, theirs).map { abs($0 - $1) / max(1, abs($1)) }.max()!
             #expect(worst < 1e-4, "keep \(keep), ridge \(ridge): largest difference \(worst)")
         }
+        // A biased projection (a vision MLP's fc2): the Gram matrix over [h; 1], the bias re-fitted unpenalised.
+        let bias = random(1, out, seed: 8)[0]
+        let augmented = h.map { $0 + [1] }
+        let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: gram(augmented), width: width, keep: 10, ridge: 0.01, intercept: bias)
+        let theirs = try reference(h: h, w: w, keep: 10, ridge: 0.01, bias: bias)
+        let expected = (0..<out).flatMap { r in theirs.w[r] + [theirs.b![r]] }
+        let worst = zip(mine, expected).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+        #expect(mine.count == out * 11 && worst < 1e-4, "with a bias: largest difference \(worst)")
     }
 
     /// Keeping every neuron reproduces W up to the ridge's pull towards zero.
@@ -122,5 +132,29 @@ import TestSupport
         #expect(record.reconstruction == .leastSquares && record.ridge == 0.01)
         let written = try loss(ForwardOptions(), on: try Model.load(directory: out))
         #expect(abs(written - refitted) / refitted < 1e-5, "written \(written) vs in place \(refitted)")
+    }
+
+    /// tiny-llava with its vision MLPs pruned too: their fc2 weights and biases are re-fitted, the answer loss
+    /// drops, and the written checkpoint evaluates as the in-place model did.
+    @Test func visionMLPsAreRefittedWithTheirBias() throws {
+        let folder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llava"
+        let model = try Model.load(directory: folder)
+        let calibration = try DataSpec.shapes(count: 32, heldOut: false).calibration(for: model, samples: 32)
+        let pruner = try Pruner(model: model, scope: .all, importance: .lop, calibration: calibration)
+        let reconstruction = try pruner.reconstruction(ridge: 0.001)
+        let vision = try #require(pruner.units.firstIndex { $0.location?.tower == .vision })
+        #expect(pruner.units.indices.allSatisfy(reconstruction.refits))
+        let (_, sizes) = try pruner.allocate(.uniform, budget: .fraction(0.4))
+        let refitted = try reconstruction.refitted(unit: vision, keep: sizes[vision])
+        #expect(refitted.bias?.shape == [refitted.weight.shape[0]] && refitted.weight.shape[1] == sizes[vision])
+        let held = try DataSpec.shapes(count: 64, heldOut: true).evaluationData(for: model)
+        let sliced = try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes)).loss
+        let inPlace = try held.evaluate(pruner.nested.model, options: try pruner.options(sizes: sizes, reconstruction: reconstruction)).loss
+        #expect(inPlace < sliced, "re-fitted \(inPlace) vs sliced \(sliced)")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lop-refit-vision-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try pruner.write(budget: .fraction(0.4), allocation: "uniform", proposed: [], sizes: sizes, to: out, dtype: .f32, reconstruction: reconstruction)
+        let written = try held.evaluate(try Model.load(directory: out)).loss
+        #expect(abs(written - inPlace) / inPlace < 1e-5, "written \(written) vs in place \(inPlace)")
     }
 }
