@@ -29,6 +29,8 @@ public final class Reconstruction: @unchecked Sendable {
     public let tokens: Int
     private let lock = NSLock()
     private var memo: [Int: [Int: Refitted]] = [:]
+    /// Per unit, W̃ G (`rows × n`, Double), made on its first re-fit: every kept count's right-hand sides.
+    private var products: [Int: [Double]] = [:]
 
     /// A re-fitted output projection: its weight `[out, keep]`, and its bias when it has one.
     public struct Refitted: Sendable {
@@ -136,10 +138,18 @@ public final class Reconstruction: @unchecked Sendable {
         let width = units[u].width, out = weights.output.shape[0]
         precondition(k >= 1 && k <= width, "\(units[u].name) keeps \(k) of \(width)")
         let bias = units[u].location?.tower == .vision ? Self.outputBias(model, units[u]) : nil
+        lock.lock()
+        var full = products[u]
+        lock.unlock()
+        if full == nil {
+            full = Self.product(weights.output.value.data.map(Double.init), rows: out, gram: gram, width: width, intercept: bias?.data.map(Double.init))
+            lock.lock()
+            products[u] = full
+            lock.unlock()
+        }
         let solved: [Double]
         do {
-            solved = try Self.refit(weights.output.value.data.map(Double.init), rows: out, gram: gram, width: width, keep: k, ridge: ridge,
-                                    intercept: bias?.data.map(Double.init))
+            solved = try Self.solve(full!, rows: out, gram: gram, width: width, keep: k, ridge: ridge, intercept: bias != nil)
         } catch {
             throw BudgetError("\(units[u].name): the least-squares re-fit for \(k) neurons failed: \(error) (raise pruning.reconstruction_ridge)")
         }
@@ -176,17 +186,30 @@ public final class Reconstruction: @unchecked Sendable {
     /// result `rows × (keep + 1)`: the kept weights, then the new bias (not penalised).
     public static func refit(_ w: [Double], rows out: Int, gram: [Double], width: Int, keep k: Int, ridge: Double,
                              intercept: [Double]? = nil) throws(LinearAlgebraError) -> [Double] {
+        try solve(product(w, rows: out, gram: gram, width: width, intercept: intercept), rows: out, gram: gram, width: width, keep: k,
+                  ridge: ridge, intercept: intercept != nil)
+    }
+
+    /// W̃ G for W̃ = [W | b] (`rows × n`, n = width [+ 1]): the right-hand sides of every kept count's solve,
+    /// computed once per unit (its columns S are what a count needs).
+    static func product(_ w: [Double], rows out: Int, gram: [Double], width: Int, intercept: [Double]?) -> [Double] {
         let n = width + (intercept == nil ? 0 : 1)
-        precondition(w.count == out * width && gram.count == n * n && k >= 1 && k <= width && (intercept?.count ?? out) == out, "refit: shapes")
-        // The selected features: the leading k neurons, and the constant when there is an intercept.
-        let selected = Array(0..<k) + (intercept == nil ? [] : [width])
-        let s = selected.count
-        // W̃ = [W | b] and M = W̃ G[:, S].
+        precondition(w.count == out * width && gram.count == n * n && (intercept?.count ?? out) == out, "refit: shapes")
         var augmented = w
         if let intercept {
             augmented = (0..<out).flatMap { r in Array(w[(r * width)..<((r + 1) * width)]) + [intercept[r]] }
         }
-        let full = LinearAlgebra.multiply(augmented, gram, m: out, n: n, k: n, lda: n, ldb: n)
+        return LinearAlgebra.multiply(augmented, gram, m: out, n: n, k: n, lda: n, ldb: n)
+    }
+
+    /// The Cholesky solve on the leading k neurons (and the constant, with an intercept) given W̃ G.
+    static func solve(_ full: [Double], rows out: Int, gram: [Double], width: Int, keep k: Int, ridge: Double,
+                      intercept: Bool) throws(LinearAlgebraError) -> [Double] {
+        let n = width + (intercept ? 1 : 0)
+        precondition(full.count == out * n && k >= 1 && k <= width, "refit: shapes")
+        // The selected features: the leading k neurons, and the constant when there is an intercept.
+        let selected = Array(0..<k) + (intercept ? [width] : [])
+        let s = selected.count
         var a = [Double](repeating: 0, count: s * s)
         var trace = 0.0
         for (i, p) in selected.enumerated() {
@@ -195,7 +218,7 @@ public final class Reconstruction: @unchecked Sendable {
         }
         let lambda = max(ridge, 1e-10) * trace / Double(k)
         for i in 0..<k { a[i * s + i] += lambda }
-        // A is symmetric, so W′ A = M is A W′ᵀ = Mᵀ.
+        // A is symmetric, so W′ A = M (M = W̃ G[:, S]) is A W′ᵀ = Mᵀ.
         var mt = [Double](repeating: 0, count: s * out)
         for r in 0..<out { for (c, p) in selected.enumerated() { mt[c * out + r] = full[r * n + p] } }
         let solved = try LinearAlgebra.solvePositiveDefinite(a, n: s, mt, columns: out)
