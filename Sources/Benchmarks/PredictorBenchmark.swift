@@ -64,7 +64,7 @@ public enum PredictorBenchmark {
         request.reconstruction = reconstruction
         let prepared = try request.prepare()
         let pruner = prepared.pruner
-        let refit = reconstruction == .leastSquares ? try pruner.reconstruction(ridge: request.ridge) : nil
+        let refit = try pruner.reconstruction(reconstruction, ridge: request.ridge)
         let heldSpec = try DataSpec(parsing: heldOutData(prepared.model, folder: folder))
         let held = try heldSpec.evaluationData(for: prepared.model, context: request.context)
 

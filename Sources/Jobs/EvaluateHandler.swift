@@ -55,11 +55,9 @@ public struct EvaluateHandler: JobHandler {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             guard let model = try c.string(.model) else { throw c.invalid(.model, "is required") }
             self.model = model
-            if !Self.isFolder(model) { _ = try c.parsed(.model, ModelReference.init(parsing:)) }
+            if !namesAFolder(model) { _ = try c.parsed(.model, ModelReference.init(parsing:)) }
             data = try c.parsed(.data) { text in _ = try DataSpec(parsing: text); return text }
         }
-
-        static func isFolder(_ text: String) -> Bool { text.contains("/") || FileManager.default.fileExists(atPath: text + "/config.json") }
     }
 
     /// The model to evaluate and the data to use, resolved on the worker.
@@ -71,15 +69,14 @@ public struct EvaluateHandler: JobHandler {
         let baseMetrics: EvaluationData.Metrics?
     }
 
-    func target(_ arguments: Arguments, registry: Registry) throws -> Target {
-        if Arguments.isFolder(arguments.model) {
+    func target(_ arguments: Arguments, registry: Registry, root: ArtifactRoot) throws -> Target {
+        if namesAFolder(arguments.model) {
             guard FileManager.default.fileExists(atPath: arguments.model + "/config.json") else {
                 throw ArgumentError("model", "no model folder with a config.json at \(arguments.model)")
             }
             guard let data = arguments.data else { throw ArgumentError("data", "is required for a model folder (it has no registered held-out data)") }
             return Target(record: nil, folder: arguments.model, dataName: data, data: try DataSpec(parsing: data), baseMetrics: nil)
         }
-        let root = try ArtifactRoot(config.artifacts.root)
         let record: RegisteredModel
         let base: RegisteredModel
         do {
@@ -104,9 +101,10 @@ public struct EvaluateHandler: JobHandler {
     public func run(_ arguments: Arguments, job: Job, context: JobContext) throws -> JobOutcome<EvaluateSummary> {
         let started = Date()
         let registry = Registry(pool: context.queue.pool)
-        let target = try target(arguments, registry: registry)
+        let root = try ArtifactRoot(config.artifacts.root)
+        let target = try target(arguments, registry: registry, root: root)
         if let record = target.record {
-            let damaged = try ArtifactRoot(config.artifacts.root).verify(record)
+            let damaged = root.verify(record)
             guard damaged.isEmpty else { throw RegistryError("\(record.reference): files \(damaged.joined(separator: ", ")) are missing or changed") }
         }
         context.progress(0.05, "loading \(target.record?.reference ?? target.folder)")

@@ -61,7 +61,7 @@ struct OpenedBase {
 
     /// The least-squares reconstruction at the configured ridge, or nil for `none`.
     func reconstruction(_ method: ReconstructionMethod) throws -> Reconstruction? {
-        method == .leastSquares ? try prepared.pruner.reconstruction(ridge: config.pruning.reconstructionRidge) : nil
+        try prepared.pruner.reconstruction(method, ridge: config.pruning.reconstructionRidge)
     }
 
     /// Held-out metrics of a strategy's sizes on the nested model (no copy), re-fitted as `method` says.

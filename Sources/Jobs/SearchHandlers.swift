@@ -181,10 +181,15 @@ public struct SweepHandler: JobHandler {
     }
 }
 
+/// Whether a model argument names a folder rather than a registered model: it has a '/', or a config.json.
+func namesAFolder(_ text: String) -> Bool {
+    text.contains("/") || FileManager.default.fileExists(atPath: text + "/config.json")
+}
+
 /// A search or sweep's model argument: a Hugging Face folder on the worker, or a registered base model
 /// (`name[@alias|:version]`, no '/'). Checked when the job runs, not when it is submitted from another machine.
 func modelFolder(_ text: String, pool: ConnectionPool, config: LopConfig) throws -> String {
-    if text.contains("/") || FileManager.default.fileExists(atPath: text + "/config.json") {
+    if namesAFolder(text) {
         guard FileManager.default.fileExists(atPath: text + "/config.json") else {
             throw ArgumentError("model", "no model folder with a config.json at \(text)")
         }

@@ -76,7 +76,7 @@ public struct SearchRequest: Sendable {
     public func run(_ prepared: Prepared, searchKey: String, jobId: Int64?, preload: [Sample] = [],
                     sample: (Sample) throws -> Void = { _ in }, report: (Int, Int, Double) -> Void = { _, _, _ in },
                     checkStop: () throws -> Void = {}) throws -> SearchResult {
-        let refit = reconstruction == .leastSquares ? try prepared.pruner.reconstruction(ridge: ridge) : nil
+        let refit = try prepared.pruner.reconstruction(reconstruction, ridge: ridge)
         let evaluator = try StrategyEvaluator(pruner: prepared.pruner, calibration: prepared.calibration,
                                               reuseVisionFeatures: settings.reuseVisionFeatures, cache: settings.cacheEvaluations,
                                               reconstruction: refit)

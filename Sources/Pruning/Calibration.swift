@@ -66,3 +66,25 @@ public struct Calibration {
         return total / Double(max(counted, 1))
     }
 }
+
+extension Calibration {
+    /// Tokens the set counts (every row up to its real length).
+    public var tokens: Int { batches.reduce(0) { $0 + $1.lengths.reduce(0, +) } }
+
+    /// One pass over the batches through `model` with `options`: each FFN observation of one of `units` reaches
+    /// `body` with the unit's index and, for a language unit, each row's real length (image positions all count).
+    func observeFFNs(_ model: Model, units: [PrunableUnit], options: ForwardOptions = ForwardOptions(),
+                     _ body: (_ unit: Int, _ seen: FFNObservation, _ lengths: [Int]?) -> Void) throws {
+        let index = Dictionary(uniqueKeysWithValues: units.enumerated().compactMap { i, u in u.location.map { ("\($0.tower)\($0.layer)", i) } })
+        try withoutActuallyEscaping(body) { body in
+            for batch in batches {
+                var pass = options
+                pass.observe = { seen in
+                    guard let u = index["\(seen.tower)\(seen.layer)"] else { return }
+                    body(u, seen, seen.tower == .language ? batch.lengths : nil)
+                }
+                _ = try model.loss(batch.tokens, options: pass)
+            }
+        }
+    }
+}

@@ -67,16 +67,8 @@ public struct ActivationStatistics: Equatable {
 
     /// One pass over the calibration set with every unit whole, accumulating in Double.
     public static func collect(_ model: Model, units: [PrunableUnit], calibration: Calibration, modelHash: String) throws -> ActivationStatistics {
-        let index = Dictionary(uniqueKeysWithValues: units.enumerated().compactMap { i, u in u.location.map { ("\($0.tower)\($0.layer)", i) } })
         let accumulator = Accumulator(units: units, model: model)
-        for batch in calibration.batches {
-            let lengths = batch.lengths
-            let observe: (FFNObservation) -> Void = { seen in
-                guard let unit = index["\(seen.tower)\(seen.layer)"] else { return }
-                accumulator.add(unit: unit, seen: seen, lengths: seen.tower == .language ? lengths : nil)
-            }
-            _ = try model.loss(batch.tokens, options: ForwardOptions(observe: observe))
-        }
+        try calibration.observeFFNs(model, units: units) { unit, seen, lengths in accumulator.add(unit: unit, seen: seen, lengths: lengths) }
         return accumulator.statistics(modelHash: modelHash, calibrationHash: calibration.hash)
     }
 

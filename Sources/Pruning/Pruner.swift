@@ -108,7 +108,7 @@ public final class Pruner {
         var options = nested.options(sizes: sizes)
         if let reconstruction {
             options.ffnDown = try reconstruction.downs(sizes: sizes)
-            let vision = try reconstruction.visionOutputs(sizes: sizes).compactMapValues { r in r.bias.map { (r.weight, $0) } }
+            let vision = try reconstruction.refitted(sizes: sizes, tower: .vision).compactMapValues { r in r.bias.map { (r.weight, $0) } }
             if !vision.isEmpty { options.visionOutput = vision }
         }
         return options
@@ -116,6 +116,18 @@ public final class Pruner {
 
     private var reconstructions: [Double: Reconstruction] = [:]
     private let reconstructionLock = NSLock()
+
+    /// The reconstruction `method` asks for: nil for none, else the least-squares one at `ridge`.
+    public func reconstruction(_ method: ReconstructionMethod, ridge: Double) throws -> Reconstruction? {
+        method == .leastSquares ? try reconstruction(ridge: ridge) : nil
+    }
+
+    /// Whether the least-squares reconstruction at `ridge` is already made (its Gram matrices accumulated).
+    public func hasReconstruction(ridge: Double) -> Bool {
+        reconstructionLock.lock()
+        defer { reconstructionLock.unlock() }
+        return reconstructions[ridge] != nil
+    }
 
     /// The least-squares reconstruction on this pruner's calibration set (its Gram matrices computed once per ridge).
     public func reconstruction(ridge: Double) throws -> Reconstruction {

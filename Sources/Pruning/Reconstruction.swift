@@ -26,6 +26,7 @@ public final class Reconstruction: @unchecked Sendable {
     let grams: [[Double]?]
     /// The nested model whose down-projections are re-fitted (read when a solve needs them).
     private let model: Model
+    /// Calibration tokens the language Gram matrices were taken over.
     public let tokens: Int
     private let lock = NSLock()
     private var memo: [Int: [Int: Refitted]] = [:]
@@ -51,7 +52,6 @@ public final class Reconstruction: @unchecked Sendable {
         try nested.check(sizes: sizes)
         var downs: [Int: Tensor] = [:]
         var grams: [[Double]?] = nested.units.map { _ in nil }
-        var tokens = 0
         let language = nested.units.enumerated().compactMap { i, u in u.location.flatMap { $0.tower == .language ? (i, $0.layer) : nil } }
             .sorted { $0.1 < $1.1 }
         for (u, layer) in language {
@@ -60,10 +60,9 @@ public final class Reconstruction: @unchecked Sendable {
             let single = try Reconstruction(nested: nested, calibration: calibration, ridge: ridge,
                                             upstream: Upstream(ffnKeep: keep, ffnDown: downs, only: layer))
             grams[u] = single.grams[u]
-            tokens = single.tokens
             downs[layer] = try single.down(unit: u, keep: sizes[u])
         }
-        return Reconstruction(units: nested.units, ridge: ridge, grams: grams, model: nested.model, tokens: tokens)
+        return Reconstruction(units: nested.units, ridge: ridge, grams: grams, model: nested.model, tokens: calibration.tokens)
     }
 
     /// The upstream state a Gram matrix is taken in: narrower, re-fitted layers before `only`.
@@ -87,38 +86,31 @@ public final class Reconstruction: @unchecked Sendable {
             guard upstream.map({ $0.only == location.layer }) ?? true else { return nil }
             return [Double](repeating: 0, count: unit.width * unit.width)
         }
-        let index = Dictionary(uniqueKeysWithValues: nested.units.enumerated().compactMap { i, u in u.location.map { ("\($0.tower)\($0.layer)", i) } })
-        var tokens = 0
-        for batch in calibration.batches {
-            let lengths = batch.lengths
-            var counted = false
-            let observe: (FFNObservation) -> Void = { seen in
-                guard let u = index["\(seen.tower)\(seen.layer)"], grams[u] != nil else { return }
-                let width = seen.hidden.lastDimension, rows = seen.hidden.shape[0], length = seen.hidden.count / (rows * width)
-                if seen.tower == .vision {
-                    // Every image position counts; each row gets the intercept's 1.
-                    var augmented = [Double]()
-                    augmented.reserveCapacity(rows * length * (width + 1))
-                    for t in 0..<(rows * length) {
-                        for j in 0..<width { augmented.append(Double(seen.hidden.data[t * width + j])) }
-                        augmented.append(1)
-                    }
-                    LinearAlgebra.accumulateGram(&grams[u]!, rows: augmented, count: rows * length, width: width + 1)
-                    return
+        try calibration.observeFFNs(nested.model, units: nested.units,
+                                    options: ForwardOptions(ffnKeep: upstream?.ffnKeep, ffnDown: upstream?.ffnDown)) { u, seen, lengths in
+            guard grams[u] != nil else { return }
+            let width = seen.hidden.lastDimension, rows = seen.hidden.shape[0], length = seen.hidden.count / (rows * width)
+            guard let lengths else {
+                // A vision unit: every image position counts, and each row gets the intercept's 1.
+                var augmented = [Double]()
+                augmented.reserveCapacity(rows * length * (width + 1))
+                for t in 0..<(rows * length) {
+                    for j in 0..<width { augmented.append(Double(seen.hidden.data[t * width + j])) }
+                    augmented.append(1)
                 }
-                var kept = [Double]()
-                kept.reserveCapacity(lengths.reduce(0, +) * width)
-                for r in 0..<rows {
-                    let base = r * length * width
-                    for i in 0..<(min(lengths[r], length) * width) { kept.append(Double(seen.hidden.data[base + i])) }
-                }
-                LinearAlgebra.accumulateGram(&grams[u]!, rows: kept, count: kept.count / width, width: width)
-                if !counted { tokens += kept.count / width; counted = true }
+                LinearAlgebra.accumulateGram(&grams[u]!, rows: augmented, count: rows * length, width: width + 1)
+                return
             }
-            _ = try nested.model.loss(batch.tokens, options: ForwardOptions(ffnKeep: upstream?.ffnKeep, observe: observe, ffnDown: upstream?.ffnDown))
+            var kept = [Double]()
+            kept.reserveCapacity(lengths.reduce(0, +) * width)
+            for r in 0..<rows {
+                let base = r * length * width
+                for i in 0..<(min(lengths[r], length) * width) { kept.append(Double(seen.hidden.data[base + i])) }
+            }
+            LinearAlgebra.accumulateGram(&grams[u]!, rows: kept, count: kept.count / width, width: width)
         }
         self.grams = grams
-        self.tokens = tokens
+        tokens = calibration.tokens
         model = nested.model
         for (unit, gram) in zip(units, grams) where gram?.allSatisfy(\.isFinite) == false {
             throw BudgetError("\(unit.name): the calibration activations are not finite")
@@ -218,32 +210,22 @@ public final class Reconstruction: @unchecked Sendable {
         }
         let lambda = max(ridge, 1e-10) * trace / Double(k)
         for i in 0..<k { a[i * s + i] += lambda }
-        // A is symmetric, so W′ A = M (M = W̃ G[:, S]) is A W′ᵀ = Mᵀ.
-        var mt = [Double](repeating: 0, count: s * out)
-        for r in 0..<out { for (c, p) in selected.enumerated() { mt[c * out + r] = full[r * n + p] } }
-        let solved = try LinearAlgebra.solvePositiveDefinite(a, n: s, mt, columns: out)
-        var x = [Double](repeating: 0, count: out * s)
-        for c in 0..<s { for r in 0..<out { x[r * s + c] = solved[c * out + r] } }
-        return x
+        // A is symmetric, so W′ A = M (M = W̃ G[:, S]) is one solve per row of W′: A w′ᵣ = mᵣ. The rows of M are the
+        // right-hand sides, and the solutions are the rows of W′.
+        let m = (0..<out).flatMap { r in selected.map { full[r * n + $0] } }
+        return try LinearAlgebra.solvePositiveDefinite(a, n: s, rightHandSides: m, count: out)
+    }
+
+    /// The re-fitted output projections of every re-fitted unit of `tower` for `sizes`, by layer.
+    public func refitted(sizes: [Int], tower: FFNObservation.Tower) throws -> [Int: Refitted] {
+        var overrides: [Int: Refitted] = [:]
+        for (u, unit) in units.enumerated() where refits(u) {
+            guard let location = unit.location, location.tower == tower else { continue }
+            overrides[location.layer] = try refitted(unit: u, keep: sizes[u])
+        }
+        return overrides
     }
 
     /// The re-fitted down-projections of every re-fitted language unit for `sizes`, by layer.
-    public func downs(sizes: [Int]) throws -> [Int: Tensor] {
-        var overrides: [Int: Tensor] = [:]
-        for (u, unit) in units.enumerated() where refits(u) {
-            guard let (tower, layer) = unit.location, tower == .language else { continue }
-            overrides[layer] = try down(unit: u, keep: sizes[u])
-        }
-        return overrides
-    }
-
-    /// The re-fitted fc2 weights and biases of every re-fitted vision unit for `sizes`, by layer.
-    public func visionOutputs(sizes: [Int]) throws -> [Int: Refitted] {
-        var overrides: [Int: Refitted] = [:]
-        for (u, unit) in units.enumerated() where refits(u) {
-            guard let (tower, layer) = unit.location, tower == .vision else { continue }
-            overrides[layer] = try refitted(unit: u, keep: sizes[u])
-        }
-        return overrides
-    }
+    public func downs(sizes: [Int]) throws -> [Int: Tensor] { try refitted(sizes: sizes, tower: .language).mapValues(\.weight) }
 }

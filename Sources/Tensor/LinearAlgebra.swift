@@ -9,24 +9,20 @@ public struct LinearAlgebraError: Error, CustomStringConvertible, Equatable {
 
 /// Dense linear algebra in Double through OpenBLAS's LAPACK (nothing hand-written).
 public enum LinearAlgebra {
-    /// Solves A X = B for a symmetric positive-definite `n × n` matrix A (row-major; symmetric, so its layout
-    /// does not matter) and `B` with `columns` right-hand sides, row-major `n × columns`: Cholesky (`dposv`).
-    /// Throws when A is not positive definite (a ridge term is the caller's remedy).
-    public static func solvePositiveDefinite(_ a: [Double], n: Int, _ b: [Double], columns: Int) throws(LinearAlgebraError) -> [Double] {
-        precondition(a.count == n * n && b.count == n * columns, "solve: A is \(n)×\(n), B is \(n)×\(columns)")
-        guard n > 0, columns > 0 else { return b }
+    /// Solves A x = b for a symmetric positive-definite `n × n` matrix A (symmetric, so its layout does not matter)
+    /// and `count` right-hand sides b of `n` values each, stored one after another; the solutions come back the
+    /// same way (that is LAPACK's column-major B, so nothing is transposed). Cholesky (`dposv`); throws when A is
+    /// not positive definite (a ridge term is the caller's remedy) or holds a non-finite value.
+    public static func solvePositiveDefinite(_ a: [Double], n: Int, rightHandSides b: [Double], count: Int) throws(LinearAlgebraError) -> [Double] {
+        precondition(a.count == n * n && b.count == n * count, "solve: A is \(n)×\(n), \(count) right-hand sides of \(n)")
+        guard n > 0, count > 0 else { return b }
         guard a.allSatisfy(\.isFinite), b.allSatisfy(\.isFinite) else { throw LinearAlgebraError("the system has a non-finite entry") }
-        var matrix = a
-        // LAPACK is column-major: B's columns are the right-hand sides, so hand it Bᵀ and read Xᵀ back.
-        var rhs = [Double](repeating: 0, count: n * columns)
-        for i in 0..<n { for j in 0..<columns { rhs[j * n + i] = b[i * columns + j] } }
-        var (order, count, lda, ldb, info) = (Int32(n), Int32(columns), Int32(n), Int32(n), Int32(0))
+        var (matrix, x) = (a, b)
+        var (order, columns, lda, ldb, info) = (Int32(n), Int32(count), Int32(n), Int32(n), Int32(0))
         var upper = CChar(UInt8(ascii: "U"))
-        dposv_(&upper, &order, &count, &matrix, &lda, &rhs, &ldb, &info)
+        dposv_(&upper, &order, &columns, &matrix, &lda, &x, &ldb, &info)
         if info > 0 { throw LinearAlgebraError("the matrix is not positive definite (leading minor \(info) of \(n))") }
         if info < 0 { throw LinearAlgebraError("dposv rejected argument \(-info)") }
-        var x = [Double](repeating: 0, count: n * columns)
-        for i in 0..<n { for j in 0..<columns { x[i * columns + j] = rhs[j * n + i] } }
         return x
     }
 

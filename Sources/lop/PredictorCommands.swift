@@ -72,7 +72,11 @@ struct PredictorTrain: ParsableCommand {
             let ofModel = rows.filter { $0.modelHash == hash }
             guard !ofModel.isEmpty else { throw PredictorError("no samples of \(model) (content hash \(hash.prefix(16))…); run a sweep first") }
             let calibration = calibrationHash ?? Dictionary(grouping: ofModel, by: \.calibrationHash).max { $0.value.count < $1.value.count }!.key
-            let chosen = ofModel.filter { $0.calibrationHash == calibration }
+            // Samples scored with the configured reconstruction only: a predictor learns one setting.
+            let chosen = ofModel.filter { $0.calibrationHash == calibration && ($0.reconstruction ?? "none") == config.pruning.reconstruction }
+            guard !chosen.isEmpty else {
+                throw PredictorError("no samples of \(model) ranked on calibration \(calibration.prefix(12))… and scored with reconstruction \(config.pruning.reconstruction)")
+            }
             let scope: UnitScope = chosen[0].units.contains { $0.hasPrefix("vision.") } ? .all : .language
             let units = try loaded.prunableUnits(scope)
             var settings = PredictorSettings()

@@ -77,10 +77,12 @@ struct PruningOptions: ParsableArguments {
     /// The reconstruction the flags or the config ask for (nil: none), its Gram matrices computed on the pruner's
     /// calibration set.
     func reconstruction(_ pruner: Pruner, config: LopConfig.Pruning, method: String? = nil) throws -> Reconstruction? {
-        guard (method ?? reconstruction ?? config.reconstruction) == ReconstructionMethod.leastSquares.rawValue else { return nil }
+        let chosen = ReconstructionMethod(rawValue: method ?? reconstruction ?? config.reconstruction) ?? .none
+        let ridge = ridge ?? config.reconstructionRidge
+        guard chosen == .leastSquares else { return nil }
         guard pruner.calibration != nil else { throw ValidationError("--reconstruction least-squares needs --calibration data") }
-        progress("reconstruction: Gram matrices of the FFN activations")
-        return try pruner.reconstruction(ridge: ridge ?? config.reconstructionRidge)
+        if !pruner.hasReconstruction(ridge: ridge) { progress("reconstruction: Gram matrices of the FFN activations") }
+        return try pruner.reconstruction(chosen, ridge: ridge)
     }
 
     /// The reconstruction to apply to `sizes`: the shared dense one, or with `--sequential` one made for these sizes.

@@ -91,10 +91,10 @@ import TestSupport
         let few = random(5, width, seed: 7)                     // 5 tokens, 10 kept neurons
         #expect(try Reconstruction.refit(w, rows: out, gram: gram(few), width: width, keep: 10, ridge: 0).allSatisfy { $0.isFinite && abs($0) < 100 })
         #expect(throws: LinearAlgebraError.self) {
-            _ = try LinearAlgebra.solvePositiveDefinite([1, .nan, .nan, 1], n: 2, [1, 1], columns: 1)
+            _ = try LinearAlgebra.solvePositiveDefinite([1, .nan, .nan, 1], n: 2, rightHandSides: [1, 1], count: 1)
         }
         #expect(throws: LinearAlgebraError.self) {
-            _ = try LinearAlgebra.solvePositiveDefinite([1, 2, 2, 1], n: 2, [1, 1], columns: 1)   // indefinite
+            _ = try LinearAlgebra.solvePositiveDefinite([1, 2, 2, 1], n: 2, rightHandSides: [1, 1], count: 1)   // indefinite
         }
     }
 

@@ -81,13 +81,14 @@ struct LopWorker: ParsableCommand {
             Executable.fail("lop-worker", "\(error)", code: ExitStatus.unavailable)
         }
         var periodic: [PeriodicJob] = []
+        let allHandlers = JobHandlers.all(config: settings)
         for spec in q.periodic {
             let schedule: CronSchedule
             do { schedule = try CronSchedule(spec.cron) } catch {
                 Executable.fail("lop-worker", "queue.periodic '\(spec.name)': \(error)", code: ExitStatus.configError)
             }
             // The kind was checked when the configuration was read; the args are checked here, as the job will be.
-            guard let kind = JobKind(rawValue: spec.kind), let handler = JobHandlers.all(config: settings).first(where: { $0.kind == kind }) else {
+            guard let kind = JobKind(rawValue: spec.kind), let handler = allHandlers.first(where: { $0.kind == kind }) else {
                 Executable.fail("lop-worker", "queue.periodic '\(spec.name)': no handler for '\(spec.kind)'", code: ExitStatus.configError)
             }
             do { _ = try handler.arguments(JSONB(text: spec.args)) } catch {
