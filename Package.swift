@@ -45,6 +45,9 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // Image decoders for untrusted files: their longjmp-based errors are caught in the shims' C.
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
 
         // What every module shares: lop's version, the LopError protocol and exit statuses, the one SHA-256 hex form.
         .target(name: "LopCore", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
@@ -61,8 +64,8 @@ let package = Package(
         // A small Llama-shaped Transformer built from the engine's ops alone: the tensor benchmark's workload and the
         // engine's training tests' (which so build Tensor and this, not the whole graph).
         .target(name: "TensorWorkloads", dependencies: ["Tensor"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, token data.
-        .target(name: "Models", dependencies: ["Tensor", "LopCore"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // safetensors, Hugging Face configs, Llama / CLIP-ViT / LLaVA architectures, tokenizers, images, token data.
+        .target(name: "Models", dependencies: ["Tensor", "LopCore", "CPNG", "CJPEG"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Loss, perplexity and answer accuracy; calibration sets; comparison reports.
         .target(name: "Evaluation", dependencies: ["Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The fixture models' data, training recipes and model cards.
@@ -139,7 +142,7 @@ let package = Package(
         .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "LopCore", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
-        .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ"], swiftSettings: strict),
+        .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ", "CPNG", "CJPEG"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,249 @@
+import Foundation
+import LopCore
+import Tensor
+
+/// The pixel pipeline a model's `preprocessor_config.json` describes (transformers' CLIP and LLaVA image
+/// processors): optional pad to square with the mean colour, resize (shortest edge, or exact size) with Pillow's
+/// resampling, centre crop, rescale and normalise, into the vision tower's `[3, height, width]` tensor.
+public struct ImagePreprocessor: Sendable, Equatable {
+    public enum Resize: Sendable, Equatable {
+        case shortestEdge(Int)
+        case exact(height: Int, width: Int)
+    }
+
+    /// Pillow's resampling filters lop implements (the processors' `resample` codes).
+    public enum Resample: Int, Sendable, Equatable {
+        case bilinear = 2, bicubic = 3
+        var support: Double { self == .bilinear ? 1 : 2 }
+        func weight(_ x: Double) -> Double {
+            let x = abs(x)
+            switch self {
+            case .bilinear: return x < 1 ? 1 - x : 0
+            case .bicubic:
+                let a = -0.5
+                if x < 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
+                if x < 2 { return (((x - 5) * x + 8) * x - 4) * a }
+                return 0
+            }
+        }
+    }
+
+    public let file: String
+    public let sha256: String
+    public let resize: Resize?
+    public let resample: Resample
+    public let crop: (height: Int, width: Int)?
+    public let rescale: Double?
+    public let mean: [Double], std: [Double]
+    public let normalize: Bool
+    public let padToSquare: Bool
+
+    public static func == (a: ImagePreprocessor, b: ImagePreprocessor) -> Bool { a.sha256 == b.sha256 && a.file == b.file }
+
+    /// Keys that do not change the pixels.
+    static let harmless: Set<String> = ["image_processor_type", "processor_class", "feature_extractor_type", "auto_map", "do_convert_rgb",
+                                        "data_format", "input_data_format", "default_to_square"]
+    static let understood: Set<String> = ["do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
+                                          "do_normalize", "image_mean", "image_std", "do_pad"]
+    static let processors: Set<String> = ["CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPFeatureExtractor",
+                                          "LlavaImageProcessor", "LlavaImageProcessorFast"]
+
+    public init(file: String) throws(ImageError) {
+        guard let data = FileManager.default.contents(atPath: file) else { throw ImageError(file: file, problem: "cannot be read") }
+        let json: JSON
+        do { json = try JSON.parse(data) } catch { throw ImageError(file: file, problem: "is not valid JSON: \(error)") }
+        try self.init(json: json, file: file, sha256: sha256Hex(data))
+    }
+
+    public init(json: JSON, file: String, sha256: String = "") throws(ImageError) {
+        func fail(_ key: String, _ problem: String) -> ImageError { ImageError(file: file, problem: "\(key): \(problem)") }
+        guard let members = json.objectValue else { throw ImageError(file: file, problem: "is not a JSON object") }
+        for key in members.keys.sorted() where !Self.harmless.contains(key) && !Self.understood.contains(key) {
+            throw fail(key, "is not understood by lop, and it may change the pixels")
+        }
+        if let type = members["image_processor_type"]?.stringValue ?? members["feature_extractor_type"]?.stringValue, !Self.processors.contains(type) {
+            throw fail("image_processor_type", "\"\(type)\" is not supported (lop implements \(Self.processors.sorted().joined(separator: ", ")))")
+        }
+        if members["do_convert_rgb"]?.boolValue == false { throw fail("do_convert_rgb", "false is not supported (lop always decodes to RGB)") }
+        if let format = members["data_format"], format != .null, format.stringValue != "channels_first" {
+            throw fail("data_format", "only channels_first is supported")
+        }
+        func flag(_ key: String, _ fallback: Bool) throws(ImageError) -> Bool {
+            guard let v = members[key], v != .null else { return fallback }
+            guard let b = v.boolValue else { throw fail(key, "\(v.serialized()) is not true or false") }
+            return b
+        }
+        func size(_ key: String, _ v: JSON) throws(ImageError) -> (height: Int, width: Int)? {
+            if let n = v.intValue, n > 0 { return (n, n) }
+            if let h = v["height"]?.intValue, let w = v["width"]?.intValue, h > 0, w > 0 { return (h, w) }
+            return nil
+        }
+        func numbers(_ key: String, _ fallback: [Double]) throws(ImageError) -> [Double] {
+            guard let v = members[key], v != .null else { return fallback }
+            if let x = v.doubleValue { return [x, x, x] }
+            guard let items = v.arrayValue, items.count == 3, case let values = items.compactMap(\.doubleValue), values.count == 3 else {
+                throw fail(key, "must be a number or three numbers")
+            }
+            return values
+        }
+        self.file = file
+        self.sha256 = sha256
+        if try flag("do_resize", true) {
+            guard let v = members["size"], v != .null else { throw fail("size", "is missing (do_resize is on)") }
+            if let edge = v["shortest_edge"]?.intValue, edge > 0 {
+                if let longest = v["longest_edge"], longest != .null { throw fail("size.longest_edge", "is not supported") }
+                resize = .shortestEdge(edge)
+            } else if let exact = try size("size", v) {
+                resize = .exact(height: exact.height, width: exact.width)
+            } else {
+                throw fail("size", "must be {\"shortest_edge\": n}, {\"height\": h, \"width\": w} or n")
+            }
+        } else {
+            resize = nil
+        }
+        let code = members["resample"]?.intValue ?? Resample.bicubic.rawValue
+        guard let resample = Resample(rawValue: code) else {
+            throw fail("resample", "\(code) is not supported (lop implements 2, bilinear, and 3, bicubic)")
+        }
+        self.resample = resample
+        if try flag("do_center_crop", true) {
+            guard let v = members["crop_size"], v != .null, let c = try size("crop_size", v) else {
+                throw fail("crop_size", "must be {\"height\": h, \"width\": w} or n (do_center_crop is on)")
+            }
+            crop = c
+        } else {
+            crop = nil
+        }
+        if try flag("do_rescale", true) {
+            guard let factor = members["rescale_factor"]?.doubleValue ?? (members["rescale_factor"] == nil ? 1.0 / 255 : nil), factor > 0 else {
+                throw fail("rescale_factor", "is not a positive number")
+            }
+            rescale = factor
+        } else {
+            rescale = nil
+        }
+        normalize = try flag("do_normalize", true)
+        mean = try numbers("image_mean", [0.48145466, 0.4578275, 0.40821073])
+        std = try numbers("image_std", [0.26862954, 0.26130258, 0.27577711])
+        guard std.allSatisfy({ $0 > 0 }) else { throw fail("image_std", "must be positive") }
+        padToSquare = try flag("do_pad", false)
+    }
+
+    /// The pixel tensor `[3, height, width]` of an image.
+    public func pixels(_ image: RGBImage) -> Tensor {
+        let opaque = image.onWhite()
+        var image = padToSquare ? Self.padToSquare(opaque, colour: mean.map { UInt8(clamping: Int($0 * 255)) }) : opaque
+        if let resize {
+            let (height, width) = Self.outputSize(resize, height: image.height, width: image.width)
+            image = Self.resampled(image, width: width, height: height, filter: resample)
+        }
+        if let crop { image = Self.centreCropped(image, height: crop.height, width: crop.width) }
+        var values = [Float](repeating: 0, count: image.width * image.height * 3)
+        let plane = image.width * image.height
+        let scale = rescale ?? 1
+        for c in 0..<3 {
+            let (m, s) = (Float(mean[c]), Float(std[c]))
+            for i in 0..<plane {
+                var x = Float(Double(image.pixels[i * 3 + c]) * scale)
+                if normalize { x = (x - m) / s }
+                values[c * plane + i] = x
+            }
+        }
+        return Tensor(shape: [3, image.height, image.width], data: values)
+    }
+
+    /// transformers' shortest-edge rule: the short side becomes `edge`, the long side `int(edge · long / short)`.
+    static func outputSize(_ resize: Resize, height: Int, width: Int) -> (height: Int, width: Int) {
+        switch resize {
+        case .exact(let h, let w): return (h, w)
+        case .shortestEdge(let edge):
+            let (short, long) = (min(width, height), max(width, height))
+            let scaled = Int(Double(edge) * Double(long) / Double(short))
+            return width <= height ? (scaled, edge) : (edge, scaled)
+        }
+    }
+
+    /// LLaVA-1.5's pad to square: the image centred on a square of `colour`.
+    static func padToSquare(_ image: RGBImage, colour: [UInt8]) -> RGBImage {
+        guard image.width != image.height else { return image }
+        let side = max(image.width, image.height)
+        var out = [UInt8](repeating: 0, count: side * side * 3)
+        for i in 0..<(side * side) { for c in 0..<3 { out[i * 3 + c] = colour[c] } }
+        let (top, left) = ((side - image.height) / 2, (side - image.width) / 2)
+        for y in 0..<image.height {
+            let source = y * image.width * 3, target = ((top + y) * side + left) * 3
+            out.replaceSubrange(target..<(target + image.width * 3), with: image.pixels[source..<(source + image.width * 3)])
+        }
+        return RGBImage(width: side, height: side, pixels: out)
+    }
+
+    /// transformers' centre crop: the window starts at `floor((size − crop) / 2)`; where it reaches outside the
+    /// image, the image is first centred on a zero frame, offset by `ceil((frame − size) / 2)`.
+    static func centreCropped(_ image: RGBImage, height: Int, width: Int) -> RGBImage {
+        func floorHalf(_ n: Int) -> Int { n >= 0 ? n / 2 : -((-n + 1) / 2) }
+        let (h, w) = (image.height, image.width)
+        let (padTop, padLeft) = ((max(h, height) - h + 1) / 2, (max(w, width) - w + 1) / 2)
+        let inside = h >= height && w >= width
+        let top = floorHalf(h - height) + (inside ? 0 : padTop), left = floorHalf(w - width) + (inside ? 0 : padLeft)
+        let (shiftY, shiftX) = inside ? (0, 0) : (padTop, padLeft)
+        var out = [UInt8](repeating: 0, count: height * width * 3)
+        for y in 0..<height {
+            let sy = top + y - shiftY
+            guard sy >= 0, sy < h else { continue }
+            for x in 0..<width {
+                let sx = left + x - shiftX
+                guard sx >= 0, sx < w else { continue }
+                for c in 0..<3 { out[(y * width + x) * 3 + c] = image.pixels[(sy * w + sx) * 3 + c] }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: out)
+    }
+
+    /// Pillow's `Image.resize` for 8-bit images: separable passes (horizontal, then vertical, each only when that
+    /// side changes) with the filter widened by the scale when shrinking, coefficients in 22-bit fixed point, and
+    /// rounding to 8 bits after each pass.
+    static func resampled(_ image: RGBImage, width: Int, height: Int, filter: Resample) -> RGBImage {
+        var current = image
+        if width != current.width { current = pass(current, size: width, horizontal: true, filter: filter) }
+        if height != current.height { current = pass(current, size: height, horizontal: false, filter: filter) }
+        return current
+    }
+
+    static let precisionBits = 22
+
+    private static func pass(_ image: RGBImage, size outSize: Int, horizontal: Bool, filter: Resample) -> RGBImage {
+        let inSize = horizontal ? image.width : image.height
+        let scale = Double(inSize) / Double(outSize)
+        let filterScale = max(scale, 1)
+        let support = filter.support * filterScale
+        var bounds: [(start: Int, count: Int)] = [], weights: [[Int]] = []
+        for xx in 0..<outSize {
+            let centre = (Double(xx) + 0.5) * scale
+            let lower = max(Int(centre - support + 0.5), 0), upper = min(Int(centre + support + 0.5), inSize)
+            var k = (lower..<max(lower, upper)).map { filter.weight((Double($0) - centre + 0.5) / filterScale) }
+            let total = k.reduce(0, +)
+            if total != 0 { k = k.map { $0 / total } }
+            bounds.append((lower, k.count))
+            weights.append(k.map { w in Int(w < 0 ? -0.5 + w * Double(1 << precisionBits) : 0.5 + w * Double(1 << precisionBits)) })
+        }
+        let (outW, outH) = horizontal ? (outSize, image.height) : (image.width, outSize)
+        var out = [UInt8](repeating: 0, count: outW * outH * 3)
+        let half = 1 << (precisionBits - 1)
+        image.pixels.withUnsafeBufferPointer { src in
+            for y in 0..<outH {
+                for x in 0..<outW {
+                    let (b, k) = horizontal ? (bounds[x], weights[x]) : (bounds[y], weights[y])
+                    for c in 0..<3 {
+                        var sum = half
+                        for i in 0..<b.count {
+                            let index = horizontal ? (y * image.width + b.start + i) * 3 + c : ((b.start + i) * image.width + x) * 3 + c
+                            sum += Int(src[index]) * k[i]
+                        }
+                        out[(y * outW + x) * 3 + c] = UInt8(clamping: sum >> precisionBits)
+                    }
+                }
+            }
+        }
+        return RGBImage(width: outW, height: outH, pixels: out)
+    }
+}
