@@ -37,35 +37,70 @@ public enum Evaluation {
         return TextMetrics(loss: total / Double(counted), tokens: counted)
     }
 
-    /// Questions about images, each a token sequence with its answer positions marked.
+    /// Questions (about images, or text only), each a token sequence with its answer positions marked; a
+    /// multiple-choice question is one item per choice, scored by likelihood.
     public struct AnswerSet {
         public struct Item {
             public let tokens: [Int]
             /// Whether each token is answer text (or the end-of-sequence closing the answer).
             public let isAnswer: [Bool]
-            /// The question's kind, for accuracy by kind.
+            /// The question's kind or category, for accuracy by kind ("" when the data names none).
             public let kind: String
-            public init(tokens: [Int], isAnswer: [Bool], kind: String) {
+            /// Index into `images` (nil: no image).
+            public fileprivate(set) var image: Int?
+            /// Items of one question (its choices) share this number and sit next to each other.
+            public fileprivate(set) var question: Int
+            /// Whether this item's answer is the right one (always, for a question with one item).
+            public let correct: Bool
+
+            public init(tokens: [Int], isAnswer: [Bool], kind: String, image: Int? = nil, question: Int = -1, correct: Bool = true) {
                 precondition(tokens.count == isAnswer.count, "one answer flag per token")
-                self.tokens = tokens
-                self.isAnswer = isAnswer
-                self.kind = kind
+                (self.tokens, self.isAnswer, self.kind, self.image, self.question, self.correct) = (tokens, isAnswer, kind, image, question, correct)
             }
         }
         public let items: [Item]
-        /// One image per item, `[items, channels, size, size]`.
-        public let images: Tensor
+        /// Images, each `[channels, height, width]`, referenced by items.
+        public let images: [Tensor]
         /// Token that pads shorter rows (after their end, so causal attention never sees it).
         public let padding: Int
 
+        /// One image per item, `[items, channels, size, size]`, each item its own question.
         public init(items: [Item], images: Tensor, padding: Int) {
             precondition(images.shape.first == items.count, "one image per item")
-            self.items = items
-            self.images = images
+            let size = images.count / max(items.count, 1)
+            self.items = items.enumerated().map { i, item in
+                var item = item
+                item.image = i
+                item.question = i
+                return item
+            }
+            self.images = (0..<items.count).map { Tensor(shape: Array(images.shape.dropFirst()), data: Array(images.data[(($0) * size)..<(($0 + 1) * size)])) }
             self.padding = padding
         }
 
-        /// A batch of items: loss only where the next token is answer text.
+        public init(items: [Item], images: [Tensor], padding: Int) {
+            precondition(items.allSatisfy { $0.image.map { images.indices.contains($0) } ?? true }, "items refer to images that exist")
+            precondition(zip(items, items.dropFirst()).allSatisfy { $0.question <= $1.question }, "a question's items sit together")
+            (self.items, self.images, self.padding) = (items, images, padding)
+        }
+
+        /// Questions asked.
+        public var questions: Int { Set(items.map(\.question)).count }
+
+        /// Ranges of about `size` items that never split a question's choices.
+        public func batchRanges(size: Int) -> [Range<Int>] {
+            var ranges: [Range<Int>] = [], start = 0
+            while start < items.count {
+                var end = min(items.count, start + max(size, 1))
+                while end < items.count, end > start, items[end].question == items[end - 1].question { end += 1 }
+                ranges.append(start..<end)
+                start = end
+            }
+            return ranges
+        }
+
+        /// A batch of items: loss only where the next token is answer text; the images of the rows that hold one,
+        /// in row order.
         public func batch(_ range: Range<Int>) -> TokenBatch {
             let chosen = items[range]
             let length = chosen.map(\.tokens.count).max()! - 1
@@ -75,61 +110,99 @@ public enum Evaluation {
                 rows.append(input + Array(repeating: padding, count: length - input.count))
                 for t in 0..<length { targets.append(t + 1 < item.tokens.count && item.isAnswer[t + 1] ? item.tokens[t + 1] : -100) }
             }
-            let size = images.count / max(images.shape[0], 1)
-            let data = Array(images.data[(range.lowerBound * size)..<(range.upperBound * size)])
-            return TokenBatch(rows: rows, targets: targets, images: Tensor(shape: [range.count] + images.shape.dropFirst(), data: data))
+            let pictures = chosen.compactMap { $0.image.map { images[$0] } }
+            guard let first = pictures.first else { return TokenBatch(rows: rows, targets: targets) }
+            return TokenBatch(rows: rows, targets: targets, images: Tensor(shape: [pictures.count] + first.shape, data: pictures.flatMap(\.data)))
         }
     }
 
     public struct AnswerMetrics: Codable, Equatable, Sendable {
-        /// Mean loss over answer tokens.
+        /// Mean loss over the right answers' tokens.
         public let loss: Double
-        /// Fraction of questions whose every answer token (and the closing EOS) is the argmax: what greedy
-        /// decoding would say.
+        /// Fraction of questions answered right: a multiple-choice question when its right choice is the most
+        /// likely; any other when every answer token (and the closing EOS) is the argmax, as greedy decoding says.
         public let accuracy: Double
         public let accuracyByKind: [String: Double]
         public let questions: Int
+        /// Exact match over the questions that are not multiple choice (nil: there are none).
+        public let exactMatch: Double?
+    }
+
+    /// What one row scored: the summed log-likelihood of its counted targets, how many there were, and whether
+    /// every one is its position's argmax.
+    public struct RowScore: Sendable, Equatable {
+        public let logLikelihood: Double
+        public let counted: Int
+        public let exact: Bool
+    }
+
+    /// Per row, the score of its counted targets under `logits` `[rows·length, vocabulary]`.
+    public static func rowScores(_ logits: Tensor, _ batch: TokenBatch) -> [RowScore] {
+        let vocabulary = logits.shape[1], length = batch.rows.first?.count ?? 0
+        return logits.data.withUnsafeBufferPointer { data in
+            batch.rows.indices.map { row in
+                var (sum, counted, exact) = (0.0, 0, true)
+                for t in 0..<length where batch.targets[row * length + t] != -100 {
+                    let target = batch.targets[row * length + t], base = (row * length + t) * vocabulary
+                    var best = 0, top = data[base]
+                    for j in 1..<vocabulary where data[base + j] > top { (best, top) = (j, data[base + j]) }
+                    var total = 0.0
+                    for j in 0..<vocabulary { total += exp(Double(data[base + j] - top)) }
+                    sum += Double(data[base + target] - top) - log(total)
+                    counted += 1
+                    if best != target { exact = false }
+                }
+                return RowScore(logLikelihood: sum, counted: counted, exact: exact)
+            }
+        }
     }
 
     /// Per row, whether every counted target is its position's argmax (what greedy decoding would say); nil for a
     /// row with nothing counted.
     public static func exactRows(_ logits: Tensor, _ batch: TokenBatch) -> [Bool?] {
-        let vocabulary = logits.shape[1], length = batch.rows.first?.count ?? 0
-        return batch.rows.indices.map { row in
-            var (right, counted) = (true, false)
-            for t in 0..<length where batch.targets[row * length + t] != -100 {
-                counted = true
-                let base = (row * length + t) * vocabulary
-                var best = base
-                for j in base..<(base + vocabulary) where logits.data[j] > logits.data[best] { best = j }
-                if best - base != batch.targets[row * length + t] { right = false }
+        rowScores(logits, batch).map { $0.counted > 0 ? $0.exact : nil }
+    }
+
+    /// Per question (items of one `question` number, in order), whether it was answered right: the most likely
+    /// choice is a right one, or a single item's answer is exact.
+    public static func answeredRight(_ scores: [RowScore], questions: [Int], correct: [Bool]) -> [(question: Int, right: Bool, multipleChoice: Bool)] {
+        var out: [(Int, Bool, Bool)] = [], start = 0
+        while start < scores.count {
+            var end = start + 1
+            while end < scores.count, questions[end] == questions[start] { end += 1 }
+            if end - start == 1 {
+                out.append((questions[start], scores[start].exact && correct[start], false))
+            } else {
+                let best = (start..<end).max { scores[$0].logLikelihood < scores[$1].logLikelihood || (scores[$0].logLikelihood == scores[$1].logLikelihood && $0 > $1) }!
+                out.append((questions[start], correct[best], true))
             }
-            return counted ? right : nil
+            start = end
         }
+        return out
     }
 
     public static func answers(_ model: Model, _ set: AnswerSet, batchSize: Int = 64, options: ForwardOptions = ForwardOptions()) throws -> AnswerMetrics {
         guard !set.items.isEmpty else { throw EvaluationError("the answer set is empty") }
-        var (total, counted, correct) = (0.0, 0, 0)
-        var byKind: [String: (right: Int, asked: Int)] = [:]
-        for start in stride(from: 0, to: set.items.count, by: batchSize) {
-            let range = start..<min(set.items.count, start + batchSize)
+        var scores: [RowScore] = []
+        for range in set.batchRanges(size: batchSize) {
             let batch = set.batch(range)
             let g = Graph(recording: false)
-            let logits = try model.logits(g, batch, options: options)
-            total += Double(g.crossEntropy(logits, targets: batch.targets).tensor.scalar) * Double(batch.counted)
-            counted += batch.counted
-            let exact = exactRows(logits.tensor, batch)
-            for (row, index) in range.enumerated() {
-                let right = exact[row] ?? true
-                let kind = set.items[index].kind
-                byKind[kind, default: (0, 0)].right += right ? 1 : 0
-                byKind[kind, default: (0, 0)].asked += 1
-                if right { correct += 1 }
-            }
+            scores += rowScores(try model.logits(g, batch, options: options).tensor, batch)
         }
-        return AnswerMetrics(loss: total / Double(max(counted, 1)), accuracy: Double(correct) / Double(set.items.count),
-                             accuracyByKind: byKind.mapValues { Double($0.right) / Double($0.asked) }, questions: set.items.count)
+        var (lost, counted) = (0.0, 0)
+        for (item, score) in zip(set.items, scores) where item.correct {
+            lost -= score.logLikelihood
+            counted += score.counted
+        }
+        let judged = answeredRight(scores, questions: set.items.map(\.question), correct: set.items.map(\.correct))
+        let kindOf = Dictionary(set.items.map { ($0.question, $0.kind) }, uniquingKeysWith: { a, _ in a })
+        var byKind: [String: (right: Int, asked: Int)] = [:]
+        for j in judged { byKind[kindOf[j.question]!, default: (0, 0)].right += j.right ? 1 : 0; byKind[kindOf[j.question]!, default: (0, 0)].asked += 1 }
+        let free = judged.filter { !$0.multipleChoice }
+        let kinds = byKind.keys.contains("") ? [:] : byKind.mapValues { Double($0.right) / Double($0.asked) }
+        return AnswerMetrics(loss: lost / Double(max(counted, 1)), accuracy: Double(judged.filter(\.right).count) / Double(judged.count),
+                             accuracyByKind: kinds, questions: judged.count,
+                             exactMatch: free.isEmpty ? nil : Double(free.filter(\.right).count) / Double(free.count))
     }
 }
 
@@ -152,6 +225,8 @@ public enum EvaluationData {
         public let accuracyByKind: [String: Double]?
         /// Tokens predicted (text) or questions asked.
         public let count: Int
+        /// Exact match over questions that are not multiple choice (nil for text, or when all are).
+        public var exactMatch: Double? = nil
     }
 
     public func evaluate(_ model: Model, options: ForwardOptions = ForwardOptions()) throws -> Metrics {
@@ -161,7 +236,8 @@ public enum EvaluationData {
             return Metrics(loss: m.loss, perplexity: m.perplexity, accuracy: nil, accuracyByKind: nil, count: m.tokens)
         case .answers(let set):
             let m = try Evaluation.answers(model, set, options: options)
-            return Metrics(loss: m.loss, perplexity: nil, accuracy: m.accuracy, accuracyByKind: m.accuracyByKind, count: m.questions)
+            return Metrics(loss: m.loss, perplexity: nil, accuracy: m.accuracy, accuracyByKind: m.accuracyByKind, count: m.questions,
+                           exactMatch: m.exactMatch)
         }
     }
 }

@@ -67,6 +67,7 @@ extension Fixtures {
             throw CheckpointError(path: folder, problem: "unknown fixture \"\(name)\" (known: \(names.joined(separator: ", ")))")
         }
         let trainingSeconds = Date().timeIntervalSince(started)
+        extra.merge(inputFiles(name)) { a, _ in a }
         try model.write(to: folder, dtype: .f16, extraFiles: extra)
         // Metrics come from the written (F16) weights, exactly what tests and users load.
         let metrics = try metrics(folder: folder)

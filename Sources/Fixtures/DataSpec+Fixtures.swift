@@ -1,18 +1,48 @@
 import Evaluation
 import Foundation
+import LopCore
 import Models
 import Pruning
 import Tensor
 
-/// What the names of `DataSpec` hold: token files read from disk, the fixtures' own sets generated.
+/// What the names of `DataSpec` hold: data files read from disk (tokenized and preprocessed with the model's own
+/// inputs), the fixtures' own sets generated.
 extension DataSpec {
-    /// Tokens of a text source, checked against the model's vocabulary (rows of a JSONL file are joined).
-    func textTokens(vocabularySize: Int) throws -> [Int] {
+    /// Text as ids: a token file's rows joined, or text documents tokenized with the model's tokenizer (each with
+    /// the post-processor's special tokens). The provenance names the tokenizer and the file (empty for token files
+    /// and the corpus, whose ids are their own record).
+    func textTokens(for model: Model, options: DataFile.Options) throws -> (ids: [Int], provenance: String) {
+        let vocabularySize = model.language.config.vocabularySize
         switch self {
-        case .tokens(let path): return try TokenData.read(path, vocabularySize: vocabularySize).flatMap { $0 }
-        case .corpus: return try TextCorpus().train
+        case .file(let path):
+            switch try DataFile.read(path, options: options) {
+            case .tokens(let file): return (try TokenData.read(file, vocabularySize: vocabularySize).flatMap { $0 }, "")
+            case .text(let documents):
+                let inputs = try model.inputs()
+                var ids: [Int] = []
+                for document in documents { ids += try inputs.tokenizer.encode(document) }
+                if let bad = ids.first(where: { $0 >= vocabularySize }) {
+                    throw EvaluationError("\(inputs.tokenizer.file): gives id \(bad), outside the model's vocabulary of \(vocabularySize)")
+                }
+                return (ids, try Self.provenance(inputs, file: path))
+            case .questions: throw EvaluationError("\(path): holds questions, not text")
+            }
+        case .corpus: return (try TextCorpus().train, "")
         case .shapes: throw EvaluationError("\(self) is image-question data, not text")
         }
+    }
+
+    /// The tokenizer's, the preprocessor's and the data file's SHA-256.
+    static func provenance(_ inputs: ModelInputs, file: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: file) else { throw EvaluationError("\(file): cannot be read") }
+        return inputs.fingerprint + " data \(sha256Hex(data))"
+    }
+
+    /// A data file's questions, tokenized and preprocessed (nil: the file is not question data).
+    func questions(for model: Model, options: DataFile.Options) throws -> (set: Evaluation.AnswerSet, provenance: String)? {
+        guard case .file(let path) = self, case .questions(let questions) = try DataFile.read(path, options: options) else { return nil }
+        let set = try Evaluation.AnswerSet.questions(questions, model: model, options: options)
+        return (set, try Self.provenance(try model.inputs(), file: path))
     }
 
     func shapes(for model: Model) throws -> Evaluation.AnswerSet {
@@ -26,13 +56,14 @@ extension DataSpec {
     }
 
     /// Held-out data for `lop eval` and reports.
-    public func evaluationData(for model: Model, context: Int = Fixtures.textContext) throws -> EvaluationData {
+    public func evaluationData(for model: Model, context: Int = Fixtures.textContext, options: DataFile.Options = DataFile.Options()) throws -> EvaluationData {
         if case .shapes = self { return .answers(try shapes(for: model)) }
-        return .text(try textTokens(vocabularySize: model.language.config.vocabularySize), context: context)
+        if let questions = try questions(for: model, options: options) { return .answers(questions.set) }
+        return .text(try textTokens(for: model, options: options).ids, context: context)
     }
 
-    /// Calibration samples: the first `samples` windows of text, or `samples` image questions.
-    public func calibration(for model: Model, samples: Int, context: Int = Fixtures.textContext) throws -> Calibration {
+    /// Calibration samples: the first `samples` windows of text, or `samples` questions.
+    public func calibration(for model: Model, samples: Int, context: Int = Fixtures.textContext, options: DataFile.Options = DataFile.Options()) throws -> Calibration {
         switch self {
         case .shapes(_, let heldOut):
             let set = try DataSpec.shapes(count: samples, heldOut: heldOut).shapes(for: model)
@@ -42,8 +73,11 @@ extension DataSpec {
             }
             return try Calibration(name: description, batches: batches)
         default:
-            return try Calibration.text(try textTokens(vocabularySize: model.language.config.vocabularySize), samples: samples,
-                                        context: context, name: description)
+            if let questions = try questions(for: model, options: options) {
+                return try Calibration.questions(questions.set, samples: samples, name: description, provenance: questions.provenance)
+            }
+            let text = try textTokens(for: model, options: options)
+            return try Calibration.text(text.ids, samples: samples, context: context, name: description, provenance: text.provenance)
         }
     }
 }

@@ -137,7 +137,7 @@ public enum Fixtures {
             let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage) }
             let set = answerSet(examples, config: config)
             let batch = set.batch(0..<examples.count)
-            let features = model.imageFeatures(g, images: set.images)
+            let features = model.imageFeatures(g, images: batch.images!)
             let loss = g.crossEntropy(try model.logits(g, tokens: batch.rows, features: features), targets: batch.targets)
             guard recipe.featurePenalty > 0 else { return loss }
             return g.add(loss, g.scale(g.mean(g.mul(features, features)), by: recipe.featurePenalty))

@@ -98,7 +98,7 @@ public struct ArtifactRoot: Sendable {
     /// A base model's data name with a token file path made absolute (stored relative to its folder).
     public func data(_ stored: String, of model: RegisteredModel) throws -> DataSpec {
         let spec = try DataSpec(parsing: stored)
-        if case .tokens(let file) = spec, !file.hasPrefix("/") { return .tokens(path: folder(model) + "/" + file) }
+        if case .file(let file) = spec, !file.hasPrefix("/") { return .file(path: folder(model) + "/" + file) }
         return spec
     }
 }

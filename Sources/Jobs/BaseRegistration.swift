@@ -19,6 +19,14 @@ public struct BaseRegistration {
     public var calibration: String?
     /// Symbolic links to the source files instead of copies (for checkpoints too large to copy).
     public var link = false
+    /// How question data files are read.
+    public var data = DataFile.Options()
+
+    /// Whether a data file can be copied beside the model: all but question files that name image files.
+    static func selfContained(_ path: String, options: DataFile.Options) throws -> Bool {
+        guard case .questions(let questions) = try DataFile.read(path, options: options) else { return true }
+        return !questions.contains { if case .file = $0.image { return true } else { return false } }
+    }
 
     public init(source: String, name: String, evalData: String? = nil, calibration: String? = nil, link: Bool = false) {
         (self.source, self.name, self.evalData, self.calibration, self.link) = (source, name, evalData, calibration, link)
@@ -45,15 +53,19 @@ public struct BaseRegistration {
         } else {
             throw RegistryError("\(folder) has no heldout.bin; name the held-out data with --data")
         }
-        if case .tokens(let path) = try DataSpec(parsing: dataName) {
+        if case .file(let path) = try DataSpec(parsing: dataName) {
             let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
             guard FileManager.default.fileExists(atPath: absolute) else { throw RegistryError("held-out data \(path) does not exist") }
-            let fileName = (absolute as NSString).lastPathComponent
-            dataName = fileName.hasPrefix(".") ? "heldout.bin" : fileName
-            dataFile = absolute
+            if try Self.selfContained(absolute, options: data) {
+                let fileName = (absolute as NSString).lastPathComponent
+                dataName = fileName.hasPrefix(".") ? "heldout.bin" : fileName
+                dataFile = absolute
+            } else {
+                dataName = absolute  // questions about image files stay where their images are
+            }
         }
         log("evaluating on \(dataName)")
-        let data = try DataSpec(parsing: dataFile ?? dataName).evaluationData(for: model)
+        let data = try DataSpec(parsing: dataFile ?? dataName).evaluationData(for: model, options: self.data)
         let metrics = try data.evaluate(model)
 
         let temporary = try root.temporary(for: "base-\(name)")

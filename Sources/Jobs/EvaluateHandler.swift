@@ -47,8 +47,10 @@ public struct EvaluateHandler: JobHandler {
         public var model: String
         /// Data as `lop eval --data` takes it; nil: the base model's held-out data.
         public var data: String?
+        /// Wraps a question data file's bare questions (nil: `data.prompt_template`).
+        public var promptTemplate: String?
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case model, data }
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, data, promptTemplate = "prompt_template" }
 
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -57,6 +59,7 @@ public struct EvaluateHandler: JobHandler {
             self.model = model
             if !namesAFolder(model) { _ = try c.parsed(.model, ModelReference.init(parsing:)) }
             data = try c.parsed(.data) { text in _ = try DataSpec(parsing: text); return text }
+            promptTemplate = try SearchOptions.promptTemplate(c, .promptTemplate)
         }
     }
 
@@ -112,10 +115,14 @@ public struct EvaluateHandler: JobHandler {
         try context.checkCancelled()
         context.progress(0.2, "evaluating on \(target.dataName)")
         let data: EvaluationData
-        do { data = try target.data.evaluationData(for: model) } catch let error as EvaluationError { throw ArgumentError("data", error.description) }
+        do {
+            data = try target.data.evaluationData(for: model, options: DataFile.Options(config.data).with(promptTemplate: arguments.promptTemplate))
+        } catch let error as any DataInputError {
+            throw ArgumentError("data", error.description)  // a bad file fails the same way on every attempt
+        }
         let metrics = try data.evaluate(model)
         var dataHash: String?
-        if case .tokens(let path) = target.data { dataHash = try ArtifactRoot.digest(file: path).sha256 }
+        if case .file(let path) = target.data { dataHash = try ArtifactRoot.digest(file: path).sha256 }
         let summary = EvaluateSummary(
             model: target.record.map(CompressSummary.ModelRef.init), kind: target.record?.kind.rawValue, folder: target.folder,
             data: target.dataName, dataHash: dataHash, metrics: metrics, previous: nil, baseMetrics: target.baseMetrics,

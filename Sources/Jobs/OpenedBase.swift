@@ -32,11 +32,12 @@ struct OpenedBase {
         bounds = KeepBounds(p)
         prepared = try PreparedModel(folder: folder, calibration: try root.data(calibration, of: record).description, samples: p.calibrationSamples,
                                      context: p.calibrationContext, scope: .language,
-                                     importance: importance ?? ImportanceMethod(rawValue: p.importance) ?? .lop, cache: true)
+                                     importance: importance ?? ImportanceMethod(rawValue: p.importance) ?? .lop, cache: true,
+                                     data: DataFile.Options(config.data))
         guard prepared.pruner.modelHash == record.contentHash else {
             throw RegistryError("\(record.reference): the files in \(folder) are not the registered model (content hash \(prepared.pruner.modelHash.prefix(16))…, registered \(record.contentHash.prefix(16))…)")
         }
-        heldOut = try root.data(evalData, of: record).evaluationData(for: prepared.model)
+        heldOut = try root.data(evalData, of: record).evaluationData(for: prepared.model, options: DataFile.Options(config.data))
     }
 
     var units: [PrunableUnit] { prepared.pruner.units }

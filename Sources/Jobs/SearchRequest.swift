@@ -27,6 +27,8 @@ public struct SearchRequest: Sendable {
     public var ridge: Double
     /// Read and write activation statistics in `MODEL/.lop-cache` (when the folder is writable).
     public var cache = true
+    /// How question data files are read (config `data`, job arg `prompt_template`).
+    public var data: DataFile.Options
 
     /// The request with every setting at the config's default.
     public init(model: String, budget: Budget, config: LopConfig) throws {
@@ -41,6 +43,7 @@ public struct SearchRequest: Sendable {
         reconstruction = ReconstructionMethod(rawValue: p.reconstruction) ?? .none
         ridge = p.reconstructionRidge
         settings = try SearchSettings(config.search)
+        data = DataFile.Options(config.data)
     }
 
     /// The request `options` describe, over the config's defaults.
@@ -51,6 +54,7 @@ public struct SearchRequest: Sendable {
         importance = options.importance ?? importance
         scope = options.vision == true ? .all : .language
         reconstruction = options.reconstruction ?? reconstruction
+        data = data.with(promptTemplate: options.promptTemplate)
         try settings.apply(options.search ?? [:])
     }
 
@@ -60,8 +64,12 @@ public struct SearchRequest: Sendable {
     /// Loads the model, builds the calibration set and ranks neurons (cached next to the model when the folder
     /// is writable).
     public func prepare() throws -> PreparedModel {
-        try PreparedModel(folder: model, calibration: calibration, samples: samples, context: context, scope: scope,
-                          importance: importance, cache: cache)
+        do {
+            return try PreparedModel(folder: model, calibration: calibration, samples: samples, context: context, scope: scope,
+                                     importance: importance, cache: cache, data: data)
+        } catch let error as any DataInputError {
+            throw ArgumentError("calibration", error.description)  // a bad file fails the same way on every attempt
+        }
     }
 
     /// The fixtures' calibration data: tiny-llama's training text, tiny-llava's training questions.
@@ -82,7 +90,8 @@ public struct SearchRequest: Sendable {
                                               reconstruction: refit)
         let units = prepared.pruner.units
         for stored in preload where stored.modelHash == prepared.pruner.modelHash && stored.calibrationHash == prepared.calibration.hash
-            && stored.units == units.map(\.name) && (stored.reconstruction ?? "none") == reconstruction.rawValue {
+            && stored.units == units.map(\.name) && (stored.reconstruction ?? "none") == reconstruction.rawValue
+            && (stored.rewardKind ?? "loss") == settings.reward {
             evaluator.preload(sizes: stored.sizes, score: StrategyScore(loss: stored.loss, accuracy: stored.metrics["accuracy"] ?? 0))
         }
         let search = TreeSearch(evaluator: evaluator, budget: budget, bounds: bounds, settings: settings)
@@ -94,7 +103,7 @@ public struct SearchRequest: Sendable {
                               keptFraction: Projection.keptFraction(s.sizes, units: units),
                               strategy: s.ratios, sizes: s.sizes, reward: s.reward, loss: s.score.loss,
                               metrics: ["accuracy": s.score.accuracy], depth: s.depth, searchKey: searchKey, jobId: jobId,
-                              reconstruction: reconstruction.rawValue))
+                              reconstruction: reconstruction.rawValue, rewardKind: settings.reward))
         }, progress: { done, total in report(done, total, bestLoss) }, checkStop: checkStop)
     }
 }
@@ -121,10 +130,10 @@ public struct PreparedModel {
     /// model) and ranks neurons, reading and writing the ranking in `FOLDER/.lop-cache` when `cache` allows and
     /// the folder is writable.
     public init(folder: String, calibration: String?, samples: Int, context: Int, scope: UnitScope, importance: ImportanceMethod,
-                cache: Bool) throws {
+                cache: Bool, data: DataFile.Options = DataFile.Options()) throws {
         model = try Model.load(directory: folder)
         let spec = try DataSpec(parsing: calibration ?? SearchRequest.defaultCalibration(for: model))
-        self.calibration = try spec.calibration(for: model, samples: samples, context: context)
+        self.calibration = try spec.calibration(for: model, samples: samples, context: context, options: data)
         let directory = cache && FileManager.default.isWritableFile(atPath: folder) ? folder + "/.lop-cache" : nil
         pruner = try Pruner(model: model, scope: scope, importance: importance, calibration: self.calibration, cacheDirectory: directory)
     }
@@ -192,14 +201,18 @@ public struct SearchOptions: Codable, Sendable, Equatable {
     public var search: [String: AnyJSON]?
     /// How evaluated strategies' kept weights are set (nil: `pruning.reconstruction`).
     public var reconstruction: ReconstructionMethod?
+    /// Wraps a question data file's bare questions (nil: `data.prompt_template`).
+    public var promptTemplate: String?
 
     public init(model: String, calibration: String? = nil, samples: Int? = nil, importance: ImportanceMethod? = nil, vision: Bool? = nil,
-                search: [String: AnyJSON]? = nil, reconstruction: ReconstructionMethod? = nil) {
+                search: [String: AnyJSON]? = nil, reconstruction: ReconstructionMethod? = nil, promptTemplate: String? = nil) {
         (self.model, self.calibration, self.samples, self.importance, self.vision, self.search) = (model, calibration, samples, importance, vision, search)
-        self.reconstruction = reconstruction
+        (self.reconstruction, self.promptTemplate) = (reconstruction, promptTemplate)
     }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case model, calibration, samples, importance, vision, search, reconstruction }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, calibration, samples, importance, vision, search, reconstruction, promptTemplate = "prompt_template"
+    }
 
     /// Reads the shared keys of an args object; the caller rejects keys neither it nor these know.
     public init(from decoder: any Decoder) throws {
@@ -215,10 +228,19 @@ public struct SearchOptions: Codable, Sendable, Equatable {
         vision = try c.decodeIfPresent(Bool.self, forKey: .vision)
         search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
         reconstruction = try Self.reconstruction(c, .reconstruction)
+        promptTemplate = try Self.promptTemplate(c, .promptTemplate)
     }
 }
 
 extension SearchOptions {
+    /// A `prompt_template` argument: text holding `{question}` once.
+    static func promptTemplate<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K) throws -> String? {
+        try c.parsed(key) { text in
+            guard text.components(separatedBy: "{question}").count == 2 else { throw c.invalid(key, "must hold {question} exactly once") }
+            return text
+        }
+    }
+
     /// A `reconstruction` argument: none or least-squares.
     static func reconstruction<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K) throws -> ReconstructionMethod? {
         try c.parsed(key) { name in

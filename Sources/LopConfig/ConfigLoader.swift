@@ -100,6 +100,7 @@ extension LopConfig {
         try reader.table("webhooks") { try $0.readWebhooks(into: &webhooks) }
         try reader.table("compress") { try $0.readCompress(into: &compress) }
         try reader.table("training") { try $0.readTraining(into: &training) }
+        try reader.table("data") { try $0.readData(into: &data) }
     }
 }
 

@@ -16,6 +16,7 @@ public struct LopConfig: Sendable, Equatable {
     public var webhooks = Webhooks()
     public var compress = Compress()
     public var training = Training()
+    public var data = DataFiles()
 
     public init() {}
 

@@ -55,6 +55,8 @@ public final class LlamaModel {
     public let lmHead: Parameter?
     /// Every weight, in load order, named as in Hugging Face checkpoints (with the prefix).
     public let parameters: [Parameter]
+    /// Where it was loaded from (nil: built in memory).
+    public internal(set) var folder: ModelFolder?
 
     /// Loads the weights named `prefix + "model.layers.0.…"` etc. from `source`; shapes must match `config`.
     public init(config: LlamaConfig, weights source: any WeightSource, prefix: String = "") throws {

@@ -10,7 +10,13 @@ public enum Model {
     /// least `storedMinimumElements` stay in their stored type.
     public static func load(directory: String, storedMinimumElements: Int = Checkpoint.defaultStoredMinimumElements) throws -> Model {
         let checkpoint = try Checkpoint(directory: directory, storedMinimumElements: storedMinimumElements)
-        return try load(config: checkpoint.config, weights: checkpoint)
+        let model = try load(config: checkpoint.config, weights: checkpoint)
+        let folder = ModelFolder(path: URL(fileURLWithPath: directory).standardizedFileURL.path)
+        switch model {
+        case .llama(let m): m.folder = folder
+        case .llava(let m): m.folder = folder
+        }
+        return model
     }
 
     public static func load(config: JSON, weights: any WeightSource) throws -> Model {

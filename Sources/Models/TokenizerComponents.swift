@@ -104,8 +104,8 @@ func split(_ text: String, _ pattern: Pattern, _ behavior: SplitBehavior) -> [St
 
 /// GPT-2's byte-to-character table: printable bytes stand for themselves, the others for characters from U+0100
 /// on, so any byte string is a string of visible characters.
-enum ByteLevelAlphabet {
-    static let characters: [Unicode.Scalar] = {
+public enum ByteLevelAlphabet {
+    public static let characters: [Unicode.Scalar] = {
         var table = [Unicode.Scalar](repeating: " ", count: 256)
         var next: UInt32 = 256
         for b in 0..<256 {

@@ -145,6 +145,8 @@ public final class LlavaModel {
     public let projector1, projector1Bias, projector2, projector2Bias: Parameter
     public let language: LlamaModel
     public var parameters: [Parameter] { vision.parameters + [projector1, projector1Bias, projector2, projector2Bias] + language.parameters }
+    /// Where it was loaded from (nil: built in memory).
+    public internal(set) var folder: ModelFolder?
 
     public init(config: LlavaConfig, weights source: any WeightSource) throws {
         self.config = config

@@ -174,7 +174,10 @@ public final class Pruner {
                       dtype: DType = .f32, reconstruction: Reconstruction? = nil) throws -> (model: Model, record: PruningRecord) {
         let pruned = try self.pruned(sizes: sizes, reconstruction: reconstruction)
         let record = record(budget: budget, allocation: allocation, proposed: proposed, sizes: sizes, pruned: pruned, reconstruction: reconstruction)
-        try pruned.write(to: directory, dtype: dtype, extraFiles: [PruningRecord.fileName: try record.encoded()])
+        // The base's tokenizer and preprocessing travel with it: the pruned model reads inputs as the base does.
+        var files = nested.model.folder.map { ModelInputs.sideFileData(in: $0.path) } ?? [:]
+        files[PruningRecord.fileName] = try record.encoded()
+        try pruned.write(to: directory, dtype: dtype, extraFiles: files)
         return (pruned, record)
     }
 }

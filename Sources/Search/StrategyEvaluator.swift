@@ -112,6 +112,13 @@ public final class StrategyEvaluator {
             } else {
                 logits = try pruner.nested.model.logits(g, batch, options: options)
             }
+            if calibration.batches[i].questions != nil {
+                // Question data: loss on the right answers; a multiple-choice question is right when its right
+                // choice is the most likely.
+                let s = calibration.batches[i].score(logits.tensor)
+                (total, counted, right, rows) = (total + s.lost, counted + s.counted, right + s.right, rows + s.asked)
+                continue
+            }
             total += Double(g.crossEntropy(logits, targets: batch.targets).tensor.scalar) * Double(batch.counted)
             counted += batch.counted
             for exact in Evaluation.exactRows(logits.tensor, batch) {

@@ -24,9 +24,12 @@ public struct Sample: Sendable, Equatable, Codable {
     /// How the evaluated model's kept weights were set: none or least-squares (samples of one setting train
     /// that setting's predictor). Rows always have it; JSON written before it existed decodes as nil, i.e. none.
     public var reconstruction: String?
+    /// What `reward` measured: loss or accuracy (nil in JSON written before it existed: loss).
+    public var rewardKind: String?
 
     public init(model: String, modelHash: String, calibrationHash: String, units: [String], importance: String, budget: Budget, keptFraction: Double, strategy: [Double], sizes: [Int], reward: Double,
-                loss: Double, metrics: [String: Double], depth: Int, searchKey: String, jobId: Int64?, reconstruction: String = "none") {
+                loss: Double, metrics: [String: Double], depth: Int, searchKey: String, jobId: Int64?, reconstruction: String = "none",
+                rewardKind: String = "loss") {
         self.model = model
         self.modelHash = modelHash
         self.calibrationHash = calibrationHash
@@ -43,17 +46,19 @@ public struct Sample: Sendable, Equatable, Codable {
         self.searchKey = searchKey
         self.jobId = jobId
         self.reconstruction = reconstruction
+        self.rewardKind = rewardKind
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case id, model, modelHash = "model_hash", calibrationHash = "calibration_hash", units, importance, budget
         case keptFraction = "kept_fraction", strategy, sizes, reward, loss
         case metrics, depth, searchKey = "search_key", jobId = "job_id", createdAt = "created_at", reconstruction
+        case rewardKind = "reward_kind"
     }
 
     static let columns = """
         id, model, model_hash, calibration_hash, units, importance, budget, budget_kind, budget_value, kept_fraction, strategy,
-        sizes::int8[] AS sizes, reward, loss, metrics, depth, search_key, job_id, created_at, reconstruction
+        sizes::int8[] AS sizes, reward, loss, metrics, depth, search_key, job_id, created_at, reconstruction, reward_kind
         """
 
     init(row: Row) throws {
@@ -76,6 +81,7 @@ public struct Sample: Sendable, Equatable, Codable {
         jobId = try row.decode("job_id")
         createdAt = try row.decode("created_at")
         reconstruction = try row.decode("reconstruction")
+        rewardKind = try row.decode("reward_kind")
     }
 
     /// The budget's kind and value, as the table keeps them beside its text (for ordering and SQL queries).
@@ -99,16 +105,16 @@ public struct SampleStore: Sendable {
         return try pool.withConnection { c in
             try c.execute("""
                 INSERT INTO lop.samples (model, model_hash, calibration_hash, units, importance, budget, budget_kind, budget_value,
-                                         kept_fraction, strategy, sizes, reward, loss, metrics, depth, search_key, job_id, reconstruction)
+                                         kept_fraction, strategy, sizes, reward, loss, metrics, depth, search_key, job_id, reconstruction, reward_kind)
                 SELECT r.model, r.model_hash, r.calibration_hash, ARRAY(SELECT jsonb_array_elements_text(r.units)), r.importance,
                        r.budget, r.budget_kind, r.budget_value, r.kept_fraction,
                        ARRAY(SELECT x::float8 FROM jsonb_array_elements_text(r.strategy) AS x),
                        ARRAY(SELECT x::integer FROM jsonb_array_elements_text(r.sizes) AS x),
-                       r.reward, r.loss, r.metrics, r.depth, r.search_key, r.job_id, r.reconstruction
+                       r.reward, r.loss, r.metrics, r.depth, r.search_key, r.job_id, r.reconstruction, r.reward_kind
                 FROM jsonb_to_recordset(\(rows)) AS r(model text, model_hash text, calibration_hash text, units jsonb, importance text,
                      budget text, budget_kind text, budget_value float8, kept_fraction float8, strategy jsonb, sizes jsonb,
                      reward float8, loss float8, metrics jsonb, depth integer, search_key text, job_id bigint,
-                     reconstruction text)
+                     reconstruction text, reward_kind text)
                 ON CONFLICT ON CONSTRAINT samples_once_per_search DO NOTHING
                 """)
         }
@@ -161,13 +167,14 @@ public struct SampleStore: Sendable {
         let depth: Int
         let search_key: String
         let job_id: Int64?
-        let reconstruction: String
+        let reconstruction, reward_kind: String
 
         init(_ s: Sample) {
             (model, model_hash, calibration_hash, units, importance) = (s.model, s.modelHash, s.calibrationHash, s.units, s.importance)
             (budget, budget_kind, budget_value, kept_fraction) = (s.budget.description, s.budgetKind, s.budgetValue, s.keptFraction)
             (strategy, sizes, reward, loss, metrics, depth, search_key, job_id) = (s.strategy, s.sizes, s.reward, s.loss, s.metrics, s.depth, s.searchKey, s.jobId)
             reconstruction = s.reconstruction ?? "none"
+            reward_kind = s.rewardKind ?? "loss"
         }
     }
 }

@@ -8,7 +8,31 @@ struct FixturesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fixtures",
         abstract: "Train and check lop's committed fixture models (tiny-llama, tiny-llava).",
-        subcommands: [Train.self, Check.self])
+        subcommands: [Train.self, Check.self, Inputs.self])
+
+    struct Inputs: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a fixture's input side files (tokenizer.json, tokenizer_config.json, preprocessor_config.json) into its folder, as training does.")
+
+        @Argument(help: "tiny-llama or tiny-llava.")
+        var name: String
+
+        @Option(help: "The fixture's folder.")
+        var out: String
+
+        func validate() throws {
+            guard Fixtures.names.contains(name) else { throw ValidationError("unknown fixture \"\(name)\" (known: \(Fixtures.names.joined(separator: ", ")))") }
+        }
+
+        func run() throws {
+            try runReportingErrors {
+                for (file, data) in Fixtures.inputFiles(name).sorted(by: { $0.key < $1.key }) {
+                    try AtomicFile.write(data, to: out + "/" + file)
+                    print("wrote \(out)/\(file)")
+                }
+            }
+        }
+    }
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -67,7 +67,8 @@ struct ModelsRegister: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let access = try RegistryAccess(options)
-            let registration = BaseRegistration(source: path, name: name, evalData: data, calibration: calibration, link: link)
+            var registration = BaseRegistration(source: path, name: name, evalData: data, calibration: calibration, link: link)
+            registration.data = DataFile.Options(access.config.data)
             let model = try registration.run(registry: access.registry, root: access.root, actor: RegistryAccess.actor, log: progress)
             if options.json { return try printJSON(model) }
             let metrics = model.heldOutMetrics

@@ -14,8 +14,11 @@ import Tensor
 
 /// Options shared by the commands that rank neurons and allocate budgets.
 struct PruningOptions: ParsableArguments {
-    @Option(help: "Calibration data: a token file (.bin, .u32.bin, .jsonl), 'corpus' (tiny-llama's training text) or 'shapes-train' (tiny-llava's training questions).")
+    @Option(help: "Calibration data: a data file (.txt, .jsonl of text, ids or questions, MMBench .tsv, .bin, .u32.bin), 'corpus' (tiny-llama's training text) or 'shapes-train' (tiny-llava's training questions).")
     var calibration: String?
+
+    @Option(help: "Wraps the bare questions of a question file; {question} is replaced, <image> marks the image (default: data.prompt_template).")
+    var promptTemplate: String?
 
     @Option(help: "Calibration samples (default: pruning.calibration_samples).")
     var samples: Int?
@@ -55,6 +58,9 @@ struct PruningOptions: ParsableArguments {
             throw ValidationError("--reconstruction must be none or least-squares")
         }
         if let ridge, !(ridge >= 0 && ridge <= 1000) { throw ValidationError("--ridge must be in [0, 1000]") }
+        if let promptTemplate, promptTemplate.components(separatedBy: "{question}").count != 2 {
+            throw ValidationError("--prompt-template must hold {question} exactly once")
+        }
         for (name, value) in [("--min-ratio", minimumRatio), ("--max-ratio", maximumRatio)] {
             if let value, !(0...1).contains(value) { throw ValidationError("\(name) must be in [0, 1]") }
         }
@@ -92,13 +98,16 @@ struct PruningOptions: ParsableArguments {
         return try Reconstruction.sequential(nested: pruner.nested, calibration: calibration, ridge: dense.ridge, sizes: sizes)
     }
 
+    /// How question files are read: the config's `data` section and `--prompt-template`.
+    func data(_ config: LopConfig) -> DataFile.Options { DataFile.Options(config.data).with(promptTemplate: promptTemplate) }
+
     /// Loads the model's pruner: importance on the calibration set (cached next to the model).
-    func pruner(model: Model, folder: String, config: LopConfig.Pruning) throws -> Pruner {
-        let method = ImportanceMethod(rawValue: importance ?? config.importance) ?? .lop
+    func pruner(model: Model, folder: String, config: LopConfig) throws -> Pruner {
+        let method = ImportanceMethod(rawValue: importance ?? config.pruning.importance) ?? .lop
         var calibrationSet: Calibration?
         if let calibration {
-            calibrationSet = try DataSpec(parsing: calibration).calibration(for: model, samples: samples ?? config.calibrationSamples,
-                                                                             context: config.calibrationContext)
+            calibrationSet = try DataSpec(parsing: calibration).calibration(for: model, samples: samples ?? config.pruning.calibrationSamples,
+                                                                             context: config.pruning.calibrationContext, options: data(config))
         } else if method != .magnitude {
             throw ValidationError("--calibration is needed for \(method.rawValue) importance (or use --importance magnitude)")
         }
@@ -143,7 +152,7 @@ struct ImportanceCommand: ParsableCommand {
         try runReportingErrors {
             let config = try options.load()
             let loaded = try loadModel(model, config: config)
-            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config)
             let rows = zip(pruner.units, pruner.scores).map { unit, s in
                 let sorted = s.sorted()
                 let top = sorted.suffix(max(1, s.count / 10)).reduce(0.0) { $0 + Double($1) }
@@ -192,7 +201,7 @@ struct PruneCommand: ParsableCommand {
             let config = try options.load()
             let parsedBudget = try Budget(parsing: budget)
             let loaded = try loadModel(model, config: config)
-            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config)
             let bounds = pruning.bounds(config.pruning)
             let proposed: [Double], sizes: [Int]
             if let method = AllocationMethod(rawValue: strategy) {
@@ -222,14 +231,20 @@ struct EvalCommand: ParsableCommand {
     @Argument(help: "A Hugging Face model folder (pruned or not).")
     var model: String
 
-    @Option(help: "Held-out data: a token file (.bin, .u32.bin, .jsonl) or 'shapes[:N]' (tiny-llava's held-out questions).")
+    @Option(help: "Held-out data: a data file (.txt, .jsonl of text, ids or questions, MMBench .tsv, .bin, .u32.bin) or 'shapes[:N]' (tiny-llava's held-out questions).")
     var data: String
 
     @Option(help: "Tokens per evaluation window for text data.")
     var context = 128
 
+    @Option(help: "Wraps the bare questions of a question file; {question} is replaced, <image> marks the image (default: data.prompt_template).")
+    var promptTemplate: String?
+
     func validate() throws {
         guard context >= 1 && context <= 1_000_000 else { throw ValidationError("--context must be between 1 and 1000000") }
+        if let promptTemplate, promptTemplate.components(separatedBy: "{question}").count != 2 {
+            throw ValidationError("--prompt-template must hold {question} exactly once")
+        }
     }
 
     func run() throws {
@@ -240,7 +255,8 @@ struct EvalCommand: ParsableCommand {
             let loadSeconds = Date().timeIntervalSince(loadStarted)
             let spec = try DataSpec(parsing: data)
             let started = Date()
-            let metrics = try spec.evaluationData(for: loaded, context: context).evaluate(loaded)
+            let metrics = try spec.evaluationData(for: loaded, context: context, options: DataFile.Options(config.data).with(promptTemplate: promptTemplate))
+                .evaluate(loaded)
             let seconds = Date().timeIntervalSince(started)
             if options.json {
                 // The metrics, with what the run cost beside them.
@@ -254,6 +270,7 @@ struct EvalCommand: ParsableCommand {
             }
             print(String(format: "loss %.4f", metrics.loss) + (metrics.perplexity.map { String(format: "  perplexity %.3f", $0) } ?? "")
                   + (metrics.accuracy.map { String(format: "  accuracy %.3f", $0) } ?? "")
+                  + (metrics.exactMatch.map { String(format: "  exact match %.3f", $0) } ?? "")
                   + "  (\(metrics.count) \(metrics.accuracy == nil ? "tokens" : "questions"), \(String(format: "%.1f", Date().timeIntervalSince(started))) s)")
             for (kind, accuracy) in (metrics.accuracyByKind ?? [:]).sorted(by: { $0.key < $1.key }) { print(String(format: "  %@: %.3f", kind, accuracy)) }
         }
@@ -302,8 +319,8 @@ struct CompareCommand: ParsableCommand {
                 return m
             }
             let loaded = try loadModel(model, config: config)
-            let pruner = try pruning.pruner(model: loaded, folder: model, config: config.pruning)
-            let held = try DataSpec(parsing: data).evaluationData(for: loaded, context: config.pruning.calibrationContext)
+            let pruner = try pruning.pruner(model: loaded, folder: model, config: config)
+            let held = try DataSpec(parsing: data).evaluationData(for: loaded, context: config.pruning.calibrationContext, options: pruning.data(config))
             var document = Report(model: model, modelHash: pruner.modelHash, data: data, importance: pruner.importance.rawValue,
                                   units: pruner.units.map(\.name), original: try held.evaluate(loaded), originalParameterCount: loaded.parameterCount)
             let total = Double(Projection.prunableParameters(pruner.units))

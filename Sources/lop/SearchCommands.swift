@@ -37,6 +37,9 @@ struct SearchCommand: ParsableCommand {
     @Option(name: .customLong("set"), help: "A search setting, KEY=VALUE (repeatable; keys as in the config's search section).")
     var settings: [String] = []
 
+    @Option(help: "What a strategy is scored by: loss, or accuracy (exact-match answers, or the right choice most likely) (default: search.reward).")
+    var reward: String?
+
     @Option(help: "Write the best strategy to this JSON file.")
     var out: String?
 
@@ -49,7 +52,9 @@ struct SearchCommand: ParsableCommand {
         if let samples = pruning.samples { object["samples"] = .number(Double(samples)) }
         if let importance = pruning.importance { object["importance"] = .string(importance) }
         if let reconstruction = pruning.reconstruction { object["reconstruction"] = .string(reconstruction) }
+        if let template = pruning.promptTemplate { object["prompt_template"] = .string(template) }
         var overrides: [String: AnyJSON] = [:]
+        if let reward { overrides["reward"] = .string(reward) }
         for pair in settings {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else { throw ValidationError("--set '\(pair)' is not KEY=VALUE") }
             let raw = String(pair[pair.index(after: equals)...])
@@ -180,7 +185,7 @@ struct SamplesExport: ParsableCommand {
 
     /// One row per sample; the strategy and sizes as space-separated lists (one column each, whatever the layer count).
     static func csv(_ samples: [Sample]) -> String {
-        var lines = ["id,model_hash,calibration_hash,budget,budget_kind,budget_value,kept_fraction,loss,reward,accuracy,depth,search_key,job_id,created_at,strategy,sizes"]
+        var lines = ["id,model_hash,calibration_hash,budget,budget_kind,budget_value,kept_fraction,loss,reward,reward_kind,accuracy,depth,search_key,job_id,created_at,strategy,sizes"]
         let dates = ISO8601DateFormatter()
         for s in samples {
             let accuracy: String = s.metrics["accuracy"].map { "\($0)" } ?? ""
@@ -189,7 +194,7 @@ struct SamplesExport: ParsableCommand {
             let strategy: String = s.strategy.map { "\($0)" }.joined(separator: " ")
             let sizes: String = s.sizes.map { String($0) }.joined(separator: " ")
             var fields: [String] = [String(s.id ?? 0), s.modelHash, s.calibrationHash, csvField(s.budget.description), s.budgetKind]
-            fields += ["\(s.budgetValue)", "\(s.keptFraction)", "\(s.loss)", "\(s.reward)", accuracy, "\(s.depth)"]
+            fields += ["\(s.budgetValue)", "\(s.keptFraction)", "\(s.loss)", "\(s.reward)", s.rewardKind ?? "loss", accuracy, "\(s.depth)"]
             fields += [csvField(s.searchKey), job, created, strategy, sizes]
             lines.append(fields.joined(separator: ","))
         }

@@ -25,11 +25,12 @@ import TestSupport
         try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: references + "/tokenizers/cases.json")))
     }
 
-    @Test(arguments: ["gpt2", "llama3", "qwen2", "llama2", "mistral"])
+    @Test(arguments: ["gpt2", "llama3", "qwen2", "llama2", "mistral", "fixture"])
     func idsAndTextMatchHuggingFaceTokenizers(name: String) throws {
         let cases = try Self.cases()
         let expected = try #require(cases.tokenizers[name])
-        let tokenizer = try Tokenizer(file: Self.references + "/tokenizers/\(name)/tokenizer.json")
+        let file = name == "fixture" ? TestDatabase.repositoryRoot + "/Fixtures/tiny-llava/tokenizer.json" : Self.references + "/tokenizers/\(name)/tokenizer.json"
+        let tokenizer = try Tokenizer(file: file)
         var mismatches: [String] = []
         for (i, text) in cases.texts.enumerated() {
             let with = try tokenizer.encode(text, addSpecialTokens: true)
