@@ -69,6 +69,7 @@ public enum DataFile {
 
     public static func read(_ path: String, options: Options = Options()) throws(EvaluationError) -> Contents {
         if path.hasSuffix(".bin") { return .tokens(path: path) }
+        _ = try options.wrap("")  // a template that cannot place a question is refused before any file is read
         guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError("\(path): cannot be read") }
         guard let text = String(data: data, encoding: .utf8) else { throw EvaluationError("\(path): is not UTF-8 text") }
         if path.hasSuffix(".txt") { return .text([text]) }
