@@ -104,7 +104,8 @@ struct SearchCommand: ParsableCommand {
             if options.json { return try printJSON(summary) }
             let s = summary.statistics
             print(String(format: "budget %@: best loss %.4f, uniform %.4f (%.2f %% lower)", summary.budget.description, summary.best.loss, summary.uniform.loss,
-                         summary.improvement * 100))
+                         summary.improvement * 100)
+                  + (request.settings.reward == "accuracy" ? String(format: "; accuracy %.4f, uniform %.4f", summary.best.accuracy, summary.uniform.accuracy) : ""))
             print(String(format: "%d simulations, %d evaluations (%d looked up, %d screenings), %.1f s", s.simulations, s.evaluations,
                          s.cacheHits, s.screenings, s.seconds) + (store ? ", \(written) samples stored" : ""))
             for (unit, (size, ratio)) in zip(summary.units, zip(summary.best.sizes, summary.best.strategy)) {

@@ -10,6 +10,24 @@ let fixturesRoot = TestDatabase.repositoryRoot + "/Fixtures"
 @Suite struct FixtureTests {
     static let committed = ["tiny-llama", "tiny-llava"]
 
+    /// The committed side files are what `lop fixtures train` (and `lop fixtures inputs`) write, and the byte
+    /// tokenizer file tokenizes as the fixtures' byte tokenizer.
+    @Test(arguments: committed)
+    func inputSideFilesAreTheBuildersAndTokenizeAsBytes(name: String) throws {
+        let folder = fixturesRoot + "/" + name
+        for (file, data) in Fixtures.inputFiles(name) {
+            #expect(FileManager.default.contents(atPath: folder + "/" + file) == data, "\(name)/\(file) differs from what the builder writes")
+        }
+        #expect(FileManager.default.fileExists(atPath: folder + "/preprocessor_config.json") == (name == "tiny-llava"))
+        let model = try Model.load(directory: folder)
+        let inputs = try model.inputs()
+        let text = "Q: what color is the shape at top left? A: red — naïve 東京 🦊"
+        #expect(try inputs.tokenizer.encode(text, addSpecialTokens: false) == ByteTokenizer().encode(text))
+        #expect(try inputs.tokenizer.encode(text) == [ByteTokenizer.bos] + ByteTokenizer().encode(text))
+        #expect(try inputs.tokenizer.encode("<image>x</s>", addSpecialTokens: false) == [ByteTokenizer.image, 120, ByteTokenizer.eos])
+        #expect(inputs.eos == ByteTokenizer.eos && inputs.tokenizer.decode(ByteTokenizer().encode(text)) == text)
+    }
+
     @Test(arguments: committed)
     func heldOutMetricsMatchTheModelCard(name: String) throws {
         let folder = fixturesRoot + "/" + name

@@ -1,3 +1,4 @@
+import Evaluation
 import Foundation
 import Jobs
 import LopConfig
@@ -10,6 +11,16 @@ import Testing
 
 /// The kinds of job: one enum, the database's CHECK, the config's vocabulary and the handlers agree.
 @Suite struct JobContractTests {
+    /// The config's `data` section maps onto the data files' own defaults, and a template override shows through.
+    @Test func theDataSectionsDefaultsAreTheDataFilesDefaults() {
+        #expect(DataFile.Options(LopConfig().data) == DataFile.Options())
+        var changed = LopConfig().data
+        changed.imagesOutsideFolder = false
+        changed.maxImagePixels = 7
+        #expect(DataFile.Options(changed) == DataFile.Options(imagesOutsideFolder: false, maximumPixels: 7))
+        #expect(DataFile.Options().with(promptTemplate: "Q: {question}").promptTemplate == "Q: {question}")
+    }
+
     @Test func theDatabaseCheckListsExactlyTheJobKinds() throws {
         let pool = ConnectionPool(target: try TestDatabase.createMigrated(), size: 1)
         defer { pool.close() }

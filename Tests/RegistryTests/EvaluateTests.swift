@@ -1,3 +1,5 @@
+import Evaluation
+import Fixtures
 import Foundation
 @testable import Jobs
 import Models
@@ -62,6 +64,48 @@ import Webhooks
         let folderSummary = try #require(try folder.result?.decode(EvaluateSummary.self))
         #expect(folderSummary.model == nil && folderSummary.metrics == registered && folderSummary.evaluationId == nil)
         #expect(try world.events("model.evaluated").count == 3)
+    }
+
+    /// Bad files users bring (a truncated PNG, a TSV without a column, a line that is not an object, a model whose
+    /// tokenizer.json uses an unknown model) fail their jobs at once with the file named; the worker goes on and
+    /// evaluates the good file after them as `shapes` scores.
+    @Test func badDataFilesFailTheirJobsAndTheWorkerGoesOn() throws {
+        let world = try RegistryWorld()
+        defer { world.close() }
+        let folder = NSTemporaryDirectory() + "lop-evaluate-inputs-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let examples = ShapesFiles.examples(32)
+        let good = try ShapesFiles.jsonl(examples, in: folder)
+        let png = try Data(contentsOf: URL(fileURLWithPath: folder + "/images/0.png"))
+        try png.prefix(40).write(to: URL(fileURLWithPath: folder + "/images/cut.png"))
+        try #"{"image": "images/cut.png", "prompt": "<image>Q: how many shapes? A: ", "answer": "1"}"#.write(toFile: folder + "/cut.jsonl", atomically: true, encoding: .utf8)
+        try "index\tquestion\tA\tanswer\timage\n1\tq\ta\tA\tAAAA\n".write(toFile: folder + "/short.tsv", atomically: true, encoding: .utf8)
+        try (try String(contentsOfFile: good, encoding: .utf8) + "[1, 2]\n").write(toFile: folder + "/mixed.jsonl", atomically: true, encoding: .utf8)
+        let llava = TestDatabase.repositoryRoot + "/Fixtures/tiny-llava"
+        let broken = folder + "/model"
+        try FileManager.default.copyItem(atPath: llava, toPath: broken)
+        let tokenizer = try String(contentsOfFile: broken + "/tokenizer.json", encoding: .utf8).replacingOccurrences(of: #""type": "BPE""#, with: #""type": "WordPiece""#)
+        try tokenizer.write(toFile: broken + "/tokenizer.json", atomically: true, encoding: .utf8)
+        let bad: [(String, String)] = [
+            (#"{"model": "\#(llava)", "data": "\#(folder)/cut.jsonl"}"#, "images/cut.png: is not a valid PNG file"),
+            (#"{"model": "\#(llava)", "data": "\#(folder)/short.tsv"}"#, "short.tsv row 1: the header has no \"B\" column"),
+            (#"{"model": "\#(llava)", "data": "\#(folder)/mixed.jsonl"}"#, "mixed.jsonl line 33: is not a JSON object"),
+            (#"{"model": "\#(broken)", "data": "\#(good)"}"#, "tokenizer.json: model.type: model \"WordPiece\" is not supported"),
+            (#"{"model": "\#(llava)", "data": "\#(good)", "prompt_template": "no placeholder"}"#, "'prompt_template' must hold {question} exactly once"),
+        ]
+        var ids = try bad.map { try world.insert("evaluate", $0.0) }
+        ids.append(try world.insert("evaluate", #"{"model": "\#(llava)", "data": "\#(good)"}"#))
+        let jobs = try world.runUntilFinal(ids)
+        for (job, expected) in zip(jobs, bad) {
+            #expect(job.state == .discarded && job.attempt == 1 && job.errors.last?.error.contains(expected.1) == true, "\(job.errors)")
+        }
+        let last = try #require(jobs.last)
+        #expect(last.state == .completed, "\(last.errors)")
+        let summary = try #require(try last.result?.decode(EvaluateSummary.self))
+        let model = try Model.load(directory: llava)
+        let builtIn = try DataSpec.shapes(count: examples.count, heldOut: true).evaluationData(for: model).evaluate(model)
+        let digest = try sha256sum(good)
+        #expect(summary.metrics.accuracy == builtIn.accuracy && summary.dataHash == digest)
     }
 
     /// Every alias change emits model.alias_changed with both versions and the actor, whether lop or plain SQL
