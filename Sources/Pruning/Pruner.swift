@@ -175,7 +175,7 @@ public final class Pruner {
         let pruned = try self.pruned(sizes: sizes, reconstruction: reconstruction)
         let record = record(budget: budget, allocation: allocation, proposed: proposed, sizes: sizes, pruned: pruned, reconstruction: reconstruction)
         // The base's tokenizer and preprocessing travel with it: the pruned model reads inputs as the base does.
-        var files = nested.model.folder.map { ModelInputs.sideFileData(in: $0.path) } ?? [:]
+        var files = base.folder.map { ModelInputs.sideFileData(in: $0.path) } ?? [:]
         files[PruningRecord.fileName] = try record.encoded()
         try pruned.write(to: directory, dtype: dtype, extraFiles: files)
         return (pruned, record)

@@ -70,7 +70,7 @@ func sha256sum(_ path: String) throws -> String {
         let world = try RegistryWorld()
         defer { world.close() }
         let base = try world.register("tiny-llama")
-        #expect(base.kind == .base && base.files.keys.sorted() == ["MODEL_CARD.md", "config.json", "heldout.bin", "model.safetensors"])
+        #expect(base.kind == .base && base.files.keys.sorted() == ["MODEL_CARD.md", "config.json", "heldout.bin", "model.safetensors", "tokenizer.json", "tokenizer_config.json"])
         let args = #"{"model": "tiny-llama", "budget": {"kind": "fraction", "value": 0.4}, "method": "search", "search": {"simulations": 8}}"#
         let id = try world.insert("compress", args)
         let job = try world.runUntilFinal([id])[0]
@@ -87,6 +87,8 @@ func sha256sum(_ path: String) throws -> String {
             #expect(try sha256sum(folder + "/" + file) == digest.sha256, "\(file)")
         }
         #expect(Set(model.files.keys).isSuperset(of: ["config.json", "model.safetensors", "pruning.json", "report.html", "report.json"]))
+        // The pruned variant reads inputs as its base does: the tokenizer files travel with it, unchanged.
+        #expect(model.files["tokenizer.json"] == base.files["tokenizer.json"] && model.files["tokenizer_config.json"] == base.files["tokenizer_config.json"])
         #expect(world.root.temporaryFolders().isEmpty)
 
         // The parameter count meets the budget: 40 % of the FFN parameters, within one neuron, and the file is
