@@ -229,17 +229,33 @@ public struct ImagePreprocessor: Sendable, Equatable {
         let (outW, outH) = horizontal ? (outSize, image.height) : (image.width, outSize)
         var out = [UInt8](repeating: 0, count: outW * outH * 3)
         let half = 1 << (precisionBits - 1)
+        // Flat coefficient table; the three channels accumulate together (one pass over each source pixel).
+        let width = weights.map(\.count).max() ?? 0
+        var table = [Int](repeating: 0, count: outSize * width)
+        for (j, k) in weights.enumerated() { for (i, w) in k.enumerated() { table[j * width + i] = w } }
+        // Source step between neighbouring taps: a pixel (horizontal) or a row (vertical).
+        let step = horizontal ? 3 : image.width * 3
         image.pixels.withUnsafeBufferPointer { src in
-            for y in 0..<outH {
-                for x in 0..<outW {
-                    let (b, k) = horizontal ? (bounds[x], weights[x]) : (bounds[y], weights[y])
-                    for c in 0..<3 {
-                        var sum = half
-                        for i in 0..<b.count {
-                            let index = horizontal ? (y * image.width + b.start + i) * 3 + c : ((b.start + i) * image.width + x) * 3 + c
-                            sum += Int(src[index]) * k[i]
+            table.withUnsafeBufferPointer { k in
+                out.withUnsafeMutableBufferPointer { dst in
+                    for y in 0..<outH {
+                        for x in 0..<outW {
+                            let j = horizontal ? x : y
+                            let (start, count) = bounds[j]
+                            var index = horizontal ? (y * image.width + start) * 3 : (start * image.width + x) * 3
+                            var (r, g, b) = (half, half, half)
+                            for i in 0..<count {
+                                let w = k[j * width + i]
+                                r += Int(src[index]) * w
+                                g += Int(src[index + 1]) * w
+                                b += Int(src[index + 2]) * w
+                                index += step
+                            }
+                            let o = (y * outW + x) * 3
+                            dst[o] = UInt8(clamping: r >> precisionBits)
+                            dst[o + 1] = UInt8(clamping: g >> precisionBits)
+                            dst[o + 2] = UInt8(clamping: b >> precisionBits)
                         }
-                        out[(y * outW + x) * 3 + c] = UInt8(clamping: sum >> precisionBits)
                     }
                 }
             }

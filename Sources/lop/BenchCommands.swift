@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure lop's speed and print a table of figures beside their references.",
         discussion: "Build with `swift build -c release` first: debug builds are many times slower.",
-        subcommands: [TensorBench.self, EngineBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self, WebhooksBench.self])
+        subcommands: [TensorBench.self, EngineBench.self, InputsBench.self, QueueBench.self, PruningBench.self, SearchBench.self, PredictorBench.self, WebhooksBench.self])
 
     struct TensorBench: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -93,6 +93,55 @@ struct Bench: ParsableCommand {
                 o.evaluations = evaluations
                 o.repeats = repeats
                 return try EngineBenchmark.run(o, progress: progress)
+            }
+        }
+    }
+
+    struct InputsBench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "inputs",
+            abstract: "Tokenizer load and encode speed, and image decode + preprocessing per image, beside Hugging Face tokenizers, Pillow and transformers.",
+            discussion: """
+                Pass a real model's tokenizer.json to measure at its size (the default is the committed Qwen2-style reference). \
+                For the reference column, install tokenizers, pillow and transformers into a virtual environment and pass its \
+                python (see scripts/inputs_reference.py); without it the table has lop's figures only.
+                """)
+
+        @OptionGroup var options: GlobalOptions
+
+        @Option(help: "A tokenizer.json.")
+        var tokenizer = "Tests/References/inputs/tokenizers/qwen2/tokenizer.json"
+
+        @Option(help: "UTF-8 text encoded in one call (default: Debian's GPL-3 licence text).")
+        var text = "/usr/share/common-licenses/GPL-3"
+
+        @Option(help: "A folder with a preprocessor_config.json (default: CLIP ViT-L/14-336's).")
+        var preprocessor: String?
+
+        @Option(help: "An image file to decode and preprocess (repeatable; default: a made 1024×768 PNG).")
+        var image: [String] = []
+
+        @Option(help: "Folder for made files.")
+        var dir = NSTemporaryDirectory() + "lop-bench-inputs"
+
+        @Option(help: "Timed runs per figure (the median is reported).")
+        var repeats = 5
+
+        @Option(help: "A Python interpreter with tokenizers, pillow and transformers.")
+        var python: String?
+
+        func validate() throws {
+            guard repeats >= 1 && repeats <= 1000 else { throw ValidationError("--repeats must be between 1 and 1000") }
+        }
+
+        func run() throws {
+            try runComputeBenchmark(options) {
+                var o = InputsBenchmark.Options(tokenizer: tokenizer, text: text, preprocessor: preprocessor ?? "",
+                                                repositoryRoot: FileManager.default.currentDirectoryPath, directory: dir)
+                o.images = image
+                o.repeats = repeats
+                o.python = python
+                return try InputsBenchmark.run(o, progress: progress)
             }
         }
     }
