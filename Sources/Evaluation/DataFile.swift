@@ -27,9 +27,12 @@ public enum DataFile {
             (self.promptTemplate, self.imagesOutsideFolder, self.maximumPixels) = (promptTemplate, imagesOutsideFolder, maximumPixels)
         }
 
+        /// Whether a template places the question exactly once.
+        public static func placesQuestionOnce(_ template: String) -> Bool { template.components(separatedBy: "{question}").count == 2 }
+
         /// The template applied to a question, refused unless it places the question once.
         func wrap(_ question: String) throws(EvaluationError) -> String {
-            guard promptTemplate.components(separatedBy: "{question}").count == 2 else {
+            guard Self.placesQuestionOnce(promptTemplate) else {
                 throw EvaluationError("prompt_template \"\(promptTemplate)\" must hold {question} exactly once")
             }
             return promptTemplate.replacingOccurrences(of: "{question}", with: question)

@@ -11,25 +11,28 @@ extension DataSpec {
     /// Text as ids: a token file's rows joined, or text documents tokenized with the model's tokenizer (each with
     /// the post-processor's special tokens). The provenance names the tokenizer and the file (empty for token files
     /// and the corpus, whose ids are their own record).
-    func textTokens(for model: Model, options: DataFile.Options) throws -> (ids: [Int], provenance: String) {
+    func textTokens(for model: Model, contents: DataFile.Contents?) throws -> (ids: [Int], provenance: String) {
         let vocabularySize = model.language.config.vocabularySize
-        switch self {
-        case .file(let path):
-            switch try DataFile.read(path, options: options) {
-            case .tokens(let file): return (try TokenData.read(file, vocabularySize: vocabularySize).flatMap { $0 }, "")
-            case .text(let documents):
-                let inputs = try model.inputs()
-                var ids: [Int] = []
-                for document in documents { ids += try inputs.tokenizer.encode(document) }
-                if let bad = ids.first(where: { $0 >= vocabularySize }) {
-                    throw EvaluationError("\(inputs.tokenizer.file): gives id \(bad), outside the model's vocabulary of \(vocabularySize)")
-                }
-                return (ids, try Self.provenance(inputs, file: path))
-            case .questions: throw EvaluationError("\(path): holds questions, not text")
+        switch (self, contents) {
+        case (.file, .tokens(let file)?): return (try TokenData.read(file, vocabularySize: vocabularySize).flatMap { $0 }, "")
+        case (.file(let path), .text(let documents)?):
+            let inputs = try model.inputs()
+            var ids: [Int] = []
+            for document in documents { ids += try inputs.tokenizer.encode(document) }
+            if let bad = ids.first(where: { $0 >= vocabularySize }) {
+                throw EvaluationError("\(inputs.tokenizer.file): gives id \(bad), outside the model's vocabulary of \(vocabularySize)")
             }
-        case .corpus: return (try TextCorpus().train, "")
-        case .shapes: throw EvaluationError("\(self) is image-question data, not text")
+            return (ids, try Self.provenance(inputs, file: path))
+        case (.file(let path), _): throw EvaluationError("\(path): holds questions, not text")
+        case (.corpus, _): return (try TextCorpus().train, "")
+        case (.shapes, _): throw EvaluationError("\(self) is image-question data, not text")
         }
+    }
+
+    /// What a data file holds (nil for the fixtures' named sets).
+    func contents(options: DataFile.Options) throws -> DataFile.Contents? {
+        guard case .file(let path) = self else { return nil }
+        return try DataFile.read(path, options: options)
     }
 
     /// The tokenizer's, the preprocessor's and the data file's SHA-256.
@@ -39,8 +42,8 @@ extension DataSpec {
     }
 
     /// A data file's questions, tokenized and preprocessed (nil: the file is not question data).
-    func questions(for model: Model, options: DataFile.Options) throws -> (set: Evaluation.AnswerSet, provenance: String)? {
-        guard case .file(let path) = self, case .questions(let questions) = try DataFile.read(path, options: options) else { return nil }
+    func questions(for model: Model, contents: DataFile.Contents?, options: DataFile.Options) throws -> (set: Evaluation.AnswerSet, provenance: String)? {
+        guard case .file(let path) = self, case .questions(let questions)? = contents else { return nil }
         let set = try Evaluation.AnswerSet.questions(questions, model: model, options: options)
         return (set, try Self.provenance(try model.inputs(), file: path))
     }
@@ -58,8 +61,9 @@ extension DataSpec {
     /// Held-out data for `lop eval` and reports.
     public func evaluationData(for model: Model, context: Int = Fixtures.textContext, options: DataFile.Options = DataFile.Options()) throws -> EvaluationData {
         if case .shapes = self { return .answers(try shapes(for: model)) }
-        if let questions = try questions(for: model, options: options) { return .answers(questions.set) }
-        return .text(try textTokens(for: model, options: options).ids, context: context)
+        let contents = try contents(options: options)
+        if let questions = try questions(for: model, contents: contents, options: options) { return .answers(questions.set) }
+        return .text(try textTokens(for: model, contents: contents).ids, context: context)
     }
 
     /// Calibration samples: the first `samples` windows of text, or `samples` questions.
@@ -73,10 +77,11 @@ extension DataSpec {
             }
             return try Calibration(name: description, batches: batches)
         default:
-            if let questions = try questions(for: model, options: options) {
+            let contents = try contents(options: options)
+            if let questions = try questions(for: model, contents: contents, options: options) {
                 return try Calibration.questions(questions.set, samples: samples, name: description, provenance: questions.provenance)
             }
-            let text = try textTokens(for: model, options: options)
+            let text = try textTokens(for: model, contents: contents)
             return try Calibration.text(text.ids, samples: samples, context: context, name: description, provenance: text.provenance)
         }
     }

@@ -236,7 +236,7 @@ extension SearchOptions {
     /// A `prompt_template` argument: text holding `{question}` once.
     static func promptTemplate<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K) throws -> String? {
         try c.parsed(key) { text in
-            guard text.components(separatedBy: "{question}").count == 2 else { throw c.invalid(key, "must hold {question} exactly once") }
+            guard DataFile.Options.placesQuestionOnce(text) else { throw c.invalid(key, "must hold {question} exactly once") }
             return text
         }
     }

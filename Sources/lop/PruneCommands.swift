@@ -58,7 +58,7 @@ struct PruningOptions: ParsableArguments {
             throw ValidationError("--reconstruction must be none or least-squares")
         }
         if let ridge, !(ridge >= 0 && ridge <= 1000) { throw ValidationError("--ridge must be in [0, 1000]") }
-        if let promptTemplate, promptTemplate.components(separatedBy: "{question}").count != 2 {
+        if let promptTemplate, !DataFile.Options.placesQuestionOnce(promptTemplate) {
             throw ValidationError("--prompt-template must hold {question} exactly once")
         }
         for (name, value) in [("--min-ratio", minimumRatio), ("--max-ratio", maximumRatio)] {
@@ -242,7 +242,7 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         guard context >= 1 && context <= 1_000_000 else { throw ValidationError("--context must be between 1 and 1000000") }
-        if let promptTemplate, promptTemplate.components(separatedBy: "{question}").count != 2 {
+        if let promptTemplate, !DataFile.Options.placesQuestionOnce(promptTemplate) {
             throw ValidationError("--prompt-template must hold {question} exactly once")
         }
     }
