@@ -25,6 +25,8 @@ public struct Tokenizer: Sendable {
     let decoder: TokenDecoder?
     let tokenOfID: [Int: String]
     let specialIDs: Set<Int>
+    /// Added tokens matched in the raw text, and those matched after normalization.
+    let rawMatcher, normalizedMatcher: AddedTokenMatcher
 
     /// Ids in use: one past the largest of the model's vocabulary and the added tokens.
     public var vocabularySize: Int { (tokenOfID.keys.max() ?? -1) + 1 }
@@ -66,6 +68,8 @@ public struct Tokenizer: Sendable {
         for token in added { tokens[token.id] = token.content }
         tokenOfID = tokens
         specialIDs = Set(added.filter(\.special).map(\.id))
+        rawMatcher = AddedTokenMatcher(added.filter { !$0.normalized })
+        normalizedMatcher = AddedTokenMatcher(added.filter(\.normalized))
     }
 
     /// The id of a token of the vocabulary or an added token.
@@ -80,11 +84,10 @@ public struct Tokenizer: Sendable {
     public func encode(_ text: String, addSpecialTokens: Bool = true) throws(TokenizerError) -> [Int] {
         var ids: [Int] = []
         var cache: [String: [Int]] = [:]
-        let raw = addedTokens.filter { !$0.normalized }, normalizedTokens = addedTokens.filter(\.normalized)
-        for piece in AddedTokenMatcher(raw).split(text, atStart: true) {
+        for piece in rawMatcher.split(text, atStart: true) {
             if let token = piece.token { ids.append(token); continue }
             let normal = normalizer.map { $0.apply(piece.text) } ?? piece.text
-            for inner in AddedTokenMatcher(normalizedTokens).split(normal, atStart: piece.atStart) {
+            for inner in normalizedMatcher.split(normal, atStart: piece.atStart) {
                 if let token = inner.token { ids.append(token); continue }
                 let words = preTokenizer.map { $0.apply([(inner.text, inner.atStart)]) } ?? [(inner.text, inner.atStart)]
                 for (word, _) in words where !word.isEmpty {
@@ -208,16 +211,20 @@ struct TokenizerFields {
 }
 
 /// Splits text on added tokens, leftmost-longest, honouring each token's `lstrip`, `rstrip` and `single_word`.
-struct AddedTokenMatcher {
+struct AddedTokenMatcher: Sendable {
     struct Piece { let text: String; let token: Int?; let atStart: Bool }
-    let tokens: [(bytes: [UInt8], token: Tokenizer.AddedToken)]
+    struct Candidate: Sendable { let bytes: [UInt8]; let token: Tokenizer.AddedToken }
+    /// By first byte, longest first.
+    let candidates: [UInt8: [Candidate]]
+    var isEmpty: Bool { candidates.isEmpty }
 
     init(_ tokens: [Tokenizer.AddedToken]) {
-        self.tokens = tokens.map { (Array($0.content.utf8), $0) }.sorted { $0.bytes.count > $1.bytes.count }
+        candidates = Dictionary(grouping: tokens.map { Candidate(bytes: Array($0.content.utf8), token: $0) }, by: { $0.bytes[0] })
+            .mapValues { $0.sorted { $0.bytes.count > $1.bytes.count } }
     }
 
     func split(_ text: String, atStart: Bool) -> [Piece] {
-        guard !tokens.isEmpty else { return [Piece(text: text, token: nil, atStart: atStart)] }
+        guard !isEmpty else { return [Piece(text: text, token: nil, atStart: atStart)] }
         let bytes = Array(text.utf8)
         var pieces: [Piece] = []
         var gapStart = 0, i = 0
@@ -226,7 +233,7 @@ struct AddedTokenMatcher {
             pieces.append(Piece(text: String(decoding: bytes[range], as: UTF8.self), token: nil, atStart: atStart && range.lowerBound == 0))
         }
         while i < bytes.count {
-            guard let found = tokens.first(where: { matches($0.bytes, at: i, in: bytes) && wordBounded($0.token, i, $0.bytes.count, bytes) }) else {
+            guard let found = candidates[bytes[i]]?.first(where: { matches($0.bytes, at: i, in: bytes) && wordBounded($0.token, i, $0.bytes.count, bytes) }) else {
                 i += 1
                 continue
             }
