@@ -1,5 +1,6 @@
 import Foundation
 import LopCore
+import Tensor
 
 /// A `config.json` key that is missing, of the wrong type, or out of range.
 public struct ModelConfigError: Error, CustomStringConvertible, Equatable {
@@ -31,8 +32,11 @@ struct ConfigFields {
         return v
     }
 
-    func double(_ name: String, default fallback: Double) throws(ModelConfigError) -> Double {
-        guard let value = members[name], value != .null else { return fallback }
+    func double(_ name: String, default fallback: Double?) throws(ModelConfigError) -> Double {
+        guard let value = members[name], value != .null else {
+            guard let fallback else { throw ModelConfigError(key: key(name), problem: "is missing") }
+            return fallback
+        }
         guard let v = value.doubleValue, v.isFinite, v > 0 else { throw ModelConfigError(key: key(name), problem: "\(value.serialized()) is not a positive number") }
         return v
     }
@@ -71,6 +75,13 @@ struct ConfigFields {
         return widths
     }
 
+    /// A key neither read nor known to be harmless may change the computation: an error, never ignored.
+    func rejectUnknown(understood: Set<String>, harmless: Set<String>) throws(ModelConfigError) {
+        for name in members.keys.sorted() where !understood.contains(name) && !harmless.contains(name) {
+            throw ModelConfigError(key: key(name), problem: "is not understood by lop, and it may change what the model computes")
+        }
+    }
+
     func child(_ name: String) throws(ModelConfigError) -> ConfigFields {
         guard let value = members[name] else { throw ModelConfigError(key: key(name), problem: "is missing") }
         return try ConfigFields(value, path: key(name))
@@ -96,6 +107,8 @@ public struct LlamaConfig: Equatable, Sendable {
     public var headDim: Int
     public var rmsNormEps: Double
     public var ropeTheta: Double
+    /// How rotary frequencies are rescaled (`rope_parameters.rope_type`, or the older `rope_scaling`).
+    public var ropeScaling: Rotary.Scaling = .none
     public var tiedEmbeddings: Bool
     /// Biases on q/k/v projections (Qwen2; Llama's `attention_bias`).
     public var qkvBias: Bool
@@ -143,7 +156,7 @@ public struct LlamaConfig: Equatable, Sendable {
         headDim = try f.int("head_dim", default: hiddenSize / heads)
         guard headDim % 2 == 0 else { throw ModelConfigError(key: f.key("head_dim"), problem: "\(headDim) is odd; rotary embeddings need pairs") }
         rmsNormEps = try f.double("rms_norm_eps", default: 1e-6)
-        ropeTheta = try f.double("rope_theta", default: 10000)
+        (ropeTheta, ropeScaling) = try Self.rotary(f)
         tiedEmbeddings = try f.bool("tie_word_embeddings", default: false)
         let attentionBias = try f.bool("attention_bias", default: false)
         qkvBias = modelType == "qwen2" || attentionBias
@@ -151,11 +164,88 @@ public struct LlamaConfig: Equatable, Sendable {
         maxPositions = try f.int("max_position_embeddings", default: 2048)
         _ = try f.string("hidden_act", default: "silu", allowed: ["silu"])
         if try f.bool("mlp_bias", default: false) { throw ModelConfigError(key: f.key("mlp_bias"), problem: "FFN biases are not supported") }
-        if let scaling = f.members["rope_scaling"], scaling != .null {
-            throw ModelConfigError(key: f.key("rope_scaling"), problem: "rotary scaling \(scaling.serialized()) is not supported")
-        }
         ffnSizes = try f.layerWidths(ffnSizesKey, layers: layers, full: intermediateSize)
+        try Self.checkAttentionWindows(f)
+        try f.rejectUnknown(understood: Self.understood, harmless: Self.harmless)
     }
+
+    /// Keys this type reads.
+    static let understood: Set<String> = [
+        "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings", "attention_bias",
+        "max_position_embeddings", "hidden_act", "mlp_bias", ffnSizesKey, "use_sliding_window", "sliding_window", "max_window_layers",
+        "layer_types", "pretraining_tp",
+    ]
+    /// Keys that do not change what the model computes in evaluation (ids, dtypes, training-only settings, names).
+    static let harmless: Set<String> = [
+        "architectures", "torch_dtype", "dtype", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id", "use_cache",
+        "initializer_range", "attention_dropout", "_name_or_path", "name_or_path", "output_attentions", "output_hidden_states", "return_dict",
+        "is_decoder", "is_encoder_decoder", "tokenizer_class", "id2label", "label2id", "problem_type", "chunk_size_feed_forward",
+        "tie_encoder_decoder", "pruned_heads", "torchscript", "use_return_dict", "model_max_length", "embd_pdrop", "resid_pdrop",
+    ]
+
+    /// θ and the frequency scaling, from transformers 5's `rope_parameters` or the older `rope_theta` +
+    /// `rope_scaling`; a `rope_type` lop does not implement is refused with the key's path.
+    static func rotary(_ f: ConfigFields) throws(ModelConfigError) -> (theta: Double, scaling: Rotary.Scaling) {
+        var theta = try f.double("rope_theta", default: 10000)
+        var source: ConfigFields?
+        if let parameters = f.members["rope_parameters"], parameters != .null {
+            let p = try ConfigFields(parameters, path: f.key("rope_parameters"))
+            if let top = f.members["rope_theta"], let inner = p.members["rope_theta"], top.doubleValue != inner.doubleValue {
+                throw ModelConfigError(key: p.key("rope_theta"), problem: "\(inner.serialized()) disagrees with rope_theta \(top.serialized())")
+            }
+            theta = try p.double("rope_theta", default: theta)
+            source = p
+        } else if let scaling = f.members["rope_scaling"], scaling != .null {
+            source = try ConfigFields(scaling, path: f.key("rope_scaling"))
+        }
+        guard let p = source else { return (theta, .none) }
+        let typeKey = p.members["rope_type"] != nil ? "rope_type" : "type"
+        let type = try p.string(typeKey, default: "default")
+        let known: Set<String> = ["rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
+        for key in p.members.keys.sorted() where !known.contains(key) {
+            if key == "partial_rotary_factor", p.members[key]?.doubleValue == 1 { continue }
+            throw ModelConfigError(key: p.key(key), problem: "is not supported for rope_type \"\(type)\"" + (key == "mrope_section" ? " (multimodal rotary embeddings are Qwen2.5-VL's)" : ""))
+        }
+        switch type {
+        case "default": return (theta, .none)
+        case "linear": return (theta, .linear(factor: try p.double("factor", default: nil)))
+        case "llama3":
+            let low = try p.double("low_freq_factor", default: nil), high = try p.double("high_freq_factor", default: nil)
+            guard high > low else { throw ModelConfigError(key: p.key("high_freq_factor"), problem: "must exceed low_freq_factor \(low)") }
+            return (theta, .llama3(factor: try p.double("factor", default: nil), lowFrequencyFactor: low, highFrequencyFactor: high,
+                                   originalPositions: try p.int("original_max_position_embeddings")))
+        default:
+            throw ModelConfigError(key: p.key(typeKey), problem: "\"\(type)\" is not supported (lop implements default, linear, llama3)")
+        }
+    }
+
+    /// Attention patterns other than full causal attention in every layer are refused: sliding windows switched
+    /// on, layer types other than full attention, tensor-parallel slicing of the projections.
+    static func checkAttentionWindows(_ f: ConfigFields) throws(ModelConfigError) {
+        if try f.bool("use_sliding_window", default: false) {
+            throw ModelConfigError(key: f.key("use_sliding_window"), problem: "sliding-window attention is not supported")
+        }
+        if let window = f.members["sliding_window"], window != .null, f.members["use_sliding_window"] == nil {
+            // Mistral's window: full attention as long as every sequence is shorter than it.
+            let w = try f.int("sliding_window")
+            let positions = try f.int("max_position_embeddings", default: 2048)
+            guard w >= positions else {
+                throw ModelConfigError(key: f.key("sliding_window"), problem: "\(window.serialized()) is shorter than max_position_embeddings \(positions); sliding-window attention is not supported")
+            }
+        }
+        if let types = f.members["layer_types"], types != .null {
+            guard let items = types.arrayValue, items.allSatisfy({ $0.stringValue == "full_attention" }) else {
+                throw ModelConfigError(key: f.key("layer_types"), problem: "only full_attention layers are supported")
+            }
+        }
+        if let tp = f.members["pretraining_tp"], tp != .null, tp.intValue != 1 {
+            throw ModelConfigError(key: f.key("pretraining_tp"), problem: "\(tp.serialized()) is not supported (only 1)")
+        }
+    }
+
+    /// The rotary embedding the attention applies.
+    public var rotary: Rotary { Rotary(theta: ropeTheta, scaling: ropeScaling) }
 
     /// Whether some layer's FFN is narrower than the base width.
     public var isPruned: Bool { ffnSizes.contains { $0 != intermediateSize } }
@@ -179,7 +269,19 @@ public struct LlamaConfig: Equatable, Sendable {
         ]
         if modelType != "qwen2" { members["attention_bias"] = .bool(outputBias) }
         if isPruned { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
+        if ropeScaling != .none { members["rope_scaling"] = Self.scalingJSON(ropeScaling) }
         return .object(members)
+    }
+
+    /// The older `rope_scaling` form, which transformers 4 and 5 both read.
+    static func scalingJSON(_ scaling: Rotary.Scaling) -> JSON {
+        switch scaling {
+        case .none: return .null
+        case .linear(let factor): return .object(["rope_type": .string("linear"), "factor": .double(factor)])
+        case .llama3(let factor, let low, let high, let original):
+            return .object(["rope_type": .string("llama3"), "factor": .double(factor), "low_freq_factor": .double(low),
+                            "high_freq_factor": .double(high), "original_max_position_embeddings": .int(original)])
+        }
     }
 }
 

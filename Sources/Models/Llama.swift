@@ -101,11 +101,11 @@ public final class LlamaModel {
         let (batch, length) = (embeddings.shape[0], embeddings.shape[1])
         precondition(options.ffnKeep.map { $0.count == layers.count } ?? true, "ffnKeep needs one entry per layer")
         var x = embeddings
-        let eps = Float(config.rmsNormEps), theta = Float(config.ropeTheta)
+        let eps = Float(config.rmsNormEps), rotary = config.rotary
         for (i, layer) in layers.enumerated() {
             let h = g.rmsNorm(x, weight: g.parameter(layer.inputNorm), eps: eps)
-            let q = g.rope(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads, theta: theta)
-            let k = g.rope(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads, theta: theta)
+            let q = g.rope(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads, rotary: rotary)
+            let k = g.rope(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads, rotary: rotary)
             let v = g.linear(h, layer.v, bias: layer.vBias)
             let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.kvHeads, causal: true)
             x = g.add(x, g.linear(attended, layer.o, bias: layer.oBias))

@@ -123,14 +123,20 @@ extension Graph {
         }
     }
 
-    /// Rotary position embedding as Llama applies it (`rotate_half`: element i pairs with i + headDim/2).
-    /// `x` is `[batch, positions, heads·headDim]`; position t is rotated by angle (positionOffset + t)·θ^(−2i/headDim).
+    /// Rotary position embedding with the default frequencies θ^(−2i/headDim).
     public func rope(_ x: Value, heads: Int, theta: Float, positionOffset: Int = 0) -> Value {
+        rope(x, heads: heads, rotary: Rotary(theta: Double(theta)), positionOffset: positionOffset)
+    }
+
+    /// Rotary position embedding as Llama applies it (`rotate_half`: element i pairs with i + headDim/2).
+    /// `x` is `[batch, positions, heads·headDim]`; position t is rotated by angle (positionOffset + t)·fᵢ, the
+    /// frequencies fᵢ as `rotary` gives them.
+    public func rope(_ x: Value, heads: Int, rotary: Rotary, positionOffset: Int = 0) -> Value {
         precondition(x.shape.count == 3 && x.shape[2] % heads == 0 && (x.shape[2] / heads) % 2 == 0,
                      "rope: shape \(x.shape) does not split into \(heads) heads of even size")
         let (batch, positions, width) = (x.shape[0], x.shape[1], x.shape[2])
         let headDim = width / heads, half = headDim / 2
-        let (cosines, sines) = RotaryTables.shared.tables(positions: positions, headDim: headDim, theta: theta, offset: positionOffset)
+        let (cosines, sines) = RotaryTables.shared.tables(positions: positions, headDim: headDim, rotary: rotary, offset: positionOffset)
         func rotate(_ input: Tensor, inverse: Bool) -> Tensor {
             var out = Tensor(uninitialized: input.shape)
             let sign: Float = inverse ? -1 : 1
@@ -159,20 +165,57 @@ extension Graph {
     }
 }
 
-/// cos/sin tables of rotary embeddings, computed once per (positions, head size, θ, offset): a forward pass
-/// asks for the same tables in every layer, and a search asks for them thousands of times.
+/// A rotary embedding's frequencies: θ^(−2i/d) for pair i of a head of size d, rescaled as the checkpoint's
+/// `rope_type` says (transformers' `modeling_rope_utils`).
+public struct Rotary: Hashable, Sendable {
+    public enum Scaling: Hashable, Sendable {
+        case none
+        /// Position interpolation: every frequency divided by the factor.
+        case linear(factor: Double)
+        /// Llama 3.1's: wavelengths longer than `original / low` divided by the factor, shorter than
+        /// `original / high` kept, and a smooth blend between.
+        case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalPositions: Int)
+    }
+    public var theta: Double
+    public var scaling: Scaling
+
+    public init(theta: Double, scaling: Scaling = .none) {
+        self.theta = theta
+        self.scaling = scaling
+    }
+
+    /// The frequency of each of the head's `headDim / 2` pairs.
+    public func frequencies(headDim: Int) -> [Double] {
+        (0..<(headDim / 2)).map { i in
+            let f = 1 / pow(theta, Double(2 * i) / Double(headDim))
+            switch scaling {
+            case .none: return f
+            case .linear(let factor): return f / factor
+            case .llama3(let factor, let low, let high, let original):
+                let wavelength = 2 * Double.pi / f
+                let (lowWavelength, highWavelength) = (Double(original) / low, Double(original) / high)
+                if wavelength < highWavelength { return f }
+                if wavelength > lowWavelength { return f / factor }
+                let smooth = (Double(original) / wavelength - low) / (high - low)
+                return (1 - smooth) * f / factor + smooth * f
+            }
+        }
+    }
+}
+
+/// cos/sin tables of rotary embeddings, computed once per (positions, head size, frequencies, offset): a forward
+/// pass asks for the same tables in every layer, and a search asks for them thousands of times.
 final class RotaryTables: Sendable {
     static let shared = RotaryTables()
-    private struct Key: Hashable { let positions: Int, headDim: Int, theta: Float, offset: Int }
+    private struct Key: Hashable { let positions: Int, headDim: Int, rotary: Rotary, offset: Int }
     private let cache = Mutex<[Key: (cos: [Float], sin: [Float])]>([:])
 
-    func tables(positions: Int, headDim: Int, theta: Float, offset: Int) -> (cos: [Float], sin: [Float]) {
-        let key = Key(positions: positions, headDim: headDim, theta: theta, offset: offset)
+    func tables(positions: Int, headDim: Int, rotary: Rotary, offset: Int) -> (cos: [Float], sin: [Float]) {
+        let key = Key(positions: positions, headDim: headDim, rotary: rotary, offset: offset)
         if let hit = cache.withLock({ $0[key] }) { return hit }
         let half = headDim / 2
         var cosines = [Float](repeating: 0, count: positions * half), sines = cosines
-        for i in 0..<half {
-            let frequency = 1 / pow(Double(theta), Double(2 * i) / Double(headDim))
+        for (i, frequency) in rotary.frequencies(headDim: headDim).enumerated() {
             for t in 0..<positions {
                 let angle = Double(offset + t) * frequency
                 cosines[t * half + i] = Float(cos(angle))

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Tiny reference checkpoints and transformers' logits for them, for lop's model-loading and engine tests.
+
+Writes, under Tests/References/models/ (and nowhere else; each folder below is deleted and rewritten on every run):
+
+  llama-rope-default/   LlamaForCausalLM (vocab 96, hidden 32, 2 layers, 4 heads, 2 KV heads, head_dim 8,
+                        intermediate 48), rope_parameters {"rope_type": "default", "rope_theta": 100000.0}
+  llama-rope-linear/    the same weights, rope_type "linear", factor 2.0
+  llama-rope-llama3/    the same weights, rope_type "llama3", factor 8.0, low_freq_factor 1.0,
+                        high_freq_factor 4.0, original_max_position_embeddings 256 (max_position_embeddings 1024
+                        here, since transformers warns unless the original length is the smaller). With rope_theta
+                        1e5 and head_dim 8 the four wavelengths are 6.3, 111.7, 1987 and 35334 against the
+                        bounds 64 and 256, so one frequency is kept, one is smoothed and two are divided by 8.
+      Each holds config.json and model.safetensors exactly as LlamaForCausalLM.save_pretrained writes them.
+
+  llava-v5/             LlavaForConditionalGeneration: CLIP vision tower (image 24, patch 6, hidden 32, 2 layers,
+                        4 heads, intermediate 48, quick_gelu), gelu projector, Llama text model as above
+                        (vocab 96, image_token_index 95, default RoPE with theta 1e5), vision_feature_layer -1,
+                        vision_feature_select_strategy "default". config.json and model.safetensors exactly as
+                        transformers 5 save_pretrained writes them for a model built from a config: it reverts the
+                        LLaVA renaming on save (language_model.model.*, language_model.lm_head.weight,
+                        multi_modal_projector.*, vision_tower.*) but, with no loaded checkpoint to copy, leaves out
+                        the CLIPVisionModel `vision_model.` level (vision_tower.embeddings.*, not
+                        vision_tower.vision_model.embeddings.*).
+  llava-v4.52/          the same tensors under the names the transformers 4.52+ classes use for their parameters
+                        (LlavaForConditionalGeneration._checkpoint_conversion_mapping targets):
+                        model.language_model.*, model.vision_tower.vision_model.*, model.multi_modal_projector.*,
+                        lm_head.weight.
+  llava-hub/            the same tensors in the llava-hf Hub layout: language_model.model.*,
+                        language_model.lm_head.weight, vision_tower.vision_model.*, multi_modal_projector.*.
+      llava-v4.52 and llava-hub carry a transformers-4-style config.json: the llava-v5 one with `dtype` written as
+      `torch_dtype` (top level and in text_config) and text_config's `rope_parameters` written as a flat
+      `rope_theta` plus `"rope_scaling": null`, and no `transformers_version`. Both renamed folders are checked
+      here: LlavaForConditionalGeneration.from_pretrained loads each with no missing, unexpected or mismatched keys
+      and gives the llava-v5 logits bit for bit.
+
+  cases.json            {"<folder>": {"cases": [{"name", "tokens", "pixels", "logits"}]}}: transformers' float32
+                        logits (eval mode, no grad, eager attention, default positions, no padding) for fixed
+                        inputs. tokens is [[id, ...], ...]; pixels is null or {"shape": [n, 3, 24, 24],
+                        "data": [...]}; logits is {"shape": [rows * length, vocab], "data": [...]}, row-major.
+                        Floats are the shortest decimals that read back to the exact float32 values.
+                        llama-*: "two-rows", two rows of 12 ids.
+                        llava-*: "text-only" (one row of 10 ids, no image token), "one-image" (id 1, 16 image
+                        tokens, 5 ids; one image) and "two-images" (two such rows, two different images).
+  versions.json         package versions the data was made with
+
+Weights: after construction every parameter is redrawn from N(0, 0.2) (norm weights 1 + N(0, 0.1), norm biases
+N(0, 0.1)) so the logits are far from flat; they are stored as float32.
+
+Packages: torch, transformers, numpy, safetensors. Everything is seeded or fixed and runs on one CPU thread, so a
+rerun gives byte-identical files. Run from the repository root:
+
+    python scripts/model_references.py
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import safetensors
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "Tests" / "References" / "models"
+
+VOCAB = 96
+IMAGE_TOKEN = 95
+ROPE_THETA = 100000.0
+IMAGE_SIZE = 24
+PATCH = 6
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # 16 with the "default" strategy (class token dropped)
+
+TEXT = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=64,
+)
+
+LLAMAS = {
+    "llama-rope-default": ({"rope_type": "default", "rope_theta": ROPE_THETA}, {}),
+    "llama-rope-linear": ({"rope_type": "linear", "factor": 2.0, "rope_theta": ROPE_THETA}, {}),
+    "llama-rope-llama3": (
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 256,
+            "rope_theta": ROPE_THETA,
+        },
+        {"max_position_embeddings": 1024},
+    ),
+}
+
+LLAVAS = ("llava-v5", "llava-v4.52", "llava-hub")
+
+
+def fail(message):
+    sys.exit(f"model_references: {message}")
+
+
+def randomize(model, seed):
+    """Redraws every parameter, in name order, from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in sorted(model.named_parameters()):
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32)
+            is_norm = "norm" in name or "layrnorm" in name
+            if is_norm and name.endswith(".weight"):
+                parameter.copy_(1.0 + 0.1 * noise)
+            elif is_norm:
+                parameter.copy_(0.1 * noise)
+            else:
+                parameter.copy_(0.2 * noise)
+
+
+def logits_of(model, tokens, pixels=None):
+    with torch.no_grad():
+        inputs = {"input_ids": torch.tensor(tokens, dtype=torch.long)}
+        if pixels is not None:
+            inputs["pixel_values"] = torch.from_numpy(pixels)
+        output = model(**inputs, use_cache=False)
+    return output.logits.to(torch.float32).reshape(-1, output.logits.shape[-1]).numpy()
+
+
+def floats(array):
+    """Shortest decimal strings that read back to the exact float32 values, as JSON numbers."""
+    return [float(str(value)) for value in np.asarray(array, dtype=np.float32).reshape(-1)]
+
+
+def case(name, tokens, pixels, logits):
+    return {
+        "name": name,
+        "tokens": tokens,
+        "pixels": None if pixels is None else {"shape": list(pixels.shape), "data": floats(pixels)},
+        "logits": {"shape": list(logits.shape), "data": floats(logits)},
+    }
+
+
+def write_json(path, value, indent=None):
+    text = json.dumps(value, indent=indent, sort_keys=indent is not None)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def check_llama3_frequencies(config):
+    """The llama3 adjustment must keep, smooth and scale at least one frequency each."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    head_dim = config.head_dim
+    plain = 1.0 / (ROPE_THETA ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+    adjusted, attention = ROPE_INIT_FUNCTIONS["llama3"](config)
+    ratio = (plain / adjusted).tolist()
+    kept = sum(1 for r in ratio if abs(r - 1.0) < 1e-6)
+    scaled = sum(1 for r in ratio if abs(r - 8.0) < 1e-5)
+    smoothed = len(ratio) - kept - scaled
+    if attention != 1.0 or min(kept, scaled, smoothed) < 1:
+        fail(f"llama3 rope does not exercise every branch: ratios {ratio}")
+    return ratio
+
+
+def make_llamas():
+    rng = np.random.default_rng(1234)
+    tokens = rng.integers(0, VOCAB, size=(2, 12)).tolist()
+    state = None
+    entries = {}
+    for folder, (rope, extra) in LLAMAS.items():
+        config = LlamaConfig(**{**TEXT, **extra}, rope_parameters=dict(rope), attn_implementation="eager")
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        if state is None:
+            randomize(model, 1)
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            model.load_state_dict(state)
+        model.eval()
+        if rope["rope_type"] == "llama3":
+            check_llama3_frequencies(config)
+        model.save_pretrained(OUT / folder)
+        logits = logits_of(model, tokens)
+        entries[folder] = {"cases": [case("two-rows", tokens, None, logits)]}
+    return entries
+
+
+def llava_config():
+    return LlavaConfig(
+        vision_config=dict(
+            model_type="clip_vision_model",
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            hidden_act="quick_gelu",
+        ),
+        text_config=dict(
+            model_type="llama",
+            **TEXT,
+            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        ),
+        image_token_index=IMAGE_TOKEN,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        attn_implementation="eager",
+    )
+
+
+def rename(name, layout):
+    """Maps a tensor name as transformers 5 saves it (llava-v5) to the given layout."""
+    if layout == "llava-hub":
+        if name.startswith("vision_tower."):
+            return "vision_tower.vision_model." + name[len("vision_tower."):]
+        return name
+    if layout == "llava-v4.52":
+        for old, new in (
+            ("language_model.model.", "model.language_model."),
+            ("language_model.lm_head.", "lm_head."),
+            ("vision_tower.", "model.vision_tower.vision_model."),
+            ("multi_modal_projector.", "model.multi_modal_projector."),
+        ):
+            if name.startswith(old):
+                return new + name[len(old):]
+        fail(f"unexpected tensor name {name}")
+    return name
+
+
+def legacy_config(config):
+    """The transformers-4 spelling of a transformers-5 LLaVA config.json."""
+    result = {k: v for k, v in config.items() if k != "transformers_version"}
+    result["torch_dtype"] = result.pop("dtype")
+    text = dict(result["text_config"])
+    rope = text.pop("rope_parameters")
+    if set(rope) != {"rope_type", "rope_theta"} or rope["rope_type"] != "default":
+        fail(f"unexpected text rope_parameters {rope}")
+    text["rope_theta"] = rope["rope_theta"]
+    text["rope_scaling"] = None
+    if "dtype" in text:
+        text["torch_dtype"] = text.pop("dtype")
+    result["text_config"] = text
+    return result
+
+
+def load_checked(folder):
+    model, info = LlavaForConditionalGeneration.from_pretrained(
+        folder, output_loading_info=True, attn_implementation="eager", dtype=torch.float32
+    )
+    problems = {key: value for key, value in info.items() if value}
+    if problems:
+        fail(f"{folder.name}: loading reported {problems}")
+    return model.eval()
+
+
+def make_llavas():
+    rng = np.random.default_rng(5678)
+    text_ids = rng.integers(2, IMAGE_TOKEN, size=(1, 10)).tolist()
+    image_rows = [[1] + [IMAGE_TOKEN] * IMAGE_TOKENS + rng.integers(2, IMAGE_TOKEN, size=5).tolist() for _ in range(2)]
+    pixels = rng.standard_normal((2, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    inputs = [
+        ("text-only", text_ids, None),
+        ("one-image", image_rows[:1], pixels[:1].copy()),
+        ("two-images", image_rows, pixels),
+    ]
+
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(llava_config())
+    randomize(model, 2)
+    model.eval()
+    v5 = OUT / "llava-v5"
+    model.save_pretrained(v5)
+    reference = [logits_of(model, tokens, image) for _, tokens, image in inputs]
+
+    with safe_open(v5 / "model.safetensors", "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    config = json.loads((v5 / "config.json").read_text(encoding="utf-8"))
+
+    entries = {}
+    for folder in LLAVAS:
+        path = OUT / folder
+        if folder != "llava-v5":
+            path.mkdir(parents=True)
+            renamed = {rename(name, folder): tensor for name, tensor in tensors.items()}
+            if len(renamed) != len(tensors):
+                fail(f"{folder}: renaming merged tensor names")
+            save_file(renamed, str(path / "model.safetensors"), metadata=metadata)
+            write_json(path / "config.json", legacy_config(config), indent=2)
+        loaded = load_checked(path)
+        cases = []
+        for (name, tokens, image), expected in zip(inputs, reference):
+            logits = logits_of(loaded, tokens, image)
+            if not np.array_equal(logits, expected):
+                fail(f"{folder} {name}: logits differ from the built model by {np.abs(logits - expected).max()}")
+            cases.append(case(name, tokens, image, logits))
+        entries[folder] = {"cases": cases}
+    return entries
+
+
+def main():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in list(LLAMAS) + list(LLAVAS) + ["cases.json", "versions.json"]:
+        target = OUT / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+    entries = {}
+    entries.update(make_llamas())
+    entries.update(make_llavas())
+    write_json(OUT / "cases.json", entries)
+    write_json(
+        OUT / "versions.json",
+        {
+            "numpy": np.__version__,
+            "python": sys.version.split()[0],
+            "safetensors": safetensors.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        indent=2,
+    )
+
+
+if __name__ == "__main__":
+    main()
