@@ -75,6 +75,20 @@ struct ConfigFields {
         return widths
     }
 
+    /// Keys every transformers config may hold that never change a forward pass: names, dtypes, token ids, and the
+    /// generation defaults older transformers wrote into every (nested) config.
+    static let commonHarmless: Set<String> = [
+        "architectures", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "name_or_path", "bos_token_id", "eos_token_id",
+        "sep_token_id", "decoder_start_token_id", "use_cache", "output_attentions", "output_hidden_states", "return_dict", "use_return_dict",
+        "is_decoder", "is_encoder_decoder", "tokenizer_class", "id2label", "label2id", "problem_type", "chunk_size_feed_forward",
+        "tie_encoder_decoder", "pruned_heads", "torchscript", "model_max_length", "add_cross_attention", "cross_attention_hidden_size",
+        "finetuning_task", "prefix", "task_specific_params", "tf_legacy_loss", "use_bfloat16", "max_length", "min_length", "do_sample",
+        "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
+        "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+        "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id",
+        "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+    ]
+
     /// A key neither read nor known to be harmless may change the computation: an error, never ignored.
     func rejectUnknown(understood: Set<String>, harmless: Set<String>) throws(ModelConfigError) {
         for name in members.keys.sorted() where !understood.contains(name) && !harmless.contains(name) {
@@ -177,12 +191,7 @@ public struct LlamaConfig: Equatable, Sendable {
         "layer_types", "pretraining_tp",
     ]
     /// Keys that do not change what the model computes in evaluation (ids, dtypes, training-only settings, names).
-    static let harmless: Set<String> = [
-        "architectures", "torch_dtype", "dtype", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id", "use_cache",
-        "initializer_range", "attention_dropout", "_name_or_path", "name_or_path", "output_attentions", "output_hidden_states", "return_dict",
-        "is_decoder", "is_encoder_decoder", "tokenizer_class", "id2label", "label2id", "problem_type", "chunk_size_feed_forward",
-        "tie_encoder_decoder", "pruned_heads", "torchscript", "use_return_dict", "model_max_length", "embd_pdrop", "resid_pdrop",
-    ]
+    static let harmless: Set<String> = ConfigFields.commonHarmless.union(["pad_token_id", "initializer_range", "attention_dropout", "embd_pdrop", "resid_pdrop"])
 
     /// θ and the frequency scaling, from transformers 5's `rope_parameters` or the older `rope_theta` +
     /// `rope_scaling`; a `rope_type` lop does not implement is refused with the key's path.
@@ -339,6 +348,10 @@ public struct VisionConfig: Equatable, Sendable {
         let act = try f.string("hidden_act", default: "quick_gelu", allowed: Activation.allCases.map(\.rawValue))
         activation = Activation(rawValue: act)!
         ffnSizes = try f.layerWidths(ffnSizesKey, layers: layers, full: intermediateSize)
+        try f.rejectUnknown(understood: ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                                         "patch_size", "num_channels", "layer_norm_eps", "hidden_act", ffnSizesKey],
+                            harmless: ConfigFields.commonHarmless.union(["attention_dropout", "dropout", "initializer_factor", "initializer_range",
+                                                                          "projection_dim"]))
     }
 
     var json: JSON {
@@ -370,6 +383,8 @@ public struct LlavaConfig: Equatable, Sendable {
     public var visionFeatureLayer: Int
     /// "default" drops the class token's feature, "full" keeps it.
     public var visionFeatureSelect: String
+    /// Whether the projector's two layers have biases (`multimodal_projector_bias`).
+    public var projectorBias = true
 
     public init(text: LlamaConfig, vision: VisionConfig, imageTokenIndex: Int, visionFeatureLayer: Int = -1,
                 visionFeatureSelect: String = "default", projectorActivation: Activation = .gelu) {
@@ -386,9 +401,18 @@ public struct LlavaConfig: Equatable, Sendable {
         _ = try f.string("model_type", default: "llava", allowed: ["llava"])
         text = try LlamaConfig(fields: f.child("text_config"))
         vision = try VisionConfig(fields: f.child("vision_config"))
-        imageTokenIndex = try f.int("image_token_index", minimum: 0)
+        // transformers 5 names it image_token_id in code and still writes image_token_index; either is read.
+        let tokenKey = f.members["image_token_index"] == nil && f.members["image_token_id"] != nil ? "image_token_id" : "image_token_index"
+        imageTokenIndex = try f.int(tokenKey, minimum: 0)
         guard imageTokenIndex < text.vocabularySize else {
-            throw ModelConfigError(key: "image_token_index", problem: "\(imageTokenIndex) is outside the vocabulary of \(text.vocabularySize)")
+            throw ModelConfigError(key: tokenKey, problem: "\(imageTokenIndex) is outside the vocabulary of \(text.vocabularySize)")
+        }
+        projectorBias = try f.bool("multimodal_projector_bias", default: true)
+        if let layer = f.members["vision_feature_layer"], layer.arrayValue != nil {
+            throw ModelConfigError(key: "vision_feature_layer", problem: "features from several layers (\(layer.serialized())) are not supported")
+        }
+        if try f.bool("tie_word_embeddings", default: false) != text.tiedEmbeddings {
+            throw ModelConfigError(key: "tie_word_embeddings", problem: "disagrees with text_config.tie_word_embeddings")
         }
         projectorActivation = Activation(rawValue: try f.string("projector_hidden_act", default: "gelu", allowed: Activation.allCases.map(\.rawValue)))!
         let layer = try f.int("vision_feature_layer", default: -2, minimum: -vision.layers - 1)
@@ -397,6 +421,9 @@ public struct LlavaConfig: Equatable, Sendable {
         }
         visionFeatureLayer = layer
         visionFeatureSelect = try f.string("vision_feature_select_strategy", default: "default", allowed: ["default", "full"])
+        try f.rejectUnknown(understood: ["model_type", "text_config", "vision_config", "image_token_index", "image_token_id", "projector_hidden_act",
+                                         "vision_feature_layer", "vision_feature_select_strategy", "multimodal_projector_bias", "tie_word_embeddings"],
+                            harmless: ConfigFields.commonHarmless.union(["image_seq_length", "ignore_index", "pad_token_id", "vocab_size"]))
     }
 
     /// How many vision layers run: hidden state `visionFeatureLayer` needs no layer after it.
@@ -406,7 +433,7 @@ public struct LlavaConfig: Equatable, Sendable {
     public var featuresPerImage: Int { vision.patchCount + (visionFeatureSelect == "full" ? 1 : 0) }
 
     public var json: JSON {
-        .object([
+        var members: [String: JSON] = [
             "architectures": .array([.string("LlavaForConditionalGeneration")]),
             "model_type": .string("llava"),
             "text_config": text.json,
@@ -415,7 +442,12 @@ public struct LlavaConfig: Equatable, Sendable {
             "projector_hidden_act": .string(projectorActivation.rawValue),
             "vision_feature_layer": .int(visionFeatureLayer),
             "vision_feature_select_strategy": .string(visionFeatureSelect),
-        ])
+        ]
+        // Written only when they differ from the defaults, so the configs (and content hashes) of models without
+        // them stay as they were.
+        if !projectorBias { members["multimodal_projector_bias"] = .bool(false) }
+        if text.tiedEmbeddings { members["tie_word_embeddings"] = .bool(true) }
+        return .object(members)
     }
 }
 

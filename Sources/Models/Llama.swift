@@ -58,15 +58,25 @@ public final class LlamaModel {
     /// Where it was loaded from (nil: built in memory).
     public internal(set) var folder: ModelFolder?
 
-    /// Loads the weights named `prefix + "model.layers.0.…"` etc. from `source`; shapes must match `config`.
-    public init(config: LlamaConfig, weights source: any WeightSource, prefix: String = "") throws {
+    /// Where a decoder's tensors are in a checkpoint: `body` before `embed_tokens.`, `layers.N.` and `norm.`, and
+    /// the LM head's full name.
+    public struct Names: Sendable, Equatable {
+        public let body: String
+        public let head: String
+        public init(body: String, head: String) { (self.body, self.head) = (body, head) }
+        /// `LlamaForCausalLM` and its kin.
+        public static let causalLM = Names(body: "model.", head: "lm_head.weight")
+    }
+
+    /// Loads the weights `names` places (`model.layers.0.…` etc. for a causal LM) from `source`; shapes must match `config`.
+    public init(config: LlamaConfig, weights source: any WeightSource, names: Names = .causalLM) throws {
         self.config = config
-        var r = WeightReader(source, prefix: prefix)
+        var r = WeightReader(source, prefix: "")
         let (h, qWidth, kvWidth) = (config.hiddenSize, config.heads * config.headDim, config.kvHeads * config.headDim)
-        embedTokens = try r.take("model.embed_tokens.weight", [config.vocabularySize, h], .embedding, stored: true)
+        embedTokens = try r.take(names.body + "embed_tokens.weight", [config.vocabularySize, h], .embedding, stored: true)
         var layers: [Layer] = []
         for i in 0..<config.layers {
-            let p = "model.layers.\(i)."
+            let p = names.body + "layers.\(i)."
             let f = config.ffnSizes[i]
             layers.append(Layer(
                 inputNorm: try r.take(p + "input_layernorm.weight", [h], .normScale),
@@ -84,8 +94,8 @@ public final class LlamaModel {
                 down: try r.take(p + "mlp.down_proj.weight", [h, f], .matrix, stored: true)))
         }
         self.layers = layers
-        norm = try r.take("model.norm.weight", [h], .normScale)
-        lmHead = config.tiedEmbeddings ? nil : try r.take("lm_head.weight", [config.vocabularySize, h], .matrix, stored: true)
+        norm = try r.take(names.body + "norm.weight", [h], .normScale)
+        lmHead = config.tiedEmbeddings ? nil : try r.take(names.head, [config.vocabularySize, h], .matrix, stored: true)
         parameters = r.loaded
     }
 

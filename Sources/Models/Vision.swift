@@ -33,11 +33,12 @@ public final class VisionEncoder {
     public let layersUsed: Int
     public let parameters: [Parameter]
 
-    /// Loads `prefix + "vision_model.embeddings.…"` etc. Every layer is loaded (and written back), but forward
-    /// passes run only the first `layersUsed` (a LLaVA feature layer before the last leaves later ones unused).
-    public init(config: VisionConfig, weights source: any WeightSource, prefix: String = "", layersUsed: Int? = nil) throws {
+    /// Loads `prefix + "embeddings.…"` etc. (`vision_model.` for a `CLIPVisionModel` checkpoint). Every layer is
+    /// loaded (and written back), but forward passes run only the first `layersUsed` (a LLaVA feature layer before
+    /// the last leaves later ones unused).
+    public init(config: VisionConfig, weights source: any WeightSource, prefix: String = "vision_model.", layersUsed: Int? = nil) throws {
         self.config = config
-        var r = WeightReader(source, prefix: prefix + "vision_model.")
+        var r = WeightReader(source, prefix: prefix)
         let (h, c, p) = (config.hiddenSize, config.channels, config.patchSize)
         classEmbedding = try r.take("embeddings.class_embedding", [h], .embedding)
         patchEmbedding = try r.take("embeddings.patch_embedding.weight", [h, c, p, p], .matrix)
@@ -68,7 +69,7 @@ public final class VisionEncoder {
                 fc2Bias: try r.take(l + "mlp.fc2.bias", [h], .bias)))
         }
         self.layers = layers
-        let hasPostNorm = source.contains(prefix + "vision_model.post_layernorm.weight")
+        let hasPostNorm = source.contains(prefix + "post_layernorm.weight")
         postNormWeight = try r.optional("post_layernorm.weight", [h], .normScale, when: hasPostNorm)
         postNormBias = try r.optional("post_layernorm.bias", [h], .bias, when: hasPostNorm)
         parameters = r.loaded
@@ -137,27 +138,65 @@ public final class VisionEncoder {
     }
 }
 
-/// A LLaVA-style MLLM (`LlavaForConditionalGeneration` weights, classic names): vision encoder → two-layer MLP
+/// Where a LLaVA checkpoint's tensors are: the Hub's classic names, transformers 4.52's class names, or what
+/// transformers 5 writes. A checkpoint's layout is told from its tensor names; a written copy keeps it (every
+/// parameter keeps the name it was read under).
+public struct LlavaLayout: Sendable, Equatable {
+    public let name: String
+    /// Before `embeddings.`, `encoder.layers.N.`, `pre_layrnorm.`.
+    public let vision: String
+    /// Before `linear_1.`, `linear_2.`.
+    public let projector: String
+    public let language: LlamaModel.Names
+
+    public static let all = [
+        LlavaLayout(name: "Hub (language_model.model.*, vision_tower.vision_model.*)", vision: "vision_tower.vision_model.", projector: "multi_modal_projector.",
+                    language: .init(body: "language_model.model.", head: "language_model.lm_head.weight")),
+        LlavaLayout(name: "transformers 5 (language_model.model.*, vision_tower.*)", vision: "vision_tower.", projector: "multi_modal_projector.",
+                    language: .init(body: "language_model.model.", head: "language_model.lm_head.weight")),
+        LlavaLayout(name: "transformers 4.52 (model.language_model.*, lm_head.*)", vision: "model.vision_tower.vision_model.",
+                    projector: "model.multi_modal_projector.", language: .init(body: "model.language_model.", head: "lm_head.weight")),
+    ]
+
+    /// The tensors whose presence identifies a layout.
+    var markers: [String] { [vision + "embeddings.patch_embedding.weight", projector + "linear_1.weight", language.body + "embed_tokens.weight"] }
+
+    /// The layout of `source`'s names, or an error listing what each layout expects.
+    static func detect(_ source: any WeightSource) throws -> LlavaLayout {
+        if let found = all.first(where: { $0.markers.allSatisfy(source.contains) }) { return found }
+        let expected = all.map { "\($0.name): \($0.markers.joined(separator: ", "))" }.joined(separator: "; ")
+        throw ModelConfigError(key: "(tensor names)", problem: "the checkpoint matches no LLaVA layout lop reads; expected one of: \(expected)")
+    }
+}
+
+/// A LLaVA-style MLLM (`LlavaForConditionalGeneration` weights, any `LlavaLayout`): vision encoder → two-layer MLP
 /// projector → Llama decoder, with each image's features written over a run of image tokens in the text.
 public final class LlavaModel {
     public let config: LlavaConfig
+    public let layout: LlavaLayout
     public let vision: VisionEncoder
-    public let projector1, projector1Bias, projector2, projector2Bias: Parameter
+    public let projector1, projector2: Parameter
+    /// nil when the config says `multimodal_projector_bias: false`.
+    public let projector1Bias, projector2Bias: Parameter?
     public let language: LlamaModel
-    public var parameters: [Parameter] { vision.parameters + [projector1, projector1Bias, projector2, projector2Bias] + language.parameters }
+    public var parameters: [Parameter] { vision.parameters + [projector1, projector1Bias, projector2, projector2Bias].compactMap { $0 } + language.parameters }
     /// Where it was loaded from (nil: built in memory).
     public internal(set) var folder: ModelFolder?
 
-    public init(config: LlavaConfig, weights source: any WeightSource) throws {
+    /// Loads a checkpoint in `layout` (nil: told from the tensor names; a source that holds every name, such as a
+    /// random initialisation, gets the Hub layout).
+    public init(config: LlavaConfig, weights source: any WeightSource, layout: LlavaLayout? = nil) throws {
         self.config = config
-        vision = try VisionEncoder(config: config.vision, weights: source, prefix: "vision_tower.", layersUsed: config.visionLayersUsed)
-        var r = WeightReader(source, prefix: "multi_modal_projector.")
+        let layout = try layout ?? LlavaLayout.detect(source)
+        self.layout = layout
+        vision = try VisionEncoder(config: config.vision, weights: source, prefix: layout.vision, layersUsed: config.visionLayersUsed)
+        var r = WeightReader(source, prefix: layout.projector)
         let (v, t) = (config.vision.hiddenSize, config.text.hiddenSize)
         projector1 = try r.take("linear_1.weight", [t, v], .matrix, stored: true)
-        projector1Bias = try r.take("linear_1.bias", [t], .bias)
+        projector1Bias = try r.optional("linear_1.bias", [t], .bias, when: config.projectorBias)
         projector2 = try r.take("linear_2.weight", [t, t], .matrix, stored: true)
-        projector2Bias = try r.take("linear_2.bias", [t], .bias)
-        language = try LlamaModel(config: config.text, weights: source, prefix: "language_model.")
+        projector2Bias = try r.optional("linear_2.bias", [t], .bias, when: config.projectorBias)
+        language = try LlamaModel(config: config.text, weights: source, names: layout.language)
     }
 
     /// Projected image features `[images, featuresPerImage, textHidden]`.
