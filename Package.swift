@@ -76,6 +76,8 @@ let package = Package(
         .target(name: "Search", dependencies: ["Pruning", "Evaluation", "Models", "Tensor", "LopCore"], swiftSettings: strict),
         // LOP's predictor: an autoregressive Transformer from a budget to layer-wise keep ratios.
         .target(name: "Predictor", dependencies: ["Pruning", "Models", "Tensor", "LopCore", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // Deployable variants: GGUF for llama.cpp, plain and padded Hugging Face folders.
+        .target(name: "Export", dependencies: ["Models", "Tensor", "LopCore"], swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Workloads and tables behind `lop bench`.
         .target(name: "Webhooks", dependencies: ["CCurl", "Store", "LopCore", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .target(name: "Benchmarks", dependencies: ["Tensor", "TensorWorkloads", "COpenBLAS", "Queue", "Jobs", "Store", "Models", "Evaluation", "Pruning", "Search", "Predictor", "Webhooks", "Fixtures", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -120,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "lop",
             dependencies: [
-                "Bootstrap", "LopConfig", "LopCore", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks",
+                "Bootstrap", "LopConfig", "LopCore", "Store", "Tensor", "Benchmarks", "Queue", "Jobs", "Models", "Fixtures", "Pruning", "Evaluation", "Search", "Predictor", "Webhooks", "Export",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -142,6 +144,7 @@ let package = Package(
         .testTarget(name: "PredictorTests", dependencies: ["Predictor", "Search", "Jobs", "Pruning", "Evaluation", "Models", "Tensor", "LopConfig", "Store", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "LopCore", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Evaluation", "Fixtures", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
+        .testTarget(name: "ExportTests", dependencies: ["Export", "Models", "Pruning", "Tensor", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ", "CPNG", "CJPEG"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -277,7 +277,9 @@ public struct LlamaConfig: Equatable, Sendable {
             "hidden_act": .string("silu"),
         ]
         if modelType != "qwen2" { members["attention_bias"] = .bool(outputBias) }
-        if isPruned { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
+        // Every layer at one width is a plain config transformers and llama.cpp load as it is; only differing
+        // widths need lop's per-layer key.
+        if Set(ffnSizes).count == 1 { members["intermediate_size"] = .int(ffnSizes[0]) } else { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
         if ropeScaling != .none { members["rope_scaling"] = Self.scalingJSON(ropeScaling) }
         return .object(members)
     }
@@ -367,7 +369,7 @@ public struct VisionConfig: Equatable, Sendable {
             "layer_norm_eps": .double(layerNormEps),
             "hidden_act": .string(activation.rawValue),
         ]
-        if ffnSizes.contains(where: { $0 != intermediateSize }) { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
+        if Set(ffnSizes).count == 1 { members["intermediate_size"] = .int(ffnSizes[0]) } else { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
         return .object(members)
     }
 }

@@ -79,6 +79,48 @@ public struct Tokenizer: Sendable {
 
     public func token(of id: Int) -> String? { tokenOfID[id] }
 
+    /// Whether the pre-tokenizer maps bytes to GPT-2's characters (a byte-level BPE); false for the
+    /// SentencePiece style (`▁` for spaces, `<0xNN>` byte fallback).
+    public var isByteLevel: Bool {
+        func has(_ p: PreTokenizer?) -> Bool {
+            switch p {
+            case .byteLevel?: return true
+            case .sequence(let steps)?: return steps.contains { has($0) }
+            default: return false
+            }
+        }
+        return has(preTokenizer)
+    }
+
+    /// Whether characters outside the vocabulary fall back to `<0xNN>` byte tokens.
+    public var byteFallback: Bool { model.byteFallback }
+
+    /// The merges in rank order, as `"left right"`.
+    public var mergeList: [String] {
+        model.merges.sorted { $0.value.rank < $1.value.rank }.map { pair, _ in
+            "\(model.tokenOfID[Int(pair >> 32)]!) \(model.tokenOfID[Int(pair & 0xFFFF_FFFF)]!)"
+        }
+    }
+
+    /// For each vocabulary token made by a merge, the rank of the first merge that makes it.
+    public var mergeRankOfToken: [Int: Int] {
+        var ranks: [Int: Int] = [:]
+        for (_, m) in model.merges { ranks[m.id] = min(ranks[m.id] ?? .max, m.rank) }
+        return ranks
+    }
+
+    /// The special tokens the post-processor puts before a sequence (a BOS), and after it.
+    public var templateTokens: (before: [Int], after: [Int]) {
+        func find(_ p: PostProcessor?) -> ([Int], [Int]) {
+            switch p {
+            case .template(let before, let after)?: return (before, after)
+            case .sequence(let steps)?: return steps.map(find).first { !$0.0.isEmpty || !$0.1.isEmpty } ?? ([], [])
+            default: return ([], [])
+            }
+        }
+        return find(postProcessor)
+    }
+
     /// Ids of `text`: added tokens matched first (never split), the rest normalized, pre-tokenized and run
     /// through the model; with `addSpecialTokens`, the post-processor's template (e.g. a BOS) around them.
     public func encode(_ text: String, addSpecialTokens: Bool = true) throws(TokenizerError) -> [Int] {

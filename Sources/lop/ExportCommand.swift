@@ -1,0 +1,60 @@
+import ArgumentParser
+import Export
+import Foundation
+import LopCore
+import Models
+import Tensor
+
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write a model (a pruned variant) in a form other runtimes load: GGUF for llama.cpp, or a padded Hugging Face folder.",
+        discussion: """
+            gguf: the language model, in llama.cpp's llama or qwen2 architecture when every layer has one FFN width, \
+            in deci (per-layer widths) for a Llama-family model without biases, and padded to the widest layer with \
+            zero neurons otherwise; the model's tokenizer.json goes into the tokenizer.ggml.* metadata. \
+            hf-padded: every FFN padded to the widest layer, so the folder has a plain intermediate_size.
+            """)
+
+    @Argument(help: "A model folder.")
+    var model: String
+
+    @Option(help: "gguf or hf-padded.")
+    var format: String
+
+    @Option(help: "The file (gguf) or folder (hf-padded) to write.")
+    var out: String
+
+    @Option(help: "GGUF tensor type: f32, f16, bf16 or q8_0 (norms and biases stay f32).")
+    var type = "f16"
+
+    func validate() throws {
+        guard ["gguf", "hf-padded"].contains(format) else { throw ValidationError("--format must be gguf or hf-padded") }
+        guard GGUFFile.TensorType.allCases.map({ "\($0)" }).contains(type) else { throw ValidationError("--type must be f32, f16, bf16 or q8_0") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let loaded = try Model.load(directory: model)
+            switch format {
+            case "gguf":
+                let tensorType = GGUFFile.TensorType.allCases.first { "\($0)" == type }!
+                let inputs = try? loaded.inputs()
+                let metadata = try inputs.map { try TokenizerMetadata($0.tokenizer, vocabularySize: loaded.language.config.vocabularySize, eos: $0.eos) }
+                let name = (URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent)
+                let (file, plan) = try LanguageModelGGUF.file(loaded.language, name: name, type: tensorType, tokenizer: metadata)
+                try file.write(to: out)
+                print("wrote \(out): architecture \(plan.architecture), \(file.tensors.count) tensors, \(type)"
+                      + (plan.paddedNeurons > 0 ? ", \(plan.paddedNeurons) zero neurons added to make every layer the widest's width" : "")
+                      + (metadata == nil ? "; no tokenizer.json, so no tokenizer metadata" : ""))
+                if case .llava = loaded { print("note: this is the language model only; the vision tower's mmproj file is not written by this version") }
+            default:
+                let padded = HFExport.padded(loaded)
+                try Checkpoint.write(config: padded.config, weights: padded.weights, dtype: loaded.storageType,
+                                     extraFiles: ModelInputs.sideFileData(in: model), to: out)
+                print("wrote \(out): \(padded.addedNeurons) zero neurons added (\(padded.addedParameters) parameters, "
+                      + String(format: "%.1f %% of the model", 100 * Double(padded.addedParameters) / Double(loaded.parameterCount)) + ")")
+            }
+        }
+    }
+}

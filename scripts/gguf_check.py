@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Reads a GGUF file lop wrote with the `gguf` package (llama.cpp's own Python reader, from PyPI) and checks it
+against the Hugging Face folder it was exported from.
+
+Checks: the metadata llama.cpp needs for the architecture is present with the right types; per-layer FFN widths
+equal the folder's (lop_ffn_sizes or intermediate_size); every tensor, dequantised by the package, equals the
+source weight (q/k rows un-permuted for the llama and deci graphs; zero padding allowed where the file pads):
+exactly for F32, to F16/BF16 rounding, and within half a Q8_0 step (scale/2 per block) for Q8_0; the tokenizer's
+tokens equal tokenizer.json's vocabulary by id.
+
+Usage: gguf_check.py FILE.gguf MODEL_DIR
+Prints one JSON object: {"ok": bool, "problems": [...], "architecture": ..., "tensors": N, "widths": [...]}.
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import gguf
+
+
+def read_safetensors(folder):
+    tensors = {}
+    index = os.path.join(folder, "model.safetensors.index.json")
+    files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else ["model.safetensors"]
+    for name in files:
+        raw = open(os.path.join(folder, name), "rb").read()
+        (length,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + length])
+        data = raw[8 + length:]
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            begin, end = entry["data_offsets"]
+            chunk = data[begin:end]
+            if entry["dtype"] == "F32":
+                array = np.frombuffer(chunk, dtype="<f4")
+            elif entry["dtype"] == "F16":
+                array = np.frombuffer(chunk, dtype="<f2").astype(np.float32)
+            elif entry["dtype"] == "BF16":
+                array = (np.frombuffer(chunk, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            else:
+                raise SystemExit(f"unexpected dtype {entry['dtype']}")
+            tensors[key] = array.reshape(entry["shape"]).astype(np.float32)
+    return tensors
+
+
+def unpermute(w, heads):
+    """The inverse of convert_hf_to_gguf's q/k permutation (rows within each head: 2i + j <- j*d/2 + i)."""
+    rows = w.shape[0]
+    d = rows // heads
+    return w.reshape(heads, d // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def main():
+    path, folder = sys.argv[1], sys.argv[2]
+    problems = []
+    reader = gguf.GGUFReader(path)
+    fields = {f.name: f for f in reader.fields.values()}
+
+    def value(key):
+        f = fields.get(key)
+        if f is None:
+            return None
+        if f.types and f.types[0] == gguf.GGUFValueType.ARRAY:
+            if f.types[-1] == gguf.GGUFValueType.STRING:
+                return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+            return [f.parts[i].tolist()[0] for i in f.data]
+        if f.types[0] == gguf.GGUFValueType.STRING:
+            return bytes(f.parts[-1]).decode("utf-8")
+        return f.parts[-1].tolist()[0]
+
+    def expect_type(key, kind):
+        f = fields.get(key)
+        if f is None:
+            problems.append(f"missing {key}")
+        elif f.types[0] != kind:
+            problems.append(f"{key} has type {f.types[0].name}, expected {kind.name}")
+
+    config = json.load(open(os.path.join(folder, "config.json")))
+    text = config.get("text_config", config)
+    arch = value("general.architecture")
+    expect_type("general.architecture", gguf.GGUFValueType.STRING)
+    for key in ["context_length", "embedding_length", "block_count", "rope.dimension_count"]:
+        expect_type(f"{arch}.{key}", gguf.GGUFValueType.UINT32)
+    for key in ["rope.freq_base", "attention.layer_norm_rms_epsilon"]:
+        expect_type(f"{arch}.{key}", gguf.GGUFValueType.FLOAT32)
+    per_layer = arch == "deci"
+    kind = gguf.GGUFValueType.ARRAY if per_layer else gguf.GGUFValueType.UINT32
+    for key in ["feed_forward_length", "attention.head_count", "attention.head_count_kv"]:
+        expect_type(f"{arch}.{key}", kind)
+    layers = text["num_hidden_layers"]
+    widths = text.get("lop_ffn_sizes") or [text["intermediate_size"]] * layers
+    file_widths = value(f"{arch}.feed_forward_length")
+    file_widths = file_widths if isinstance(file_widths, list) else [file_widths] * layers
+    if per_layer and file_widths != widths:
+        problems.append(f"feed_forward_length {file_widths} != the folder's widths {widths}")
+    if not per_layer and any(w > file_widths[0] for w in widths):
+        problems.append(f"feed_forward_length {file_widths[0]} is narrower than a layer of {max(widths)}")
+    if value(f"{arch}.block_count") != layers:
+        problems.append(f"block_count {value(f'{arch}.block_count')} != {layers}")
+
+    source = read_safetensors(folder)
+    body = next(p for p in ["model.language_model.", "language_model.model.", "model."] if p + "embed_tokens.weight" in source)
+    head = next((h for h in ["lm_head.weight", "language_model.lm_head.weight"] if h in source), None)
+    names = {"token_embd.weight": body + "embed_tokens.weight", "output_norm.weight": body + "norm.weight"}
+    if head:
+        names["output.weight"] = head
+    parts = {"attn_norm.weight": "input_layernorm.weight", "attn_q.weight": "self_attn.q_proj.weight",
+             "attn_k.weight": "self_attn.k_proj.weight", "attn_v.weight": "self_attn.v_proj.weight",
+             "attn_output.weight": "self_attn.o_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+             "attn_k.bias": "self_attn.k_proj.bias", "attn_v.bias": "self_attn.v_proj.bias",
+             "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate.weight": "mlp.gate_proj.weight",
+             "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight"}
+    for i in range(layers):
+        for short, long in parts.items():
+            if f"{body}layers.{i}.{long}" in source:
+                names[f"blk.{i}.{short}"] = f"{body}layers.{i}.{long}"
+    heads, kv = text["num_attention_heads"], text.get("num_key_value_heads", text["num_attention_heads"])
+    seen = set()
+    for t in reader.tensors:
+        if t.name == "rope_freqs.weight":
+            continue
+        if t.name not in names:
+            problems.append(f"unexpected tensor {t.name}")
+            continue
+        seen.add(t.name)
+        want = source[names[t.name]]
+        shape = tuple(int(x) for x in reversed(t.shape))
+        got = gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        if arch != "qwen2" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
+            got = unpermute(got, heads if "attn_q" in t.name else kv)
+        if got.shape != want.shape:
+            # Zero padding to the widest layer: the extra rows/columns must be zero.
+            if got.ndim == 2 and got.shape[0] >= want.shape[0] and got.shape[1] >= want.shape[1]:
+                extra = got.copy()
+                extra[:want.shape[0], :want.shape[1]] = 0
+                if np.any(extra != 0):
+                    problems.append(f"{t.name}: padding is not zero")
+                got = got[:want.shape[0], :want.shape[1]]
+            else:
+                problems.append(f"{t.name}: shape {got.shape} != {want.shape}")
+                continue
+        kind = t.tensor_type
+        if kind == gguf.GGMLQuantizationType.F32:
+            bad = not np.array_equal(got, want)
+        elif kind in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
+            bad = not np.allclose(got, want, rtol=1e-2 if kind == gguf.GGMLQuantizationType.BF16 else 1e-3, atol=1e-6)
+        elif kind == gguf.GGMLQuantizationType.Q8_0:
+            blocks = want.reshape(-1, 32)
+            step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+            # Half a step, plus the F16 rounding of the scale itself (at most 127 · 2^-11 steps).
+            bad = np.any(np.abs(got.reshape(-1, 32) - blocks) > step * (0.5 + 127 / 2048) + 1e-7)
+        else:
+            bad = True
+            problems.append(f"{t.name}: unexpected type {kind.name}")
+        if bad:
+            problems.append(f"{t.name}: values differ from {names[t.name]} beyond {kind.name} rounding")
+    for name in names:
+        if name not in seen:
+            problems.append(f"missing tensor {name}")
+
+    tokenizer_file = os.path.join(folder, "tokenizer.json")
+    if os.path.exists(tokenizer_file):
+        tok = json.load(open(tokenizer_file))
+        vocab = {i: t for t, i in tok["model"]["vocab"].items()}
+        for a in tok.get("added_tokens", []):
+            vocab[a["id"]] = a["content"]
+        tokens = value("tokenizer.ggml.tokens") or []
+        mismatched = [i for i, t in vocab.items() if i >= len(tokens) or tokens[i] != t]
+        if mismatched:
+            problems.append(f"tokenizer.ggml.tokens differ from tokenizer.json at ids {mismatched[:5]}")
+    print(json.dumps({"ok": not problems, "problems": problems[:20], "architecture": arch, "tensors": len(reader.tensors),
+                      "widths": file_widths}))
+
+
+if __name__ == "__main__":
+    main()
