@@ -129,7 +129,7 @@ def main():
         want = source[names[t.name]]
         shape = tuple(int(x) for x in reversed(t.shape))
         got = gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
-        if arch != "qwen2" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
+        if arch != "qwen2" and t.name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             got = unpermute(got, heads if "attn_q" in t.name else kv)
         if got.shape != want.shape:
             # Zero padding to the widest layer: the extra rows/columns must be zero.

@@ -3,29 +3,21 @@ import Models
 import Tensor
 
 /// A Llama-family decoder (or an MLLM's language model) as the GGUF llama.cpp runs:
-/// - every layer the same width: architecture `llama` (Llama, Mistral) or `qwen2` (q/k/v biases);
-/// - per-layer widths of a Llama-family model without biases: `deci`, whose graph builds each layer's FFN at its
-///   own width from the `deci.feed_forward_length` array (llama.cpp's `llama` and `qwen2` graphs use one width);
-/// - per-layer widths with biases (Qwen2): padded to the widest layer with zero neurons, which change nothing
-///   (SiLU(0)·0 = 0), at the size cost the export reports.
+/// - every layer the same width: architecture `llama` (Llama, Mistral) or `qwen2` (q/k/v biases required);
+/// - per-layer widths: `deci`. llama.cpp reads `{arch}.feed_forward_length` as an array for every architecture,
+///   but its `llama` and `qwen2` graphs build every FFN at layer 0's width (`hparams.n_ff()`), while `deci` builds
+///   each at `n_ff(i)` and takes optional q/k/v/o biases, so Qwen2 variants go there too.
 public enum LanguageModelGGUF {
     public struct Plan: Equatable, Sendable {
         public let architecture: String
         /// Each layer's FFN width in the file.
         public let widths: [Int]
-        /// Zero neurons added to make the layers equal (0 when none).
-        public let paddedNeurons: Int
     }
 
     /// How `config` is written.
-    public static func plan(_ config: LlamaConfig) throws -> Plan {
-        let uniform = Set(config.ffnSizes).count == 1
-        let family = config.modelType == "qwen2" ? "qwen2" : "llama"
-        if uniform { return Plan(architecture: family, widths: config.ffnSizes, paddedNeurons: 0) }
-        if !config.qkvBias && !config.outputBias { return Plan(architecture: "deci", widths: config.ffnSizes, paddedNeurons: 0) }
-        let widest = config.ffnSizes.max()!
-        return Plan(architecture: family, widths: Array(repeating: widest, count: config.layers),
-                    paddedNeurons: config.ffnSizes.reduce(0) { $0 + widest - $1 })
+    public static func plan(_ config: LlamaConfig) -> Plan {
+        guard Set(config.ffnSizes).count == 1 else { return Plan(architecture: "deci", widths: config.ffnSizes) }
+        return Plan(architecture: config.modelType == "qwen2" ? "qwen2" : "llama", widths: config.ffnSizes)
     }
 
     /// llama.cpp's file-type code for the tensors' main type.
@@ -42,7 +34,7 @@ public enum LanguageModelGGUF {
     /// writes them), with the tokenizer's metadata when `tokenizer` is given.
     public static func file(_ model: LlamaModel, name: String, type: GGUFFile.TensorType, tokenizer: TokenizerMetadata?) throws -> (file: GGUFFile, plan: Plan) {
         let c = model.config
-        let plan = try plan(c)
+        let plan = plan(c)
         let a = plan.architecture
         var f = GGUFFile()
         f.set("general.architecture", .string(a))
@@ -82,25 +74,24 @@ public enum LanguageModelGGUF {
         // llama.cpp's llama and deci graphs rotate adjacent pairs; Hugging Face rotates halves. The converter
         // permutes q and k rows so that both compute the same; qwen2's graph rotates halves as Hugging Face does.
         let permutes = a != "qwen2"
+        let (qOrder, kOrder) = (pairOrder(rows: c.heads * c.headDim, heads: c.heads), pairOrder(rows: c.kvHeads * c.headDim, heads: c.kvHeads))
         f.tensors.append(matrix("token_embd.weight", model.embedTokens.weight, type: type))
         for (i, layer) in model.layers.enumerated() {
             let b = "blk.\(i)."
             f.tensors.append(matrix(b + "attn_norm.weight", layer.inputNorm.weight, type: .f32))
-            f.tensors.append(matrix(b + "attn_q.weight", layer.q.weight, type: type, rowOrder: permutes ? pairOrder(rows: c.heads * c.headDim, heads: c.heads) : nil))
-            f.tensors.append(matrix(b + "attn_k.weight", layer.k.weight, type: type, rowOrder: permutes ? pairOrder(rows: c.kvHeads * c.headDim, heads: c.kvHeads) : nil))
+            f.tensors.append(matrix(b + "attn_q.weight", layer.q.weight, type: type, rowOrder: permutes ? qOrder : nil))
+            f.tensors.append(matrix(b + "attn_k.weight", layer.k.weight, type: type, rowOrder: permutes ? kOrder : nil))
             f.tensors.append(matrix(b + "attn_v.weight", layer.v.weight, type: type))
             f.tensors.append(matrix(b + "attn_output.weight", layer.o.weight, type: type))
-            if let q = layer.qBias, let k = layer.kBias, let v = layer.vBias {
-                f.tensors.append(matrix(b + "attn_q.bias", q.weight, type: .f32))
-                f.tensors.append(matrix(b + "attn_k.bias", k.weight, type: .f32))
-                f.tensors.append(matrix(b + "attn_v.bias", v.weight, type: .f32))
-            }
-            if let o = layer.oBias { f.tensors.append(matrix(b + "attn_output.bias", o.weight, type: .f32)) }
+            // Biases of q and k rotate with their rows, so they are permuted the same way.
+            if let q = layer.qBias { f.tensors.append(vector(b + "attn_q.bias", q.value.data, order: permutes ? qOrder : nil)) }
+            if let k = layer.kBias { f.tensors.append(vector(b + "attn_k.bias", k.value.data, order: permutes ? kOrder : nil)) }
+            if let v = layer.vBias { f.tensors.append(vector(b + "attn_v.bias", v.value.data)) }
+            if let o = layer.oBias { f.tensors.append(vector(b + "attn_output.bias", o.value.data)) }
             f.tensors.append(matrix(b + "ffn_norm.weight", layer.postNorm.weight, type: .f32))
-            let width = plan.widths[i]
-            f.tensors.append(matrix(b + "ffn_gate.weight", layer.gate.weight, type: type, padRowsTo: width))
-            f.tensors.append(matrix(b + "ffn_up.weight", layer.up.weight, type: type, padRowsTo: width))
-            f.tensors.append(matrix(b + "ffn_down.weight", layer.down.weight, type: type, padColumnsTo: width))
+            f.tensors.append(matrix(b + "ffn_gate.weight", layer.gate.weight, type: type))
+            f.tensors.append(matrix(b + "ffn_up.weight", layer.up.weight, type: type))
+            f.tensors.append(matrix(b + "ffn_down.weight", layer.down.weight, type: type))
         }
         f.tensors.append(matrix("output_norm.weight", model.norm.weight, type: .f32))
         if let head = model.lmHead { f.tensors.append(matrix("output.weight", head.weight, type: type)) }
@@ -116,17 +107,16 @@ public enum LanguageModelGGUF {
         }
     }
 
-    /// A 1-D F32 tensor of `values`.
-    static func vector(_ name: String, _ values: [Float]) -> GGUFFile.TensorEntry {
-        GGUFFile.TensorEntry(name: name, shape: [values.count], type: .f32) { body in
-            try values.withUnsafeBufferPointer { try body(0..<1, $0) }
+    /// A 1-D F32 tensor of `values`, optionally reordered (`out[i] = values[order[i]]`).
+    static func vector(_ name: String, _ values: [Float], order: [Int]? = nil) -> GGUFFile.TensorEntry {
+        let ordered = order.map { $0.map { values[$0] } } ?? values
+        return GGUFFile.TensorEntry(name: name, shape: [ordered.count], type: .f32) { body in
+            try ordered.withUnsafeBufferPointer { try body(0..<1, $0) }
         }
     }
 
-    /// A weight as a tensor entry: 1-D weights stay 1-D; a matrix's rows may be reordered, or zero rows or
-    /// columns added up to a width.
-    static func matrix(_ name: String, _ weight: Weight, type: GGUFFile.TensorType, rowOrder: [Int]? = nil,
-                       padRowsTo: Int? = nil, padColumnsTo: Int? = nil) -> GGUFFile.TensorEntry {
+    /// A weight as a tensor entry: 1-D weights stay 1-D; a matrix's rows may be reordered.
+    static func matrix(_ name: String, _ weight: Weight, type: GGUFFile.TensorType, rowOrder: [Int]? = nil) -> GGUFFile.TensorEntry {
         let shape = weight.shape
         guard shape.count == 2 else {
             return GGUFFile.TensorEntry(name: name, shape: shape, type: type) { body in
@@ -134,10 +124,8 @@ public enum LanguageModelGGUF {
             }
         }
         let (rows, columns) = (shape[0], shape[1])
-        let (outRows, outColumns) = (max(rows, padRowsTo ?? rows), max(columns, padColumnsTo ?? columns))
-        let plain = rowOrder == nil && outRows == rows && outColumns == columns
-        return GGUFFile.TensorEntry(name: name, shape: [outRows, outColumns], type: type) { body in
-            if plain, case .stored(let m) = weight {
+        return GGUFFile.TensorEntry(name: name, shape: shape, type: type) { body in
+            if rowOrder == nil, case .stored(let m) = weight {
                 // Streamed a panel at a time: a large embedding is never widened whole.
                 var failure: (any Error)?
                 m.forEachWidenedPanel { range, panel in
@@ -148,12 +136,13 @@ public enum LanguageModelGGUF {
                 return
             }
             let source = weight.widened.data
-            var out = [Float](repeating: 0, count: outRows * outColumns)
+            guard let rowOrder else { return try source.withUnsafeBufferPointer { try body(0..<rows, $0) } }
+            var out = [Float](repeating: 0, count: rows * columns)
             for r in 0..<rows {
-                let from = (rowOrder?[r] ?? r) * columns
-                for col in 0..<columns { out[r * outColumns + col] = source[from + col] }
+                let from = rowOrder[r] * columns
+                for col in 0..<columns { out[r * columns + col] = source[from + col] }
             }
-            try out.withUnsafeBufferPointer { try body(0..<outRows, $0) }
+            try out.withUnsafeBufferPointer { try body(0..<rows, $0) }
         }
     }
 }

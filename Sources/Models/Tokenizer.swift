@@ -92,6 +92,40 @@ public struct Tokenizer: Sendable {
         return has(preTokenizer)
     }
 
+    /// How text is split before the model, as runtimes that name their pre-tokenizers need to know it: the
+    /// patterns of the `Split` steps in order, and whether a `ByteLevel` step splits with GPT-2's pattern.
+    public var splitting: (patterns: [String], gpt2: Bool) {
+        func walk(_ p: PreTokenizer?) -> ([String], Bool) {
+            switch p {
+            case .split(let pattern, _)?: return ([pattern.regex.pattern], false)
+            case .byteLevel(_, let useRegex)?: return ([], useRegex)
+            case .sequence(let steps)?: return steps.map(walk).reduce(([], false)) { ($0.0 + $1.0, $0.1 || $1.1) }
+            default: return ([], false)
+            }
+        }
+        return walk(preTokenizer)
+    }
+
+    /// Whether a space is put before the text (SentencePiece's `add_dummy_prefix`: a `Prepend("▁")` normalizer or a
+    /// `Metaspace` pre-tokenizer that prepends).
+    public var prependsSpace: Bool {
+        func normalizes(_ n: Normalizer?) -> Bool {
+            switch n {
+            case .prepend?: return true
+            case .sequence(let steps)?: return steps.contains { normalizes($0) }
+            default: return false
+            }
+        }
+        func metaspace(_ p: PreTokenizer?) -> Bool {
+            switch p {
+            case .metaspace(_, let prepend, _)?: return prepend != .never
+            case .sequence(let steps)?: return steps.contains { metaspace($0) }
+            default: return false
+            }
+        }
+        return normalizes(normalizer) || metaspace(preTokenizer)
+    }
+
     /// Whether characters outside the vocabulary fall back to `<0xNN>` byte tokens.
     public var byteFallback: Bool { model.byteFallback }
 

@@ -11,8 +11,8 @@ struct ExportCommand: ParsableCommand {
         abstract: "Write a model (a pruned variant) in a form other runtimes load: GGUF for llama.cpp, or a padded Hugging Face folder.",
         discussion: """
             gguf: the language model, in llama.cpp's llama or qwen2 architecture when every layer has one FFN width, \
-            in deci (per-layer widths) for a Llama-family model without biases, and padded to the widest layer with \
-            zero neurons otherwise; the model's tokenizer.json goes into the tokenizer.ggml.* metadata. \
+            in deci (whose graph builds each layer at its own width) otherwise; the model's tokenizer.json goes into \
+            the tokenizer.ggml.* metadata. \
             hf-padded: every FFN padded to the widest layer, so the folder has a plain intermediate_size.
             """)
 
@@ -45,7 +45,6 @@ struct ExportCommand: ParsableCommand {
                 let (file, plan) = try LanguageModelGGUF.file(loaded.language, name: name, type: tensorType, tokenizer: metadata)
                 try file.write(to: out)
                 print("wrote \(out): architecture \(plan.architecture), \(file.tensors.count) tensors, \(type)"
-                      + (plan.paddedNeurons > 0 ? ", \(plan.paddedNeurons) zero neurons added to make every layer the widest's width" : "")
                       + (metadata == nil ? "; no tokenizer.json, so no tokenizer metadata" : ""))
                 if case .llava = loaded { print("note: this is the language model only; the vision tower's mmproj file is not written by this version") }
             default:

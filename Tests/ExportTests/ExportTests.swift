@@ -55,7 +55,7 @@ import TestSupport
         for (variant, type, architecture) in cases {
             let file = dir + "/\(variant)-\(type).gguf"
             let plan = try Self.export(dir + "/" + variant, type: type, to: file)
-            #expect(plan.architecture == architecture && plan.paddedNeurons == 0)
+            #expect(plan.architecture == architecture)
             let result = try Self.check(file, against: dir + "/" + variant)
             #expect(result["ok"] as? Bool == true, "\(variant) \(type): \(result["problems"] ?? "")")
             #expect(result["architecture"] as? String == architecture)
@@ -86,8 +86,8 @@ import TestSupport
         #expect(left.isEmpty, "left behind: \(left)")
     }
 
-    /// Qwen2 (q/k/v biases; deci has none) with per-layer widths is padded to the widest layer, and the padded
-    /// Hugging Face folder computes what the pruned model computes.
+    /// Qwen2 (q/k/v biases) with per-layer widths goes out as deci with its biases (q and k permuted with their
+    /// rows); the padded Hugging Face folder computes what the pruned model computes.
     @Test func biasedAndPaddedVariantsKeepTheirOutputs() throws {
         let dir = try Self.folder("qwen2")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -98,7 +98,7 @@ import TestSupport
                                                                                                           extraFiles: ModelInputs.sideFileData(in: Self.root + "/Fixtures/tiny-llama"))
         try Self.pruned(dir + "/base", sizes: [32, 96, 64], to: dir + "/layered")
         let plan = try Self.export(dir + "/layered", type: .f32, to: dir + "/layered.gguf")
-        #expect(plan.architecture == "qwen2" && plan.widths == [96, 96, 96] && plan.paddedNeurons == 64 + 32)
+        #expect(plan.architecture == "deci" && plan.widths == [32, 96, 64])
         let result = try Self.check(dir + "/layered.gguf", against: dir + "/layered")
         #expect(result["ok"] as? Bool == true, "\(result["problems"] ?? "")")
 
@@ -111,5 +111,39 @@ import TestSupport
         let batch = TokenBatch(windows: [[256, 72, 101, 108, 108, 111, 32, 119, 111, 114]])
         let (a, b) = (try pruned.logits(Graph(recording: false), batch).tensor.data, try reloaded.logits(Graph(recording: false), batch).tensor.data)
         #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5)
+    }
+}
+
+/// The tokenizer metadata names the llama.cpp tokenizer and pre-tokenizer that split as the file does.
+@Suite struct TokenizerMetadataTests {
+    static let references = TestDatabase.repositoryRoot + "/Tests/References/inputs/tokenizers"
+
+    @Test func eachTokenizerFamilyGetsLlamaCppsNames() throws {
+        let expected: [(String, String, String?, Bool?)] = [("gpt2", "gpt2", "gpt-2", nil), ("llama3", "gpt2", "llama-bpe", nil), ("qwen2", "gpt2", "qwen2", nil),
+                                                             ("llama2", "llama", "default", true), ("mistral", "llama", "default", true)]
+        for (name, model, pre, spacePrefix) in expected {
+            let tokenizer = try Tokenizer(file: Self.references + "/\(name)/tokenizer.json")
+            let m = try TokenizerMetadata(tokenizer, vocabularySize: tokenizer.vocabularySize + 3, eos: nil)
+            #expect(m.model == model && m.pre == pre && m.addSpacePrefix == spacePrefix, "\(name): \(m.model) \(m.pre ?? "-")")
+            #expect(m.tokens.count == tokenizer.vocabularySize + 3 && m.tokens.suffix(3).allSatisfy { $0.hasPrefix("[PAD") })
+            #expect(m.types.suffix(3).allSatisfy { $0 == 5 })
+            for added in tokenizer.addedTokens { #expect(m.types[added.id] == (added.special ? 3 : 4), "\(name): \(added.content)") }
+            if model == "gpt2" { #expect(m.merges.count == tokenizer.mergeList.count && m.merges.first == tokenizer.mergeList.first) }
+            if model == "llama" { #expect(m.types[3] == 6 && m.tokens[3] == "<0x00>" && (m.scores?.count ?? 0) == m.tokens.count) }
+        }
+        #expect(try TokenizerMetadata(try Tokenizer(file: Self.references + "/llama3/tokenizer.json"), vocabularySize: 800, eos: 757).bos == 756)
+    }
+
+    @Test func aSplitLlamaCppCannotNameIsRefused() throws {
+        var json = try JSON.parse(try Data(contentsOf: URL(fileURLWithPath: Self.references + "/qwen2/tokenizer.json"))).objectValue!
+        var pre = json["pre_tokenizer"]!.objectValue!
+        var steps = pre["pretokenizers"]!.arrayValue!
+        steps[0] = .object(["type": .string("Split"), "pattern": .object(["Regex": .string(#"\p{L}+|\s+"#)]), "behavior": .string("Isolated"), "invert": .bool(false)])
+        pre["pretokenizers"] = .array(steps)
+        json["pre_tokenizer"] = .object(pre)
+        let tokenizer = try Tokenizer(json: .object(json), file: "tokenizer.json")
+        #expect { _ = try TokenizerMetadata(tokenizer, vocabularySize: tokenizer.vocabularySize, eos: nil) } throws: {
+            "\($0)".contains("for which llama.cpp has no pre-tokenizer lop knows")
+        }
     }
 }
