@@ -98,7 +98,7 @@ let package = Package(
         // The executables' shared edge: the configuration mapped onto each module's settings, one logging
         // bootstrap, one exit path for lop's errors, shutdown signals.
         .target(name: "Bootstrap", dependencies: ["LopConfig", "LopCore", "Store", "Queue", "Webhooks", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "LopCore", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(name: "Jobs", dependencies: ["Queue", "Store", "LopConfig", "LopCore", "Search", "Pruning", "Evaluation", "Fixtures", "Models", "Predictor", "Webhooks", "Export", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .executableTarget(
             name: "lop-worker",
             dependencies: [

@@ -146,3 +146,19 @@ public enum LanguageModelGGUF {
         }
     }
 }
+
+extension LanguageModelGGUF {
+    /// Writes `model`'s language model to `path`, with its folder's tokenizer when the folder has a tokenizer.json
+    /// (a broken one is an error, never left out in silence).
+    @discardableResult
+    public static func write(_ model: Model, name: String, type: GGUFFile.TensorType, to path: String) throws -> (plan: Plan, tensors: Int, tokenizer: Bool) {
+        let hasTokenizer = model.folder.map { FileManager.default.fileExists(atPath: $0.path + "/tokenizer.json") } ?? false
+        let metadata = try hasTokenizer ? { () throws -> TokenizerMetadata in
+            let inputs = try model.inputs()
+            return try TokenizerMetadata(inputs.tokenizer, vocabularySize: model.language.config.vocabularySize, eos: inputs.eos)
+        }() : nil
+        let (gguf, plan) = try file(model.language, name: name, type: type, tokenizer: metadata)
+        try gguf.write(to: path)
+        return (plan, gguf.tensors.count, metadata != nil)
+    }
+}

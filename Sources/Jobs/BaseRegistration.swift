@@ -131,16 +131,19 @@ struct RegisteredEvent: Encodable {
     let sizeBytes: Int64
     let jobId: Int64?
     let metrics: JSONB
+    /// Every file of the model (checkpoint, exports, reports) with its SHA-256 and size.
+    let files: [String: FileDigest]
 
     enum CodingKeys: String, CodingKey {
         case id, name, version, kind, reference, baseModelId = "base_model_id", artifactPath = "artifact_path", parameters
-        case sizeBytes = "size_bytes", jobId = "job_id", metrics
+        case sizeBytes = "size_bytes", jobId = "job_id", metrics, files
     }
 
     init(_ model: RegisteredModel) {
         (id, name, version, kind, reference) = (model.id, model.name, model.version, model.kind.rawValue, model.reference)
         (baseModelId, artifactPath, parameters, sizeBytes, jobId, metrics) = (model.baseModelId, model.artifactPath, model.parameters,
                                                                               model.sizeBytes, model.sourceJobId, model.metrics)
+        files = model.files
     }
 }
 

@@ -1,4 +1,5 @@
 import Evaluation
+import Export
 import Foundation
 import LopConfig
 import Models
@@ -71,10 +72,15 @@ public enum CompressStage: String, CaseIterable, Sendable {
 public struct CompressHandler: JobHandler {
     /// A request's identity: a retry or a duplicate finds the model already registered under it. A re-fitted
     /// request names its reconstruction and ridge; an unfitted one keeps the key it always had.
-    static func requestKey(base: Int64, budget: Budget, method: String, predictor: Int64?, search: String, reconstruction: String? = nil) -> String {
+    static func requestKey(base: Int64, budget: Budget, method: String, predictor: Int64?, search: String, reconstruction: String? = nil,
+                           exports: [String] = []) -> String {
         sha256Hex("compress/2|base=\(base)|budget=\(budget.identity)|method=\(method)|predictor=\(predictor ?? 0)|search=\(search)"
-                  + (reconstruction.map { "|reconstruction=\($0)" } ?? ""))
+                  + (reconstruction.map { "|reconstruction=\($0)" } ?? "") + (exports.isEmpty ? "" : "|export=\(exports.joined(separator: ","))"))
     }
+
+    /// The forms a compress job can write beside the pruned folder: `hf` (the folder itself: a plain config when
+    /// every layer has one width) and `gguf-TYPE` (llama.cpp's language-model file, `model-TYPE.gguf`).
+    public static let exportForms = ["hf"] + GGUFFile.TensorType.allCases.map { "gguf-\($0)" }
 
     public static let kind = JobKind.compress
     let config: LopConfig
@@ -100,8 +106,10 @@ public struct CompressHandler: JobHandler {
         public var search: [String: AnyJSON]?
         /// How the pruned model's kept weights are set (nil: `pruning.reconstruction`).
         public var reconstruction: ReconstructionMethod?
+        /// Forms written and registered with it (`exportForms`), in a canonical order.
+        public var export: [String]
 
-        enum CodingKeys: String, CodingKey, CaseIterable { case model, budget, method, evaluate, name, predictor, search, reconstruction }
+        enum CodingKeys: String, CodingKey, CaseIterable { case model, budget, method, evaluate, name, predictor, search, reconstruction, export }
 
         public init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -121,6 +129,11 @@ public struct CompressHandler: JobHandler {
             predictor = try c.parsed(.predictor, ModelReference.init(parsing:))
             search = try c.decodeIfPresent([String: AnyJSON].self, forKey: .search)
             reconstruction = try SearchOptions.reconstruction(c, .reconstruction)
+            let forms = try c.decodeIfPresent([String].self, forKey: .export) ?? []
+            for form in forms where !CompressHandler.exportForms.contains(form) {
+                throw c.invalid(.export, "\"\(form)\" is not an export form (\(CompressHandler.exportForms.joined(separator: ", ")))")
+            }
+            export = CompressHandler.exportForms.filter(forms.contains)
         }
     }
 

@@ -1,4 +1,5 @@
 import Evaluation
+import Export
 import Foundation
 import LopConfig
 import LopCore
@@ -68,7 +69,8 @@ struct CompressPlan {
         let searchText = try request.search.map { try JSONB(encoding: $0).text } ?? "{}"
         key = CompressHandler.requestKey(base: base.id, budget: request.budget, method: method.rawValue, predictor: predictor?.id,
                                          search: method == .predict ? "" : searchText,
-                                         reconstruction: reconstruction == .none ? nil : "\(reconstruction.rawValue)@\(ridge)")
+                                         reconstruction: reconstruction == .none ? nil : "\(reconstruction.rawValue)@\(ridge)",
+                                         exports: request.export.filter { $0 != "hf" })
     }
 
     /// The summary of a model already registered for this request (its files checked), or nil.
@@ -214,6 +216,20 @@ struct PrunedArtifact {
         }
         clock.lap("evaluate")
         try context.checkCancelled()
+
+        // llama.cpp's files, from the written (and evaluated) folder, registered with it.
+        for form in plan.request.export where form.hasPrefix("gguf-") {
+            let type = GGUFFile.TensorType.allCases.first { "gguf-\($0)" == form }!
+            stage(.register, 0.9, "writing \(form)")
+            do {
+                try LanguageModelGGUF.write(try Model.load(directory: temporary), name: plan.request.name ?? "\(plan.base.name)-pruned", type: type,
+                                            to: temporary + "/model-\(type).gguf")
+            } catch let error as ExportError {
+                throw ArgumentError("export", error.description)  // the same on every attempt
+            }
+            try context.checkCancelled()
+        }
+        clock.lap("export")
 
         stage(.register, 0.95, "hashing and registering")
         let files = try ArtifactRoot.digest(folder: temporary)

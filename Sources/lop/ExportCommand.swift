@@ -39,13 +39,10 @@ struct ExportCommand: ParsableCommand {
             switch format {
             case "gguf":
                 let tensorType = GGUFFile.TensorType.allCases.first { "\($0)" == type }!
-                let inputs = try? loaded.inputs()
-                let metadata = try inputs.map { try TokenizerMetadata($0.tokenizer, vocabularySize: loaded.language.config.vocabularySize, eos: $0.eos) }
-                let name = (URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent)
-                let (file, plan) = try LanguageModelGGUF.file(loaded.language, name: name, type: tensorType, tokenizer: metadata)
-                try file.write(to: out)
-                print("wrote \(out): architecture \(plan.architecture), \(file.tensors.count) tensors, \(type)"
-                      + (metadata == nil ? "; no tokenizer.json, so no tokenizer metadata" : ""))
+                let name = URL(fileURLWithPath: model).standardizedFileURL.lastPathComponent
+                let written = try LanguageModelGGUF.write(loaded, name: name, type: tensorType, to: out)
+                print("wrote \(out): architecture \(written.plan.architecture), \(written.tensors) tensors, \(type)"
+                      + (written.tokenizer ? "" : "; the folder has no tokenizer.json, so the file has no tokenizer metadata"))
                 if case .llava = loaded { print("note: this is the language model only; the vision tower's mmproj file is not written by this version") }
             default:
                 let padded = HFExport.padded(loaded)

@@ -34,12 +34,9 @@ import TestSupport
     }
 
     static func export(_ folder: String, type: GGUFFile.TensorType, to file: String) throws -> LanguageModelGGUF.Plan {
-        let model = try Model.load(directory: folder)
-        let inputs = try model.inputs()
-        let metadata = try TokenizerMetadata(inputs.tokenizer, vocabularySize: model.language.config.vocabularySize, eos: inputs.eos)
-        let (gguf, plan) = try LanguageModelGGUF.file(model.language, name: "test", type: type, tokenizer: metadata)
-        try gguf.write(to: file)
-        return plan
+        let written = try LanguageModelGGUF.write(try Model.load(directory: folder), name: "test", type: type, to: file)
+        #expect(written.tokenizer)
+        return written.plan
     }
 
     /// Uniform widths go out as llama.cpp's `llama`; per-layer widths as `deci` with the widths array. Every

@@ -66,6 +66,32 @@ func sha256sum(_ path: String) throws -> String {
 }
 
 @Suite(.serialized) struct CompressTests {
+    /// A compress job with `export` writes llama.cpp's file beside the folder, in the same completion: the registry
+    /// lists it with its SHA-256, the model.registered event names it, and llama.cpp's reader accepts it. A form
+    /// that does not exist is refused at once.
+    @Test func aCompressJobExportsGGUFAndRegistersIt() throws {
+        let world = try RegistryWorld()
+        defer { world.close() }
+        let base = try world.register("tiny-llama")
+        let args = #"{"model": "tiny-llama", "budget": 0.5, "method": "search", "search": {"simulations": 4}, "export": ["gguf-q8_0", "hf"]}"#
+        let job = try world.runUntilFinal([try world.insert("compress", args)])[0]
+        #expect(job.state == .completed, "\(job.errors)")
+        let summary = try #require(try job.result?.decode(CompressSummary.self))
+        let reference = try #require(summary.model)
+        let model = try #require(try world.registry.model(id: reference.id))
+        let folder = world.root.folder(model)
+        let digest = try #require(model.files["model-q8_0.gguf"])
+        #expect(try sha256sum(folder + "/model-q8_0.gguf") == digest.sha256 && digest.bytes > 0)
+        let event = try #require(try world.events("model.registered").last)
+        #expect(event.contains(#""model-q8_0.gguf": {"#) && event.contains(digest.sha256), "\(event)")
+        let python = TestDatabase.repositoryRoot + "/.venv-check/bin/python"
+        let check = try TestProcess.run([python, TestDatabase.repositoryRoot + "/scripts/gguf_check.py", folder + "/model-q8_0.gguf", folder])
+        #expect(check.output.contains(#""ok": true"#), "\(check.output)")
+        _ = base
+        let bad = try world.runUntilFinal([try world.insert("compress", #"{"model": "tiny-llama", "budget": 0.5, "export": ["onnx"]}"#)])[0]
+        #expect(bad.state == .discarded && bad.errors.last?.error.contains("'export'") == true && bad.errors.last?.error.contains("onnx") == true, "\(bad.errors)")
+    }
+
     @Test func aCompressJobInsertedBySQLRegistersAnEvaluatedModelThatMeetsTheBudgetAndADuplicateReusesIt() throws {
         let world = try RegistryWorld()
         defer { world.close() }
