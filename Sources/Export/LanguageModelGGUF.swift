@@ -69,7 +69,12 @@ public enum LanguageModelGGUF {
             let factors = zip(base, scaled).map { Float($0 / $1) }
             f.tensors.append(vector("rope_freqs.weight", factors))
         }
-        tokenizer?.add(to: &f)
+        if let tokenizer {
+            tokenizer.add(to: &f)
+        } else {
+            // llama.cpp needs a vocabulary type; "none" runs the model on ids alone (a folder without tokenizer.json).
+            f.set("tokenizer.ggml.model", .string("none"))
+        }
 
         // llama.cpp's llama and deci graphs rotate adjacent pairs; Hugging Face rotates halves. The converter
         // permutes q and k rows so that both compute the same; qwen2's graph rotates halves as Hugging Face does.

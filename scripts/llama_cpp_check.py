@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Developer check: llama.cpp itself runs lop's GGUF exports (CI never runs this).
+
+It needs llama-cpp-python, which builds llama.cpp from source (it fetches cmake from PyPI):
+    python3 -m venv /path/to/venv && /path/to/venv/bin/pip install llama-cpp-python numpy
+    /path/to/venv/bin/python scripts/llama_cpp_check.py .build/release/lop /tmp/lop-llama-cpp [--big MODEL_DIR]
+
+1. Logits. tiny-llama is pruned by lop twice: uniformly (llama.cpp's `llama` architecture) and with OWL's
+   per-layer widths (`deci`). Each is exported as F32, F16 and Q8_0. llama.cpp's logits for 64 held-out tokens are
+   compared with the float64 NumPy reference (scripts/reference_logits.py) on the same folder (llama.cpp's key/value
+   cache in F32, so that only the weights' type differs). With --big, a
+   1.1B-shaped random checkpoint (from `lop bench engine`) is exported as F16 and compared on 16 tokens too.
+2. Tokenization. For each committed reference tokenizer (Tests/References/inputs/tokenizers), a tiny random
+   Llama with that vocabulary is written and exported by lop. llama.cpp loads it vocab-only and tokenizes the
+   cases' texts; its ids are compared with those of Hugging Face `tokenizers`.
+
+Prints one JSON object per line, and a summary last.
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(argv):
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def reference_logits(folder, tokens, workdir):
+    request = os.path.join(workdir, "request.json")
+    with open(request, "w") as f:
+        json.dump({"model": folder, "tokens": [tokens]}, f)
+    out = json.loads(run([sys.executable, os.path.join(ROOT, "scripts", "reference_logits.py"), request]))
+    return np.array(out["logits"], dtype=np.float64).reshape(out["shape"])
+
+
+def llama_cpp_logits(path, tokens):
+    from llama_cpp import Llama
+    # An F32 key/value cache: llama.cpp's default F16 cache alone moves the logits by ~1e-3 of their range.
+    llm = Llama(model_path=path, n_ctx=max(64, len(tokens) + 8), logits_all=True, verbose=False, n_threads=2, n_batch=len(tokens),
+                type_k=0, type_v=0)
+    llm.eval(tokens)
+    logits = np.array(llm.scores[:len(tokens)], dtype=np.float64)
+    del llm
+    return logits
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def tiny_llama_with(tokenizer_dir, out, vocab):
+    """A one-layer random Llama whose embedding covers `vocab` ids, with the tokenizer's files beside it."""
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(0)
+    h, f = 32, 64
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab, "hidden_size": h,
+              "intermediate_size": f, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
+              "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+              "tie_word_embeddings": False}
+    json.dump(config, open(os.path.join(out, "config.json"), "w"))
+    p = "model.layers.0."
+    tensors = {"model.embed_tokens.weight": rng.normal(0, 0.02, (vocab, h)), "model.norm.weight": np.ones(h),
+               "lm_head.weight": rng.normal(0, 0.02, (vocab, h)), p + "input_layernorm.weight": np.ones(h),
+               p + "post_attention_layernorm.weight": np.ones(h)}
+    for name in ["q_proj", "k_proj", "v_proj", "o_proj"]:
+        tensors[p + f"self_attn.{name}.weight"] = rng.normal(0, 0.02, (h, h))
+    tensors[p + "mlp.gate_proj.weight"] = rng.normal(0, 0.02, (f, h))
+    tensors[p + "mlp.up_proj.weight"] = rng.normal(0, 0.02, (f, h))
+    tensors[p + "mlp.down_proj.weight"] = rng.normal(0, 0.02, (h, f))
+    write_safetensors(os.path.join(out, "model.safetensors"), tensors)
+    shutil.copy(os.path.join(tokenizer_dir, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("lop")
+    parser.add_argument("workdir")
+    parser.add_argument("--big", help="a 1.1B-shaped model folder (lop bench engine writes one)")
+    args = parser.parse_args()
+    lop, work = os.path.abspath(args.lop), os.path.abspath(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    summary = {"logits": [], "tokenization": []}
+
+    fixture = os.path.join(ROOT, "Fixtures", "tiny-llama")
+    heldout = np.fromfile(os.path.join(fixture, "heldout.bin"), dtype="<u2")[:64].tolist()
+    variants = {
+        "uniform": ["--strategy", "uniform", "--importance", "magnitude"],
+        "owl": ["--strategy", "owl", "--calibration", "corpus", "--alignment", "32"],
+    }
+    for name, flags in variants.items():
+        folder = os.path.join(work, name)
+        run([lop, "prune", fixture, "--budget", "0.5", "--out", folder, "--dtype", "f32"] + flags)
+        reference = reference_logits(folder, heldout, work)
+        for kind in ["f32", "f16", "q8_0"]:
+            path = os.path.join(work, f"{name}-{kind}.gguf")
+            printed = run([lop, "export", folder, "--format", "gguf", "--type", kind, "--out", path])
+            got = llama_cpp_logits(path, heldout)
+            error = float(np.abs(got - reference).max() / np.abs(reference).max())
+            agree = float(np.mean(got.argmax(1) == reference.argmax(1)))
+            row = {"variant": name, "type": kind, "architecture": printed.split("architecture ")[1].split(",")[0],
+                   "relative_error": error, "argmax_agreement": agree}
+            print(json.dumps(row), flush=True)
+            summary["logits"].append(row)
+
+    if args.big:
+        tokens = list(range(100, 116))
+        path = os.path.join(work, "big-f16.gguf")
+        printed = run([lop, "export", args.big, "--format", "gguf", "--type", "f16", "--out", path])
+        got = llama_cpp_logits(path, tokens)
+        reference = reference_logits(os.path.abspath(args.big), tokens, work)
+        row = {"variant": "1.1B random", "type": "f16", "architecture": printed.split("architecture ")[1].split(",")[0],
+               "relative_error": float(np.abs(got - reference).max() / np.abs(reference).max())}
+        print(json.dumps(row), flush=True)
+        summary["logits"].append(row)
+
+    from llama_cpp import Llama
+    cases = json.load(open(os.path.join(ROOT, "Tests", "References", "inputs", "tokenizers", "cases.json")))
+    for name, expected in cases["tokenizers"].items():
+        if name == "fixture":
+            continue
+        tokenizer_dir = os.path.join(ROOT, "Tests", "References", "inputs", "tokenizers", name)
+        tok = json.load(open(os.path.join(tokenizer_dir, "tokenizer.json")))
+        vocab = max([i for i in tok["model"]["vocab"].values()] + [a["id"] for a in tok["added_tokens"]]) + 1
+        folder = os.path.join(work, "tok-" + name)
+        tiny_llama_with(tokenizer_dir, folder, vocab)
+        path = folder + ".gguf"
+        run([lop, "export", folder, "--format", "gguf", "--type", "f32", "--out", path])
+        llm = Llama(model_path=path, vocab_only=True, verbose=False)
+        mismatched = []
+        for i, text in enumerate(cases["texts"]):
+            ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if ids != expected["with_special"][i]:
+                mismatched.append(i)
+        row = {"tokenizer": name, "texts": len(cases["texts"]), "identical": len(cases["texts"]) - len(mismatched), "mismatched": mismatched}
+        print(json.dumps(row), flush=True)
+        summary["tokenization"].append(row)
+        del llm
+    print(json.dumps({"summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
