@@ -229,7 +229,7 @@ struct PrunedArtifact {
             }
             try context.checkCancelled()
         }
-        clock.lap("export")
+        if plan.request.export.contains(where: { $0.hasPrefix("gguf-") }) { clock.lap("export") }
 
         stage(.register, 0.95, "hashing and registering")
         let files = try ArtifactRoot.digest(folder: temporary)
