@@ -8,6 +8,10 @@ source weight (q/k rows un-permuted for the llama and deci graphs; zero padding 
 exactly for F32, to F16/BF16 rounding, and within half a Q8_0 step (scale/2 per block) for Q8_0; the tokenizer's
 tokens equal tokenizer.json's vocabulary by id.
 
+An `mmproj` file (architecture `clip`) is checked against the LLaVA folder's vision tower and projector: the
+`clip.*` keys, `fc1` under `ffn_down` and `fc2` under `ffn_up`, the position table rotated by one row (llama.cpp
+appends the class token), and the image mean and std of preprocessor_config.json.
+
 Usage: gguf_check.py FILE.gguf MODEL_DIR
 Prints one JSON object: {"ok": bool, "problems": [...], "architecture": ..., "tensors": N, "widths": [...]}.
 """
@@ -81,6 +85,8 @@ def main():
     config = json.load(open(os.path.join(folder, "config.json")))
     text = config.get("text_config", config)
     arch = value("general.architecture")
+    if arch == "clip":
+        return check_projector(reader, value, expect_type, config, folder, problems)
     expect_type("general.architecture", gguf.GGUFValueType.STRING)
     for key in ["context_length", "embedding_length", "block_count", "rope.dimension_count"]:
         expect_type(f"{arch}.{key}", gguf.GGUFValueType.UINT32)
@@ -173,6 +179,72 @@ def main():
             problems.append(f"tokenizer.ggml.tokens differ from tokenizer.json at ids {mismatched[:5]}")
     print(json.dumps({"ok": not problems, "problems": problems[:20], "architecture": arch, "tensors": len(reader.tensors),
                       "widths": file_widths}))
+
+
+def compare(t, want, problems, label):
+    shape = tuple(int(x) for x in reversed(t.shape))
+    got = gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+    if got.shape != want.shape:
+        problems.append(f"{t.name}: shape {got.shape} != {label} {want.shape}")
+        return
+    kind = t.tensor_type
+    if kind == gguf.GGMLQuantizationType.F32:
+        bad = not np.array_equal(got, want)
+    elif kind in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
+        bad = not np.allclose(got, want, rtol=1e-2 if kind == gguf.GGMLQuantizationType.BF16 else 1e-3, atol=1e-6)
+    else:
+        blocks = want.reshape(-1, 32)
+        step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+        bad = np.any(np.abs(got.reshape(-1, 32) - blocks) > step * (0.5 + 127 / 2048) + 1e-7)
+    if bad:
+        problems.append(f"{t.name}: values differ from {label} beyond {kind.name} rounding")
+
+
+def check_projector(reader, value, expect_type, config, folder, problems):
+    vision = config["vision_config"]
+    for key in ["has_vision_encoder", "has_llava_projector", "use_gelu"]:
+        expect_type(f"clip.{key}", gguf.GGUFValueType.BOOL)
+    expect_type("clip.projector_type", gguf.GGUFValueType.STRING)
+    for key in ["image_size", "patch_size", "embedding_length", "feed_forward_length", "block_count", "attention.head_count", "projection_dim"]:
+        expect_type(f"clip.vision.{key}", gguf.GGUFValueType.UINT32)
+    expect_type("clip.vision.attention.layer_norm_epsilon", gguf.GGUFValueType.FLOAT32)
+    for key in ["image_mean", "image_std", "feature_layer"]:
+        expect_type(f"clip.vision.{key}", gguf.GGUFValueType.ARRAY)
+    layers = vision["num_hidden_layers"]
+    feature = config.get("vision_feature_layer", -2)
+    used = feature if feature >= 0 else layers + 1 + feature
+    if value("clip.vision.feature_layer") != [used] or value("clip.vision.block_count") != used:
+        problems.append(f"feature_layer {value('clip.vision.feature_layer')} / block_count {value('clip.vision.block_count')} != {used}")
+    pre = json.load(open(os.path.join(folder, "preprocessor_config.json")))
+    for key in ["image_mean", "image_std"]:
+        if not np.allclose(value(f"clip.vision.{key}"), pre[key]):
+            problems.append(f"clip.vision.{key} {value(f'clip.vision.{key}')} != {pre[key]}")
+    source = read_safetensors(folder)
+    v = next(p for p in ["vision_tower.vision_model.", "model.vision_tower.vision_model.", "vision_tower."] if p + "embeddings.patch_embedding.weight" in source)
+    mm = "model.multi_modal_projector." if "model.multi_modal_projector.linear_1.weight" in source else "multi_modal_projector."
+    positions = source[v + "embeddings.position_embedding.weight"]
+    names = {"v.patch_embd.weight": source[v + "embeddings.patch_embedding.weight"], "v.class_embd": source[v + "embeddings.class_embedding"],
+             "v.position_embd.weight": np.concatenate([positions[1:], positions[:1]]),
+             "v.pre_ln.weight": source[v + "pre_layrnorm.weight"], "v.pre_ln.bias": source[v + "pre_layrnorm.bias"],
+             "mm.0.weight": source[mm + "linear_1.weight"], "mm.0.bias": source[mm + "linear_1.bias"],
+             "mm.2.weight": source[mm + "linear_2.weight"], "mm.2.bias": source[mm + "linear_2.bias"]}
+    parts = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_out": "self_attn.out_proj",
+             "ffn_down": "mlp.fc1", "ffn_up": "mlp.fc2", "ln1": "layer_norm1", "ln2": "layer_norm2"}
+    for i in range(used):
+        for short, long in parts.items():
+            for suffix in ["weight", "bias"]:
+                names[f"v.blk.{i}.{short}.{suffix}"] = source[f"{v}encoder.layers.{i}.{long}.{suffix}"]
+    seen = set()
+    for t in reader.tensors:
+        if t.name not in names:
+            problems.append(f"unexpected tensor {t.name}")
+            continue
+        seen.add(t.name)
+        compare(t, names[t.name], problems, t.name)
+    for name in names:
+        if name not in seen:
+            problems.append(f"missing tensor {name}")
+    print(json.dumps({"ok": not problems, "problems": problems[:20], "architecture": "clip", "tensors": len(reader.tensors), "widths": []}))
 
 
 if __name__ == "__main__":

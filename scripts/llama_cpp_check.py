@@ -10,7 +10,9 @@ It needs llama-cpp-python, which builds llama.cpp from source (it fetches cmake 
    compared with the float64 NumPy reference (scripts/reference_logits.py) on the same folder (llama.cpp's key/value
    cache in F32, so that only the weights' type differs). With --big, a
    1.1B-shaped random checkpoint (from `lop bench engine`) is exported as F16 and compared on 16 tokens too.
-2. Tokenization. For each committed reference tokenizer (Tests/References/inputs/tokenizers), a tiny random
+2. Images. tiny-llava is exported as its language model and its mmproj; llama.cpp's multimodal library (mtmd)
+   encodes a 24 × 24 image, and its image embeddings are compared with the NumPy reference's projected features.
+3. Tokenization. For each committed reference tokenizer (Tests/References/inputs/tokenizers), a tiny random
    Llama with that vocabulary is written and exported by lop. llama.cpp loads it vocab-only and tokenizes the
    cases' texts; its ids are compared with those of Hugging Face `tokenizers`.
 
@@ -91,6 +93,53 @@ def tiny_llama_with(tokenizer_dir, out, vocab):
     shutil.copy(os.path.join(tokenizer_dir, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
 
 
+def mmproj_check(lop, work):
+    """llama.cpp's embeddings of one image against transformers' LLaVA features (NumPy, float64)."""
+    import ctypes
+    from llama_cpp import Llama
+    from llama_cpp import mtmd_cpp as mtmd
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import reference_logits as ref
+
+    folder = os.path.join(ROOT, "Fixtures", "tiny-llava")
+    lm, projector = os.path.join(work, "llava.gguf"), os.path.join(work, "llava-mmproj.gguf")
+    run([lop, "export", folder, "--format", "gguf", "--type", "f32", "--out", lm, "--mmproj", projector])
+    image = np.random.default_rng(1).integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
+    llm = Llama(model_path=lm, n_ctx=128, verbose=False)
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu, params.n_threads, params.warmup = False, 2, False
+    ctx = mtmd.mtmd_init_from_file(projector.encode(), llm._model.model, params)
+    if not ctx:
+        return {"loaded": False}
+    bitmap = mtmd.mtmd_bitmap_init(24, 24, (ctypes.c_uint8 * image.size).from_buffer_copy(image.tobytes()))
+    chunks = mtmd.mtmd_input_chunks_init()
+    text = mtmd.mtmd_input_text()
+    prompt = mtmd.mtmd_default_marker() + b"Q: how many shapes? A: "
+    text.text, text.text_len, text.add_special, text.parse_special = prompt, len(prompt), True, True
+    if mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1) != 0:
+        return {"loaded": True, "tokenized": False}
+    got = None
+    hidden = json.load(open(os.path.join(folder, "config.json")))["text_config"]["hidden_size"]
+    for i in range(mtmd.mtmd_input_chunks_size(chunks)):
+        chunk = mtmd.mtmd_input_chunks_get(chunks, i)
+        if mtmd.mtmd_input_chunk_get_type(chunk) == 1:  # an image
+            n = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+            mtmd.mtmd_encode_chunk(ctx, chunk)
+            got = np.ctypeslib.as_array(mtmd.mtmd_get_output_embd(ctx), shape=(n * hidden,)).reshape(n, hidden).astype(np.float64)
+    config, w = ref.read_model(folder)
+    pixels = ((image.astype(np.float64) / 255 - 0.5) / 0.5).transpose(2, 0, 1)
+    states = ref.clip_hidden_states(config["vision_config"], w, "vision_tower.vision_model.", pixels)
+    features = states[config.get("vision_feature_layer", -2)][1:]
+    act = ref.ACTIVATIONS[config.get("projector_hidden_act", "gelu")]
+    want = act(features @ w["multi_modal_projector.linear_1.weight"].T + w["multi_modal_projector.linear_1.bias"])
+    want = want @ w["multi_modal_projector.linear_2.weight"].T + w["multi_modal_projector.linear_2.bias"]
+    scale = np.abs(want).max()
+    # llama.cpp's rows 0..N-2 are transformers' patches 1..N-1; its last row is the class token (see the README).
+    return {"loaded": True, "image_tokens": int(got.shape[0]), "expected_tokens": int(want.shape[0]),
+            "relative_error_patches_2_to_N": float(np.abs(got[:-1] - want[1:]).max() / scale),
+            "relative_error_all_in_order": float(np.abs(got - want).max() / scale)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("lop")
@@ -133,6 +182,9 @@ def main():
                "relative_error": float(np.abs(got - reference).max() / np.abs(reference).max())}
         print(json.dumps(row), flush=True)
         summary["logits"].append(row)
+
+    summary["mmproj"] = mmproj_check(lop, work)
+    print(json.dumps(summary["mmproj"]), flush=True)
 
     from llama_cpp import Llama
     cases = json.load(open(os.path.join(ROOT, "Tests", "References", "inputs", "tokenizers", "cases.json")))

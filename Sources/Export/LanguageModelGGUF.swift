@@ -125,7 +125,7 @@ public enum LanguageModelGGUF {
         let shape = weight.shape
         guard shape.count == 2 else {
             return GGUFFile.TensorEntry(name: name, shape: shape, type: type) { body in
-                try weight.widened.data.withUnsafeBufferPointer { try body(0..<1, $0) }
+                try weight.widened.data.withUnsafeBufferPointer { try body(0..<(weight.count / max(shape.last ?? 1, 1)), $0) }
             }
         }
         let (rows, columns) = (shape[0], shape[1])

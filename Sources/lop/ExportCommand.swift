@@ -28,6 +28,9 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "GGUF tensor type: f32, f16, bf16 or q8_0 (norms and biases stay f32).")
     var type = "f16"
 
+    @Option(help: "For a LLaVA model, where its vision tower and projector go, as llama.cpp's mmproj GGUF (default: OUT with -mmproj before .gguf).")
+    var mmproj: String?
+
     func validate() throws {
         guard ["gguf", "hf-padded"].contains(format) else { throw ValidationError("--format must be gguf or hf-padded") }
         guard GGUFFile.TensorType.allCases.map({ "\($0)" }).contains(type) else { throw ValidationError("--type must be f32, f16, bf16 or q8_0") }
@@ -43,7 +46,13 @@ struct ExportCommand: ParsableCommand {
                 let written = try LanguageModelGGUF.write(loaded, name: name, type: tensorType, to: out)
                 print("wrote \(out): architecture \(written.plan.architecture), \(written.tensors) tensors, \(type)"
                       + (written.tokenizer ? "" : "; the folder has no tokenizer.json, so the file has no tokenizer metadata"))
-                if case .llava = loaded { print("note: this is the language model only; the vision tower's mmproj file is not written by this version") }
+                if case .llava(let m) = loaded {
+                    let path = mmproj ?? (out.hasSuffix(".gguf") ? String(out.dropLast(5)) : out) + "-mmproj.gguf"
+                    guard let preprocessor = try loaded.inputs().images else { throw ExportError("\(model) has no preprocessor_config.json for the mmproj's image mean and std") }
+                    let projector = try VisionProjectorGGUF.file(m, preprocessor: preprocessor, name: name, type: tensorType)
+                    try projector.write(to: path)
+                    print("wrote \(path): the vision tower and projector as llama.cpp's mmproj, \(projector.tensors.count) tensors")
+                }
             default:
                 let padded = HFExport.padded(loaded)
                 try Checkpoint.write(config: padded.config, weights: padded.weights, dtype: loaded.storageType,

@@ -63,6 +63,29 @@ import TestSupport
         #expect(config["intermediate_size"]?.intValue == 192 && config["lop_ffn_sizes"] == nil)
     }
 
+    /// A LLaVA model goes out as two files, as llama.cpp's multimodal tools load it: the language model, and the
+    /// vision tower + projector as `mmproj` (per-layer vision MLP widths included).
+    @Test func aPrunedLlavaExportsItsLanguageModelAndItsMmproj() throws {
+        let dir = try Self.folder("llava")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try Model.load(directory: Self.root + "/Fixtures/tiny-llava")
+        let pruner = try Pruner(model: model, scope: .all, importance: .magnitude, calibration: nil)
+        let sizes = pruner.units.map { $0.location?.tower == .vision ? ($0.location!.layer == 0 ? 64 : 96) : 128 + 32 * ($0.location!.layer % 3) }
+        try pruner.write(budget: .fraction(0.5), allocation: "test", proposed: sizes.map { _ in 0.5 }, sizes: sizes, to: dir + "/pruned")
+        let pruned = try Model.load(directory: dir + "/pruned")
+        guard case .llava(let llava) = pruned else { Issue.record("not a LLaVA"); return }
+        #expect(llava.config.vision.ffnSizes == [64, 96])
+        for type in [GGUFFile.TensorType.f32, .q8_0] {
+            let (lm, projector) = (dir + "/lm-\(type).gguf", dir + "/mmproj-\(type).gguf")
+            try LanguageModelGGUF.write(pruned, name: "test", type: type, to: lm)
+            try VisionProjectorGGUF.file(llava, preprocessor: try pruned.inputs().images!, name: "test", type: type).write(to: projector)
+            for (file, architecture) in [(lm, "deci"), (projector, "clip")] {
+                let result = try Self.check(file, against: dir + "/pruned")
+                #expect(result["ok"] as? Bool == true && result["architecture"] as? String == architecture, "\(file): \(result["problems"] ?? "")")
+            }
+        }
+    }
+
     /// Q8_0 needs rows in blocks of 32: a width that is not is refused naming the tensor and the rule, and an
     /// export that fails leaves no file under the final name.
     @Test func q8NeedsBlocksOf32AndAFailedExportLeavesNothing() throws {
