@@ -12,6 +12,8 @@ It needs llama-cpp-python, which builds llama.cpp from source (it fetches cmake 
    1.1B-shaped random checkpoint (from `lop bench engine`) is exported as F16 and compared on 16 tokens too.
 2. Images. tiny-llava is exported as its language model and its mmproj; llama.cpp's multimodal library (mtmd)
    encodes a 24 × 24 image, and its image embeddings are compared with the NumPy reference's projected features.
+   Then tiny-llava pruned by OWL to 0.5 answers 12 questions about three drawn shapes images through llama.cpp
+   (greedy decoding to EOS), beside lop's exact-match accuracy on the same files.
 3. Tokenization. For each committed reference tokenizer (Tests/References/inputs/tokenizers), a tiny random
    Llama with that vocabulary is written and exported by lop. llama.cpp loads it vocab-only and tokenizes the
    cases' texts; its ids are compared with those of Hugging Face `tokenizers`.
@@ -140,6 +142,93 @@ def mmproj_check(lop, work):
             "relative_error_all_in_order": float(np.abs(got - want).max() / scale)}
 
 
+COLORS = {"red": [0.9, 0.1, 0.1], "green": [0.1, 0.8, 0.1], "blue": [0.15, 0.25, 0.95], "yellow": [0.95, 0.9, 0.1]}
+KINDS = ["square", "circle", "triangle"]
+QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
+
+
+def shapes_image(shapes):
+    """tiny-llava's task image (Sources/Fixtures/ShapesDataset.swift's renderer): (colour, kind, quadrant) each."""
+    s, half, r = 24, 12, 4
+    pixels = np.full((s, s, 3), 0.12)
+    for color, kind, quadrant in shapes:
+        q = QUADRANTS.index(quadrant)
+        cx, cy = (q % 2) * half + half // 2, (q // 2) * half + half // 2
+        for y in range(s):
+            for x in range(s):
+                dx, dy = x - cx, y - cy
+                inside = [abs(dx) <= r and abs(dy) <= r, dx * dx + dy * dy <= r * r + 1, -r <= dy <= r and abs(dx) * 2 <= dy + r][KINDS.index(kind)]
+                if inside:
+                    pixels[y, x] = COLORS[color]
+    return np.round(pixels * 255).astype(np.uint8)
+
+
+QUESTIONS = [
+    ([("red", "square", "top left"), ("blue", "circle", "bottom right")],
+     [("how many shapes?", "2"), ("what color is the shape at bottom right?", "blue"), ("what shape is red?", "square"),
+      ("where is the blue shape?", "bottom right"), ("is there a red square?", "yes")]),
+    ([("green", "triangle", "top right")],
+     [("how many shapes?", "1"), ("what shape is green?", "triangle"), ("is there a blue circle?", "no"),
+      ("what color is the shape at top right?", "green")]),
+    ([("yellow", "circle", "bottom left"), ("red", "triangle", "top right"), ("green", "square", "bottom right")],
+     [("how many shapes?", "3"), ("what shape is yellow?", "circle"), ("where is the green shape?", "bottom right")]),
+]
+
+
+def answers_check(lop, work):
+    """A pruned tiny-llava's language model and mmproj answer image questions through llama.cpp (greedy, to EOS),
+    beside lop's exact-match accuracy on the same images and questions."""
+    import ctypes
+    import llama_cpp
+    from llama_cpp import Llama
+    from llama_cpp import mtmd_cpp as mtmd
+    from PIL import Image
+
+    # tiny-llava pruned to half its language FFNs by OWL's per-layer widths (llama.cpp's deci), exported.
+    folder = os.path.join(work, "llava-pruned")
+    run([lop, "prune", os.path.join(ROOT, "Fixtures", "tiny-llava"), "--budget", "0.5", "--strategy", "owl", "--calibration", "shapes-train",
+         "--out", folder, "--dtype", "f32"])
+    lm, projector = os.path.join(work, "llava-pruned.gguf"), os.path.join(work, "llava-pruned-mmproj.gguf")
+    run([lop, "export", folder, "--format", "gguf", "--type", "f32", "--out", lm, "--mmproj", projector])
+    llm = Llama(model_path=lm, n_ctx=256, verbose=False, n_threads=2)
+    params = mtmd.mtmd_context_params_default()
+    params.use_gpu, params.n_threads, params.warmup = False, 2, False
+    ctx = mtmd.mtmd_init_from_file(projector.encode(), llm._model.model, params)
+    rows, lines = [], []
+    os.makedirs(os.path.join(work, "shapes"), exist_ok=True)
+    for i, (shapes, questions) in enumerate(QUESTIONS):
+        image = shapes_image(shapes)
+        Image.fromarray(image).save(os.path.join(work, "shapes", f"{i}.png"))
+        for question, expected in questions:
+            lines.append(json.dumps({"image": f"shapes/{i}.png", "prompt": f"<image>Q: {question} A: ", "answer": expected}))
+            llm.reset()
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)
+            bitmap = mtmd.mtmd_bitmap_init(24, 24, (ctypes.c_uint8 * image.size).from_buffer_copy(image.tobytes()))
+            chunks = mtmd.mtmd_input_chunks_init()
+            text = mtmd.mtmd_input_text()
+            prompt = mtmd.mtmd_default_marker() + f"Q: {question} A: ".encode()
+            text.text, text.text_len, text.add_special, text.parse_special = prompt, len(prompt), True, True
+            mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(text), (mtmd.mtmd_bitmap_p_ctypes * 1)(bitmap), 1)
+            n_past = llama_cpp.llama_pos(0)
+            mtmd.mtmd_helper_eval_chunks(ctx, llm._ctx.ctx, chunks, 0, 0, 64, True, ctypes.byref(n_past))
+            answer = []
+            for _ in range(16):
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
+                token = int(logits.argmax())
+                if token == 257:  # </s>
+                    break
+                answer.append(token)
+                batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(token), 1)
+                llama_cpp.llama_decode(llm._ctx.ctx, batch)
+            said = bytes(t for t in answer if t < 256).decode("utf-8", "replace")
+            rows.append({"question": question, "expected": expected, "llama.cpp": said})
+    data = os.path.join(work, "shapes.jsonl")
+    open(data, "w").write("\n".join(lines) + "\n")
+    lop_accuracy = json.loads(run([lop, "eval", folder, "--data", data, "--json"]))["accuracy"]
+    right = sum(r["expected"] == r["llama.cpp"] for r in rows)
+    return {"questions": len(rows), "llama.cpp right": right, "lop accuracy": lop_accuracy, "answers": rows}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("lop")
@@ -185,6 +274,8 @@ def main():
 
     summary["mmproj"] = mmproj_check(lop, work)
     print(json.dumps(summary["mmproj"]), flush=True)
+    summary["answers"] = answers_check(lop, work)
+    print(json.dumps(summary["answers"]), flush=True)
 
     from llama_cpp import Llama
     cases = json.load(open(os.path.join(ROOT, "Tests", "References", "inputs", "tokenizers", "cases.json")))
