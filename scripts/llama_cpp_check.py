@@ -6,7 +6,8 @@ It needs llama-cpp-python, which builds llama.cpp from source (it fetches cmake 
     /path/to/venv/bin/python scripts/llama_cpp_check.py .build/release/lop /tmp/lop-llama-cpp [--big MODEL_DIR]
 
 1. Logits. tiny-llama is pruned by lop twice: uniformly (llama.cpp's `llama` architecture) and with OWL's
-   per-layer widths (`deci`). Each is exported as F32, F16 and Q8_0. llama.cpp's logits for 64 held-out tokens are
+   per-layer widths (`deci`). Each is exported as F32, F16 and Q8_0. So is a random Qwen2 with q/k/v biases pruned
+   to widths 32/96/64 (deci with biases); transformers loads the uniform folder as it is. llama.cpp's logits for 64 held-out tokens are
    compared with the float64 NumPy reference (scripts/reference_logits.py) on the same folder (llama.cpp's key/value
    cache in F32, so that only the weights' type differs). With --big, a
    1.1B-shaped random checkpoint (from `lop bench engine`) is exported as F16 and compared on 16 tokens too.
@@ -70,6 +71,48 @@ def write_safetensors(path, tensors):
     text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def random_qwen2(out):
+    """A 3-layer Qwen2 with non-zero q/k/v biases, byte vocabulary (260), and the fixtures' tokenizer files."""
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(2)
+    v, h, f, layers, heads, kv = 260, 64, 128, 3, 4, 2
+    d = h // heads
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": v, "hidden_size": h, "intermediate_size": f,
+              "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv, "max_position_embeddings": 256,
+              "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False}
+    json.dump(config, open(os.path.join(out, "config.json"), "w"))
+    t = {"model.embed_tokens.weight": rng.normal(0, 0.5, (v, h)), "model.norm.weight": 1 + rng.normal(0, 0.1, h),
+         "lm_head.weight": rng.normal(0, 0.2, (v, h))}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = 1 + rng.normal(0, 0.1, h)
+        t[p + "post_attention_layernorm.weight"] = 1 + rng.normal(0, 0.1, h)
+        for name, rows in [("q_proj", heads * d), ("k_proj", kv * d), ("v_proj", kv * d)]:
+            t[p + f"self_attn.{name}.weight"] = rng.normal(0, 0.15, (rows, h))
+            t[p + f"self_attn.{name}.bias"] = rng.normal(0, 0.2, rows)
+        t[p + "self_attn.o_proj.weight"] = rng.normal(0, 0.15, (h, heads * d))
+        t[p + "mlp.gate_proj.weight"] = rng.normal(0, 0.15, (f, h))
+        t[p + "mlp.up_proj.weight"] = rng.normal(0, 0.15, (f, h))
+        t[p + "mlp.down_proj.weight"] = rng.normal(0, 0.15, (h, f))
+    write_safetensors(os.path.join(out, "model.safetensors"), t)
+    for name in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(os.path.join(ROOT, "Fixtures", "tiny-llama", name), os.path.join(out, name))
+
+
+def transformers_check(folder, tokens, work):
+    """transformers loads a uniform variant's folder as it is (a plain intermediate_size) and computes its logits."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        return {"transformers": "not installed"}
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    with torch.no_grad():
+        got = model(torch.tensor([tokens])).logits[0].double().numpy()
+    reference = reference_logits(folder, tokens, work)
+    return {"transformers": "loaded", "relative_error": float(np.abs(got - reference).max() / np.abs(reference).max())}
 
 
 def tiny_llama_with(tokenizer_dir, out, vocab):
@@ -260,6 +303,29 @@ def main():
                    "relative_error": error, "argmax_agreement": agree}
             print(json.dumps(row), flush=True)
             summary["logits"].append(row)
+
+    # transformers reads the uniform variant's plain config.
+    row = dict(variant="uniform", runtime="transformers", **transformers_check(os.path.join(work, "uniform"), heldout, work))
+    print(json.dumps(row), flush=True)
+    summary["logits"].append(row)
+
+    # Qwen2 with biases and per-layer widths (32, 96, 64): llama.cpp's deci, its q and k biases permuted with their rows.
+    qwen = os.path.join(work, "qwen2")
+    random_qwen2(qwen)
+    strategy = os.path.join(work, "qwen2-strategy.json")
+    json.dump({"units": [f"language.layers.{i}.mlp" for i in range(3)], "ratios": [0.25, 0.75, 0.5]}, open(strategy, "w"))
+    run([lop, "prune", qwen, "--budget", "0.5", "--strategy", strategy, "--importance", "magnitude", "--alignment", "32",
+         "--out", qwen + "-owl", "--dtype", "f32"])
+    reference = reference_logits(qwen + "-owl", heldout, work)
+    for kind in ["f32", "q8_0"]:
+        path = qwen + f"-owl-{kind}.gguf"
+        printed = run([lop, "export", qwen + "-owl", "--format", "gguf", "--type", kind, "--out", path])
+        got = llama_cpp_logits(path, heldout)
+        row = {"variant": "qwen2 (biases), widths 32/96/64", "type": kind, "architecture": printed.split("architecture ")[1].split(",")[0],
+               "relative_error": float(np.abs(got - reference).max() / np.abs(reference).max()),
+               "argmax_agreement": float(np.mean(got.argmax(1) == reference.argmax(1)))}
+        print(json.dumps(row), flush=True)
+        summary["logits"].append(row)
 
     if args.big:
         tokens = list(range(100, 116))
