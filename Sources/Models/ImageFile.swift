@@ -77,7 +77,7 @@ public enum ImageFile {
         defer { free(pixels) }
         let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         guard status == 0, let pixels else {
-            throw ImageError(file: name, problem: status == 2 ? "\(text) (images.max_pixels)" : "is not a valid \(isPNG ? "PNG" : "JPEG") file: \(text)")
+            throw ImageError(file: name, problem: status == 2 ? "\(text) (data.max_image_pixels)" : "is not a valid \(isPNG ? "PNG" : "JPEG") file: \(text)")
         }
         let count = Int(width) * Int(height)
         let decoded = UnsafeBufferPointer(start: pixels, count: count * Int(channels))

@@ -161,7 +161,7 @@ import TestSupport
             ("truncated PNG", { _ = try ImageFile.decode(file: folder + "/images/truncated.png") }, ["truncated.png", "is not a valid PNG file"]),
             ("corrupt JPEG", { _ = try ImageFile.decode(file: folder + "/images/corrupt.jpg") }, ["corrupt.jpg", "is not a valid JPEG file"]),
             ("JPEG ending early", { _ = try ImageFile.decode(file: folder + "/images/short.jpg") }, ["short.jpg", "is not a valid JPEG file"]),
-            ("over the pixel limit", { _ = try ImageFile.decode(file: folder + "/images/0.png", maximumPixels: 500) }, ["0.png", "24 x 24 pixels exceed the limit of 500"]),
+            ("over the pixel limit", { _ = try ImageFile.decode(file: folder + "/images/0.png", maximumPixels: 500) }, ["0.png", "24 x 24 pixels exceed the limit of 500", "data.max_image_pixels"]),
             ("not an image", { _ = try ImageFile.decode(file: good) }, ["questions.jsonl", "neither a PNG nor a JPEG"]),
             ("JSONL naming a truncated PNG", { _ = try DataSpec(parsing: truncated).evaluationData(for: model) }, ["truncated.png", "not a valid PNG"]),
             ("a line that is not an object", { _ = try DataFile.read(notObject) }, ["object.jsonl line 4", "is not a JSON object"]),
