@@ -4,7 +4,7 @@ against the Hugging Face folder it was exported from.
 
 Checks: the metadata llama.cpp needs for the architecture is present with the right types; per-layer FFN widths
 equal the folder's (lop_ffn_sizes or intermediate_size); every tensor, dequantised by the package, equals the
-source weight (q/k rows un-permuted for the llama and deci graphs; zero padding allowed where the file pads):
+source weight (q/k rows un-permuted for the llama and deci graphs):
 exactly for F32, to F16/BF16 rounding, and within half a Q8_0 step (scale/2 per block) for Q8_0; the tokenizer's
 tokens equal tokenizer.json's vocabulary by id.
 
@@ -132,37 +132,10 @@ def main():
             problems.append(f"unexpected tensor {t.name}")
             continue
         seen.add(t.name)
-        want = source[names[t.name]]
-        shape = tuple(int(x) for x in reversed(t.shape))
-        got = gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        got = dequantized(t)
         if arch != "qwen2" and t.name.endswith(("attn_q.weight", "attn_k.weight", "attn_q.bias", "attn_k.bias")):
             got = unpermute(got, heads if "attn_q" in t.name else kv)
-        if got.shape != want.shape:
-            # Zero padding to the widest layer: the extra rows/columns must be zero.
-            if got.ndim == 2 and got.shape[0] >= want.shape[0] and got.shape[1] >= want.shape[1]:
-                extra = got.copy()
-                extra[:want.shape[0], :want.shape[1]] = 0
-                if np.any(extra != 0):
-                    problems.append(f"{t.name}: padding is not zero")
-                got = got[:want.shape[0], :want.shape[1]]
-            else:
-                problems.append(f"{t.name}: shape {got.shape} != {want.shape}")
-                continue
-        kind = t.tensor_type
-        if kind == gguf.GGMLQuantizationType.F32:
-            bad = not np.array_equal(got, want)
-        elif kind in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
-            bad = not np.allclose(got, want, rtol=1e-2 if kind == gguf.GGMLQuantizationType.BF16 else 1e-3, atol=1e-6)
-        elif kind == gguf.GGMLQuantizationType.Q8_0:
-            blocks = want.reshape(-1, 32)
-            step = np.abs(blocks).max(axis=1, keepdims=True) / 127
-            # Half a step, plus the F16 rounding of the scale itself (at most 127 · 2^-11 steps).
-            bad = np.any(np.abs(got.reshape(-1, 32) - blocks) > step * (0.5 + 127 / 2048) + 1e-7)
-        else:
-            bad = True
-            problems.append(f"{t.name}: unexpected type {kind.name}")
-        if bad:
-            problems.append(f"{t.name}: values differ from {names[t.name]} beyond {kind.name} rounding")
+        check_values(t, got, source[names[t.name]], names[t.name], problems)
     for name in names:
         if name not in seen:
             problems.append(f"missing tensor {name}")
@@ -181,9 +154,14 @@ def main():
                       "widths": file_widths}))
 
 
-def compare(t, want, problems, label):
+def dequantized(t):
+    """A tensor's values as float32 in row-major shape, dequantised by the gguf package."""
     shape = tuple(int(x) for x in reversed(t.shape))
-    got = gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+    return gguf.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+
+
+def check_values(t, got, want, label, problems):
+    """F32 exactly; F16/BF16 to their rounding; Q8_0 within half a step plus the F16 rounding of the scale."""
     if got.shape != want.shape:
         problems.append(f"{t.name}: shape {got.shape} != {label} {want.shape}")
         return
@@ -192,10 +170,14 @@ def compare(t, want, problems, label):
         bad = not np.array_equal(got, want)
     elif kind in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
         bad = not np.allclose(got, want, rtol=1e-2 if kind == gguf.GGMLQuantizationType.BF16 else 1e-3, atol=1e-6)
-    else:
+    elif kind == gguf.GGMLQuantizationType.Q8_0:
         blocks = want.reshape(-1, 32)
         step = np.abs(blocks).max(axis=1, keepdims=True) / 127
+        # Half a step, plus the F16 rounding of the scale itself (at most 127 · 2^-11 steps).
         bad = np.any(np.abs(got.reshape(-1, 32) - blocks) > step * (0.5 + 127 / 2048) + 1e-7)
+    else:
+        problems.append(f"{t.name}: unexpected type {kind.name}")
+        return
     if bad:
         problems.append(f"{t.name}: values differ from {label} beyond {kind.name} rounding")
 
@@ -240,7 +222,7 @@ def check_projector(reader, value, expect_type, config, folder, problems):
             problems.append(f"unexpected tensor {t.name}")
             continue
         seen.add(t.name)
-        compare(t, names[t.name], problems, t.name)
+        check_values(t, dequantized(t), names[t.name], t.name, problems)
     for name in names:
         if name not in seen:
             problems.append(f"missing tensor {name}")

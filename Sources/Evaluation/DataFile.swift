@@ -1,4 +1,5 @@
 import Foundation
+import LopCore
 import Models
 
 /// An error in data a user brought (a data file, an image, a tokenizer or preprocessing file): the same on every
@@ -71,16 +72,24 @@ public enum DataFile {
     public static let imageMarker = "<image>"
 
     public static func read(_ path: String, options: Options = Options()) throws(EvaluationError) -> Contents {
-        if path.hasSuffix(".bin") { return .tokens(path: path) }
+        try load(path, options: options).contents
+    }
+
+    /// A file's contents and the SHA-256 of the bytes read (nil for a binary token file, which is read later).
+    public typealias Loaded = (contents: Contents, sha256: String?)
+
+    public static func load(_ path: String, options: Options = Options()) throws(EvaluationError) -> Loaded {
+        if path.hasSuffix(".bin") { return (.tokens(path: path), nil) }
         _ = try options.wrap("")  // a template that cannot place a question is refused before any file is read
         guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError("\(path): cannot be read") }
         guard let text = String(data: data, encoding: .utf8) else { throw EvaluationError("\(path): is not UTF-8 text") }
-        if path.hasSuffix(".txt") { return .text([text]) }
-        if path.hasSuffix(".tsv") { return .questions(try mmbench(text, path: path, options: options)) }
+        let digest = sha256Hex(data)
+        if path.hasSuffix(".txt") { return (.text([text]), digest) }
+        if path.hasSuffix(".tsv") { return (.questions(try mmbench(text, path: path, options: options)), digest) }
         guard path.hasSuffix(".jsonl") else {
             throw EvaluationError("\(path): unknown data file type (use .txt, .jsonl, .tsv, .bin or .u32.bin)")
         }
-        return try jsonl(data, path: path, options: options)
+        return (try jsonl(data, path: path, options: options), digest)
     }
 
     /// JSONL: every line of one kind, told by the first: ids (`[…]`, `{"tokens": …}`), text (`{"text": …}`), or

@@ -144,8 +144,8 @@ public enum Evaluation {
                 var (sum, counted, exact) = (0.0, 0, true)
                 for t in 0..<length where batch.targets[row * length + t] != -100 {
                     let target = batch.targets[row * length + t], base = (row * length + t) * vocabulary
-                    var best = 0, top = data[base]
-                    for j in 1..<vocabulary where data[base + j] > top { (best, top) = (j, data[base + j]) }
+                    let best = argmax(data, base, vocabulary)
+                    let top = data[base + best]
                     var total = 0.0
                     for j in 0..<vocabulary { total += exp(Double(data[base + j] - top)) }
                     sum += Double(data[base + target] - top) - log(total)
@@ -157,10 +157,28 @@ public enum Evaluation {
         }
     }
 
+    /// The index of the largest of `count` logits from `base` (the first on ties).
+    static func argmax(_ data: UnsafeBufferPointer<Float>, _ base: Int, _ count: Int) -> Int {
+        var (best, top) = (0, data[base])
+        for j in 1..<count where data[base + j] > top { (best, top) = (j, data[base + j]) }
+        return best
+    }
+
     /// Per row, whether every counted target is its position's argmax (what greedy decoding would say); nil for a
-    /// row with nothing counted.
+    /// row with nothing counted. Only the argmax is needed here: a search scores text strategies with it on every
+    /// position, so no softmax is computed.
     public static func exactRows(_ logits: Tensor, _ batch: TokenBatch) -> [Bool?] {
-        rowScores(logits, batch).map { $0.counted > 0 ? $0.exact : nil }
+        let vocabulary = logits.shape[1], length = batch.rows.first?.count ?? 0
+        return logits.data.withUnsafeBufferPointer { data in
+            batch.rows.indices.map { row in
+                var (right, counted) = (true, false)
+                for t in 0..<length where batch.targets[row * length + t] != -100 {
+                    counted = true
+                    if argmax(data, (row * length + t) * vocabulary, vocabulary) != batch.targets[row * length + t] { right = false }
+                }
+                return counted ? right : nil
+            }
+        }
     }
 
     /// Per question (items of one `question` number, in order), whether it was answered right: the most likely

@@ -29,7 +29,7 @@ public struct TokenizerMetadata {
         if patterns.isEmpty && gpt2 { return "gpt-2" }
         if patterns.count == 1, !gpt2, let name = preTokenizers[patterns[0]] { return name }
         // No split at all and no merges (one token per byte, as the fixtures' tokenizer): any split gives the same ids.
-        if patterns.isEmpty, !gpt2, tokenizer.mergeList.isEmpty { return "default" }
+        if patterns.isEmpty, !gpt2, !tokenizer.hasMerges { return "default" }
         throw ExportError("\(tokenizer.file): pre_tokenizer splits with \(patterns.isEmpty ? "no pattern" : patterns.map { "\"\($0)\"" }.joined(separator: ", ")), for which llama.cpp has no pre-tokenizer lop knows (llama-bpe, qwen2, gpt-2)")
     }
 

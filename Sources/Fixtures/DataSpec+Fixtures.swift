@@ -11,41 +11,40 @@ extension DataSpec {
     /// Text as ids: a token file's rows joined, or text documents tokenized with the model's tokenizer (each with
     /// the post-processor's special tokens). The provenance names the tokenizer and the file (empty for token files
     /// and the corpus, whose ids are their own record).
-    func textTokens(for model: Model, contents: DataFile.Contents?) throws -> (ids: [Int], provenance: String) {
+    func textTokens(for model: Model, file: DataFile.Loaded?) throws -> (ids: [Int], provenance: String) {
         let vocabularySize = model.language.config.vocabularySize
-        switch (self, contents) {
-        case (.file, .tokens(let file)?): return (try TokenData.read(file, vocabularySize: vocabularySize).flatMap { $0 }, "")
-        case (.file(let path), .text(let documents)?):
+        switch (self, file?.contents) {
+        case (.file, .tokens(let path)?): return (try TokenData.read(path, vocabularySize: vocabularySize).flatMap { $0 }, "")
+        case (.file, .text(let documents)?):
             let inputs = try model.inputs()
             var ids: [Int] = []
             for document in documents { ids += try inputs.tokenizer.encode(document) }
             if let bad = ids.first(where: { $0 >= vocabularySize }) {
                 throw EvaluationError("\(inputs.tokenizer.file): gives id \(bad), outside the model's vocabulary of \(vocabularySize)")
             }
-            return (ids, try Self.provenance(inputs, file: path))
+            return (ids, Self.provenance(inputs, file: file!))
         case (.file(let path), _): throw EvaluationError("\(path): holds questions, not text")
         case (.corpus, _): return (try TextCorpus().train, "")
         case (.shapes, _): throw EvaluationError("\(self) is image-question data, not text")
         }
     }
 
-    /// What a data file holds (nil for the fixtures' named sets).
-    func contents(options: DataFile.Options) throws -> DataFile.Contents? {
+    /// What a data file holds, with its digest (nil for the fixtures' named sets).
+    func load(options: DataFile.Options) throws -> DataFile.Loaded? {
         guard case .file(let path) = self else { return nil }
-        return try DataFile.read(path, options: options)
+        return try DataFile.load(path, options: options)
     }
 
     /// The tokenizer's, the preprocessor's and the data file's SHA-256.
-    static func provenance(_ inputs: ModelInputs, file: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: file) else { throw EvaluationError("\(file): cannot be read") }
-        return inputs.fingerprint + " data \(sha256Hex(data))"
+    static func provenance(_ inputs: ModelInputs, file: DataFile.Loaded) -> String {
+        inputs.fingerprint + " data \(file.sha256 ?? "-")"
     }
 
     /// A data file's questions, tokenized and preprocessed (nil: the file is not question data).
-    func questions(for model: Model, contents: DataFile.Contents?, options: DataFile.Options) throws -> (set: Evaluation.AnswerSet, provenance: String)? {
-        guard case .file(let path) = self, case .questions(let questions)? = contents else { return nil }
+    func questions(for model: Model, file: DataFile.Loaded?, options: DataFile.Options) throws -> (set: Evaluation.AnswerSet, provenance: String)? {
+        guard let file, case .questions(let questions) = file.contents else { return nil }
         let set = try Evaluation.AnswerSet.questions(questions, model: model, options: options)
-        return (set, try Self.provenance(try model.inputs(), file: path))
+        return (set, Self.provenance(try model.inputs(), file: file))
     }
 
     func shapes(for model: Model) throws -> Evaluation.AnswerSet {
@@ -61,9 +60,9 @@ extension DataSpec {
     /// Held-out data for `lop eval` and reports.
     public func evaluationData(for model: Model, context: Int = Fixtures.textContext, options: DataFile.Options = DataFile.Options()) throws -> EvaluationData {
         if case .shapes = self { return .answers(try shapes(for: model)) }
-        let contents = try contents(options: options)
-        if let questions = try questions(for: model, contents: contents, options: options) { return .answers(questions.set) }
-        return .text(try textTokens(for: model, contents: contents).ids, context: context)
+        let file = try load(options: options)
+        if let questions = try questions(for: model, file: file, options: options) { return .answers(questions.set) }
+        return .text(try textTokens(for: model, file: file).ids, context: context)
     }
 
     /// Calibration samples: the first `samples` windows of text, or `samples` questions.
@@ -77,11 +76,11 @@ extension DataSpec {
             }
             return try Calibration(name: description, batches: batches)
         default:
-            let contents = try contents(options: options)
-            if let questions = try questions(for: model, contents: contents, options: options) {
+            let file = try load(options: options)
+            if let questions = try questions(for: model, file: file, options: options) {
                 return try Calibration.questions(questions.set, samples: samples, name: description, provenance: questions.provenance)
             }
-            let text = try textTokens(for: model, contents: contents)
+            let text = try textTokens(for: model, file: file)
             return try Calibration.text(text.ids, samples: samples, context: context, name: description, provenance: text.provenance)
         }
     }

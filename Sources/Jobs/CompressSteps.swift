@@ -192,10 +192,12 @@ struct PrunedArtifact {
 
         var metrics: EvaluationData.Metrics?
         var reportFile: String?
-        if evaluate {
+        // The written folder, loaded once for evaluation and exports (what is measured and exported is the file).
+        let gguf = plan.request.export.compactMap { form in GGUFFile.TensorType.allCases.first { "gguf-\($0)" == form } }
+        let written = evaluate || !gguf.isEmpty ? try Model.load(directory: temporary) : nil
+        if evaluate, let written {
             stage(.evaluate, 0.7, "held-out \(plan.base.evalData ?? "data")")
             let evaluationStart = Date()
-            let written = try Model.load(directory: temporary)
             guard written.parameterCount == pruned.parameterCount else {
                 throw RegistryError("the written checkpoint has \(written.parameterCount) parameters, the pruned model \(pruned.parameterCount)")
             }
@@ -218,18 +220,18 @@ struct PrunedArtifact {
         try context.checkCancelled()
 
         // llama.cpp's files, from the written (and evaluated) folder, registered with it.
-        for form in plan.request.export where form.hasPrefix("gguf-") {
-            let type = GGUFFile.TensorType.allCases.first { "gguf-\($0)" == form }!
-            stage(.register, 0.9, "writing \(form)")
-            do {
-                try LanguageModelGGUF.write(try Model.load(directory: temporary), name: plan.request.name ?? "\(plan.base.name)-pruned", type: type,
-                                            to: temporary + "/model-\(type).gguf")
-            } catch let error as ExportError {
-                throw ArgumentError("export", error.description)  // the same on every attempt
+        if let written, !gguf.isEmpty {
+            for type in gguf {
+                stage(.register, 0.9, "writing gguf-\(type)")
+                do {
+                    try LanguageModelGGUF.write(written, name: plan.request.name ?? "\(plan.base.name)-pruned", type: type, to: temporary + "/model-\(type).gguf")
+                } catch let error as ExportError {
+                    throw ArgumentError("export", error.description)  // the same on every attempt
+                }
+                try context.checkCancelled()
             }
-            try context.checkCancelled()
+            clock.lap("export")
         }
-        if plan.request.export.contains(where: { $0.hasPrefix("gguf-") }) { clock.lap("export") }
 
         stage(.register, 0.95, "hashing and registering")
         let files = try ArtifactRoot.digest(folder: temporary)

@@ -129,6 +129,9 @@ public struct Tokenizer: Sendable {
     /// Whether characters outside the vocabulary fall back to `<0xNN>` byte tokens.
     public var byteFallback: Bool { model.byteFallback }
 
+    /// Whether the model has any merges (one token per character or byte when not).
+    public var hasMerges: Bool { !model.merges.isEmpty }
+
     /// The merges in rank order, as `"left right"`.
     public var mergeList: [String] {
         model.merges.sorted { $0.value.rank < $1.value.rank }.map { pair, _ in
