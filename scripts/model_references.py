@@ -63,11 +63,20 @@ import torch
 import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from input_references import QWEN2_PATTERN  # Qwen2's split pattern, as the input references use it
+from PIL import Image
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    LlavaOnevisionProcessor,
+    PreTrainedTokenizerFast,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +116,20 @@ LLAMAS = {
 }
 
 LLAVAS = ("llava-v5", "llava-v4.52", "llava-hub")
+
+ONEVISION = "llava-onevision"
+# Tiles of 24 px (16 features each); pinpoints up to 2 x 3 tiles; "anyres_max_2" shrinks any unpadded grid above
+# 2 tiles' worth of features (by the 1.1 margin) with bilinear interpolation.
+ONEVISION_PINPOINTS = [[24, 24], [24, 48], [48, 24], [48, 48], [48, 72], [72, 48]]
+ONEVISION_ASPECT = "anyres_max_2"
+# (name, [(height, width, seed) per image], prompt): images in one row; a row with one image is tiled (AnyRes), a
+# row with several gives each only its base tile padded to a square, as transformers does.
+ONEVISION_CASES = [
+    ("wide", [(16, 60, 11)], "<image>\nWhat is this?"),
+    ("tall", [(45, 22, 12)], "Look: <image> now."),
+    ("large", [(50, 70, 13)], "<image>\nDescribe it."),
+    ("two-images", [(30, 18, 14), (16, 40, 15)], "<image> and <image>: same?"),
+]
 
 
 def fail(message):
@@ -310,6 +333,152 @@ def make_llavas():
     return entries
 
 
+def onevision_tokenizer():
+    """A Qwen2-style byte-level BPE (NFC, the Qwen2 split, ByteLevel) trained on the GPL-3 text, 64 merges, with
+    Qwen2's specials and LLaVA-OneVision's <image> token."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+    ])
+    text = Path("/usr/share/common-licenses/GPL-3").read_text(encoding="utf-8")
+    trainer = trainers.BpeTrainer(vocab_size=256 + 64, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([text], trainer)
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def onevision_image(height, width, seed):
+    """A seeded RGB image: a smooth gradient plus noise, so resampling and tiling matter."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([255 * x / max(width - 1, 1), 255 * y / max(height - 1, 1), 128 + 0 * x], axis=-1)
+    noise = rng.integers(-40, 41, size=(height, width, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+def onevision_config(vocab, image_token):
+    return LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            vision_use_head=True,
+        ),
+        text_config=dict(
+            model_type="qwen2",
+            **{**TEXT, "vocab_size": vocab, "max_position_embeddings": 256},
+            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        ),
+        image_token_index=image_token,
+        video_token_index=image_token - 1,
+        image_grid_pinpoints=ONEVISION_PINPOINTS,
+        vision_aspect_ratio=ONEVISION_ASPECT,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        attn_implementation="eager",
+    )
+
+
+class ImageOnlyProcessor(LlavaOnevisionProcessor):
+    """LlavaOnevisionProcessor without its video processor (which needs torchvision); images and text are
+    processed by the unchanged LlavaOnevisionProcessor code."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+def make_onevision():
+    """LlavaOnevisionForConditionalGeneration (SigLIP with its pooling head, Qwen2 text model), saved with its
+    processor; each case goes through the processor from PIL images, as a user's would."""
+    tokenizer = onevision_tokenizer()
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    processor = ImageOnlyProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(
+            size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_grid_pinpoints=ONEVISION_PINPOINTS),
+        tokenizer=tokenizer,
+        num_image_tokens=IMAGE_TOKENS,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio=ONEVISION_ASPECT,
+    )
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(onevision_config(len(tokenizer), image_token))
+    randomize(model, 3)
+    model.eval()
+    folder = OUT / ONEVISION
+    model.save_pretrained(folder)
+    # The processor's parts (save_pretrained of the whole processor needs its video processor).
+    processor.image_processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    loaded, info = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        folder, output_loading_info=True, attn_implementation="eager", dtype=torch.float32)
+    problems = {key: value for key, value in info.items() if value}
+    if problems:
+        fail(f"{ONEVISION}: loading reported {problems}")
+    loaded.eval()
+
+    images_dir = folder / "images"
+    images_dir.mkdir()
+    cases = [case("text-only", [tokenizer("Free software, for all.")["input_ids"]], None,
+                  logits_of(loaded, [tokenizer("Free software, for all.")["input_ids"]]))]
+    branches = set()
+    for name, shapes, prompt in ONEVISION_CASES:
+        images = []
+        for h, w, seed in shapes:
+            image = onevision_image(h, w, seed)
+            image.save(images_dir / f"{name}-{len(images)}.png")
+            images.append(image)
+        inputs = processor(text=[prompt], images=[images], return_tensors="pt")
+        tokens = inputs["input_ids"].tolist()
+        with torch.no_grad():
+            output = loaded(**inputs, use_cache=False)
+            features = loaded.model.get_image_features(
+                inputs["pixel_values"], inputs["image_sizes"], batch_num_images=inputs["batch_num_images"]).pooler_output
+        if sum(row.count(image_token) for row in tokens) != sum(f.shape[0] for f in features):
+            fail(f"{name}: the processor's image tokens disagree with the model's features")
+        if len(images) == 1:
+            branches.update(onevision_branches(shapes[0][:2]))
+        pixels = inputs["pixel_values"].numpy()
+        logits = output.logits.to(torch.float32).reshape(-1, output.logits.shape[-1]).numpy()
+        entry = case(name, tokens, pixels, logits)
+        entry["image_sizes"] = inputs["image_sizes"].tolist()
+        entry["prompt"] = prompt
+        entry["images"] = [f"images/{name}-{i}.png" for i in range(len(images))]
+        cases.append(entry)
+    if branches != {"unpad-height", "unpad-width", "interpolate", "no-interpolate"}:
+        fail(f"the one-image cases exercise only {sorted(branches)}")
+    return {ONEVISION: {"cases": cases}}
+
+
+def onevision_branches(size):
+    """Which of pack_image_features' branches an image of `size` (height, width) takes."""
+    from transformers.image_processing_utils import select_best_resolution
+
+    height, width = size
+    best = select_best_resolution([height, width], ONEVISION_PINPOINTS)
+    side = IMAGE_SIZE // PATCH
+    current_h, current_w = best[0] // IMAGE_SIZE * side, best[1] // IMAGE_SIZE * side
+    if width / height > current_w / current_h:
+        taken = {"unpad-height"}
+        current_h -= 2 * ((current_h - int(round(height * current_w / width, 7))) // 2)
+    else:
+        taken = {"unpad-width"}
+        current_w -= 2 * ((current_w - int(round(width * current_h / height, 7))) // 2)
+    maximum = int(ONEVISION_ASPECT.strip("anyres_max_"))
+    ratio = (current_h * current_w / (maximum * side * side)) ** 0.5
+    return taken | {"interpolate" if ratio > 1.1 else "no-interpolate"}
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -318,7 +487,7 @@ def main():
     transformers.utils.logging.disable_progress_bar()
 
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in list(LLAMAS) + list(LLAVAS) + ["cases.json", "versions.json"]:
+    for name in list(LLAMAS) + list(LLAVAS) + [ONEVISION, "cases.json", "versions.json"]:
         target = OUT / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -328,6 +497,7 @@ def main():
     entries = {}
     entries.update(make_llamas())
     entries.update(make_llavas())
+    entries.update(make_onevision())
     write_json(OUT / "cases.json", entries)
     write_json(
         OUT / "versions.json",

@@ -59,8 +59,8 @@ public enum Evaluation {
             }
         }
         public let items: [Item]
-        /// Images, each `[channels, height, width]`, referenced by items.
-        public let images: [Tensor]
+        /// Images, each its tiles `[tiles, channels, height, width]` and original size, referenced by items.
+        public let images: [PreparedImage]
         /// Token that pads shorter rows (after their end, so causal attention never sees it).
         public let padding: Int
 
@@ -74,11 +74,14 @@ public enum Evaluation {
                 item.question = i
                 return item
             }
-            self.images = (0..<items.count).map { Tensor(shape: Array(images.shape.dropFirst()), data: Array(images.data[(($0) * size)..<(($0 + 1) * size)])) }
+            let tile = Array(images.shape.dropFirst())
+            self.images = (0..<items.count).map {
+                PreparedImage(pixels: Tensor(shape: [1] + tile, data: Array(images.data[($0 * size)..<(($0 + 1) * size)])), height: tile[1], width: tile[2])
+            }
             self.padding = padding
         }
 
-        public init(items: [Item], images: [Tensor], padding: Int) {
+        public init(items: [Item], images: [PreparedImage], padding: Int) {
             precondition(items.allSatisfy { $0.image.map { images.indices.contains($0) } ?? true }, "items refer to images that exist")
             precondition(zip(items, items.dropFirst()).allSatisfy { $0.question <= $1.question }, "a question's items sit together")
             (self.items, self.images, self.padding) = (items, images, padding)
@@ -111,8 +114,7 @@ public enum Evaluation {
                 for t in 0..<length { targets.append(t + 1 < item.tokens.count && item.isAnswer[t + 1] ? item.tokens[t + 1] : -100) }
             }
             let pictures = chosen.compactMap { $0.image.map { images[$0] } }
-            guard let first = pictures.first else { return TokenBatch(rows: rows, targets: targets) }
-            return TokenBatch(rows: rows, targets: targets, images: Tensor(shape: [pictures.count] + first.shape, data: pictures.flatMap(\.data)))
+            return TokenBatch(rows: rows, targets: targets, images: pictures.isEmpty ? nil : ImageBatch(pictures))
         }
     }
 

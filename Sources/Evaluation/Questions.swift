@@ -21,7 +21,7 @@ extension Evaluation.AnswerSet {
             }
             marker = content
         }
-        var images: [Tensor] = [], imageIndex: [DataFile.ImageSource: Int] = [:]
+        var images: [PreparedImage] = [], imageIndex: [DataFile.ImageSource: Int] = [:]
         var items: [Evaluation.AnswerSet.Item] = []
         for (q, question) in questions.enumerated() {
             let at = question.location
@@ -36,14 +36,20 @@ extension Evaluation.AnswerSet {
                     case .file(let path): decoded = try ImageFile.decode(file: path, maximumPixels: options.maximumPixels)
                     case .embedded(let data, let location): decoded = try ImageFile.decode(data, name: location, maximumPixels: options.maximumPixels)
                     }
-                    let pixels = preprocessor.pixels(decoded)
+                    let prepared = preprocessor.prepare(decoded)
                     let size = vision.config.vision.imageSize
-                    guard pixels.shape == [vision.config.vision.channels, size, size] else {
-                        throw EvaluationError("\(preprocessor.file): makes \(pixels.shape) pixel tensors; the vision tower takes [\(vision.config.vision.channels), \(size), \(size)]")
+                    guard Array(prepared.pixels.shape.dropFirst()) == [vision.config.vision.channels, size, size] else {
+                        throw EvaluationError("\(preprocessor.file): makes \(Array(prepared.pixels.shape.dropFirst())) pixel tensors; the vision tower takes [\(vision.config.vision.channels), \(size), \(size)]")
+                    }
+                    guard (preprocessor.pinpoints == nil) == (vision.config.anyRes == nil) else {
+                        throw EvaluationError("\(preprocessor.file): " + (vision.config.anyRes == nil ? "tiles images (image_grid_pinpoints), but the model takes one tile per image" : "makes one tile per image, but the model tiles images (AnyRes)"))
+                    }
+                    do { _ = try vision.config.imageTokens(for: prepared.layout) } catch {
+                        throw EvaluationError("\(at): \(error) (\(preprocessor.file) and config.json disagree on the tiling)")
                     }
                     imageIndex[source] = images.count
                     image = images.count
-                    images.append(pixels)
+                    images.append(prepared)
                 }
             }
             let markers = question.prompt.components(separatedBy: DataFile.imageMarker).count - 1
@@ -67,7 +73,7 @@ extension Evaluation.AnswerSet {
                     guard ids.filter({ $0 == imageToken }).count == 1, let at0 = ids.firstIndex(of: imageToken), at0 < promptIDs.count else {
                         throw EvaluationError("\(at): the prompt's \(DataFile.imageMarker) does not tokenize to one image token (id \(imageToken))")
                     }
-                    let run = vision.config.featuresPerImage
+                    let run = try vision.config.imageTokens(for: images[image!].layout)
                     ids.replaceSubrange(at0...at0, with: Array(repeating: imageToken, count: run))
                     isAnswer.replaceSubrange(at0...at0, with: Array(repeating: false, count: run))
                 } else if let vision, ids.contains(vision.config.imageTokenIndex) {

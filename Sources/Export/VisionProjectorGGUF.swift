@@ -19,6 +19,10 @@ import Tensor
 public enum VisionProjectorGGUF {
     public static func file(_ m: LlavaModel, preprocessor: ImagePreprocessor, name: String, type: GGUFFile.TensorType) throws -> GGUFFile {
         let c = m.config, v = c.vision
+        guard c.anyRes == nil else { throw ExportError("model_type: the mmproj is written for LLaVA; LLaVA-OneVision's AnyRes tiling and image_newline have no llama.cpp LLaVA form") }
+        guard v.kind == .clip, let classEmbedding = m.vision.classEmbedding, let preNormWeight = m.vision.preNormWeight, let preNormBias = m.vision.preNormBias else {
+            throw ExportError("vision_config.model_type: the mmproj is written for CLIP vision towers, not \(v.kind.rawValue)")
+        }
         guard v.channels == 3 else { throw ExportError("vision_config.num_channels: \(v.channels); llama.cpp's CLIP reads RGB images") }
         guard [.quickGelu, .gelu].contains(v.activation) else {
             throw ExportError("vision_config.hidden_act: \(v.activation.rawValue) has no llama.cpp CLIP form (quick_gelu, gelu)")
@@ -52,15 +56,15 @@ public enum VisionProjectorGGUF {
         let t = m.vision
         // Convolution kernels stay F16 or F32 (ggml's im2col takes no quantised kernel).
         f.tensors.append(LanguageModelGGUF.matrix("v.patch_embd.weight", t.patchEmbedding.weight, type: type == .f32 ? .f32 : .f16))
-        f.tensors.append(LanguageModelGGUF.vector("v.class_embd", t.classEmbedding.value.data))
+        f.tensors.append(LanguageModelGGUF.vector("v.class_embd", classEmbedding.value.data))
         // llama.cpp's graph appends the class token after the patches and gives token i position row i: the rows
         // are rotated so that every token still gets its own position (attention does not see token order).
         let positions = t.positionEmbedding.value, h = v.hiddenSize, n = positions.shape[0]
         var rotated = [Float]()
         for r in Array(1..<n) + [0] { rotated += positions.data[(r * h)..<((r + 1) * h)] }
         f.tensors.append(LanguageModelGGUF.matrix("v.position_embd.weight", .float(Tensor(shape: [n, h], data: rotated)), type: .f32))
-        f.tensors.append(LanguageModelGGUF.vector("v.pre_ln.weight", t.preNormWeight.value.data))
-        f.tensors.append(LanguageModelGGUF.vector("v.pre_ln.bias", t.preNormBias.value.data))
+        f.tensors.append(LanguageModelGGUF.vector("v.pre_ln.weight", preNormWeight.value.data))
+        f.tensors.append(LanguageModelGGUF.vector("v.pre_ln.bias", preNormBias.value.data))
         for (i, layer) in t.layers.prefix(featureLayer).enumerated() {
             let b = "v.blk.\(i)."
             for (short, weight, bias) in [("attn_q", layer.q, layer.qBias), ("attn_k", layer.k, layer.kBias), ("attn_v", layer.v, layer.vBias),

@@ -137,10 +137,10 @@ public enum Fixtures {
             let examples = (0..<recipe.batch).map { _ in ShapesDataset.example(&generator, questions: trainingQuestionsPerImage) }
             let set = answerSet(examples, config: config)
             let batch = set.batch(0..<examples.count)
-            let features = model.imageFeatures(g, images: batch.images!)
+            let features = try model.imageFeatures(g, images: batch.images!)
             let loss = g.crossEntropy(try model.logits(g, tokens: batch.rows, features: features), targets: batch.targets)
             guard recipe.featurePenalty > 0 else { return loss }
-            return g.add(loss, g.scale(g.mean(g.mul(features, features)), by: recipe.featurePenalty))
+            return g.add(loss, g.scale(g.mean(g.mul(features.value, features.value)), by: recipe.featurePenalty))
         }
         return model
     }

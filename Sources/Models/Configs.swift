@@ -301,8 +301,12 @@ public enum Activation: String, Sendable, CaseIterable {
     case gelu, quickGelu = "quick_gelu", geluTanh = "gelu_pytorch_tanh", geluNew = "gelu_new", silu, relu
 }
 
-/// A CLIP/ViT vision encoder's config (`clip_vision_model`): pre-LayerNorm blocks with a `fc1`/`fc2` MLP.
+/// A ViT vision encoder's config: CLIP's (`clip_vision_model`: class token, pre-LayerNorm, `quick_gelu`) or
+/// SigLIP's (`siglip_vision_model`: no class token, a biased patch embedding, `gelu_pytorch_tanh`, an optional
+/// attention-pooling head). Both are pre-LN blocks with a `fc1`/`fc2` MLP.
 public struct VisionConfig: Equatable, Sendable {
+    public enum Kind: String, Sendable { case clip = "clip_vision_model", siglip = "siglip_vision_model" }
+    public var kind: Kind
     public var hiddenSize: Int
     public var intermediateSize: Int
     public var ffnSizes: [Int]
@@ -313,9 +317,13 @@ public struct VisionConfig: Equatable, Sendable {
     public var channels: Int
     public var layerNormEps: Double
     public var activation: Activation
+    /// SigLIP's multi-head attention pooling head (`vision_use_head`): loaded and written back, never run (an
+    /// MLLM reads hidden states, not the pooled output).
+    public var usesHead: Bool
 
     public init(hiddenSize: Int, intermediateSize: Int, layers: Int, heads: Int, imageSize: Int, patchSize: Int,
-                channels: Int = 3, layerNormEps: Double = 1e-5, activation: Activation = .quickGelu) {
+                channels: Int = 3, layerNormEps: Double = 1e-5, activation: Activation = .quickGelu, kind: Kind = .clip, usesHead: Bool = false) {
+        self.kind = kind
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         ffnSizes = Array(repeating: intermediateSize, count: layers)
@@ -326,13 +334,19 @@ public struct VisionConfig: Equatable, Sendable {
         self.channels = channels
         self.layerNormEps = layerNormEps
         self.activation = activation
+        self.usesHead = usesHead
     }
 
     public var patchesPerSide: Int { imageSize / patchSize }
     public var patchCount: Int { patchesPerSide * patchesPerSide }
+    /// CLIP prepends a class token to the patches; SigLIP has none.
+    public var hasClassToken: Bool { kind == .clip }
+    /// Tokens the encoder's hidden states hold per image.
+    public var tokenCount: Int { patchCount + (hasClassToken ? 1 : 0) }
 
     init(fields f: ConfigFields) throws(ModelConfigError) {
-        _ = try f.string("model_type", default: "clip_vision_model", allowed: ["clip_vision_model", "vit"])
+        let type = try f.string("model_type", default: "clip_vision_model", allowed: ["clip_vision_model", "vit", "siglip_vision_model"])
+        kind = type == "siglip_vision_model" ? .siglip : .clip
         hiddenSize = try f.int("hidden_size")
         intermediateSize = try f.int("intermediate_size")
         layers = try f.int("num_hidden_layers")
@@ -346,19 +360,23 @@ public struct VisionConfig: Equatable, Sendable {
             throw ModelConfigError(key: f.key("patch_size"), problem: "\(patchSize) does not divide image_size \(imageSize)")
         }
         channels = try f.int("num_channels", default: 3)
-        layerNormEps = try f.double("layer_norm_eps", default: 1e-5)
-        let act = try f.string("hidden_act", default: "quick_gelu", allowed: Activation.allCases.map(\.rawValue))
+        // Each kind's transformers defaults.
+        layerNormEps = try f.double("layer_norm_eps", default: kind == .siglip ? 1e-6 : 1e-5)
+        let act = try f.string("hidden_act", default: kind == .siglip ? "gelu_pytorch_tanh" : "quick_gelu", allowed: Activation.allCases.map(\.rawValue))
         activation = Activation(rawValue: act)!
+        usesHead = kind == .siglip ? try f.bool("vision_use_head", default: true) : false
         ffnSizes = try f.layerWidths(ffnSizesKey, layers: layers, full: intermediateSize)
-        try f.rejectUnknown(understood: ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
-                                         "patch_size", "num_channels", "layer_norm_eps", "hidden_act", ffnSizesKey],
+        var understood: Set<String> = ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                                       "patch_size", "num_channels", "layer_norm_eps", "hidden_act", ffnSizesKey]
+        if kind == .siglip { understood.insert("vision_use_head") }
+        try f.rejectUnknown(understood: understood,
                             harmless: ConfigFields.commonHarmless.union(["attention_dropout", "dropout", "initializer_factor", "initializer_range",
                                                                           "projection_dim"]))
     }
 
     var json: JSON {
         var members: [String: JSON] = [
-            "model_type": .string("clip_vision_model"),
+            "model_type": .string(kind.rawValue),
             "hidden_size": .int(hiddenSize),
             "intermediate_size": .int(intermediateSize),
             "num_hidden_layers": .int(layers),
@@ -369,13 +387,17 @@ public struct VisionConfig: Equatable, Sendable {
             "layer_norm_eps": .double(layerNormEps),
             "hidden_act": .string(activation.rawValue),
         ]
+        if kind == .siglip { members["vision_use_head"] = .bool(usesHead) }
         if Set(ffnSizes).count == 1 { members["intermediate_size"] = .int(ffnSizes[0]) } else { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
         return .object(members)
     }
 }
 
-/// A LLaVA-style MLLM's config (`LlavaForConditionalGeneration`): vision encoder → MLP projector → decoder.
+/// A LLaVA-style MLLM's config: `LlavaForConditionalGeneration` (vision encoder → MLP projector → decoder, one
+/// tile per image) or `LlavaOnevisionForConditionalGeneration` (the same with AnyRes tiling and `image_newline`).
 public struct LlavaConfig: Equatable, Sendable {
+    public enum Kind: String, Sendable { case llava, onevision = "llava_onevision" }
+    public var kind: Kind
     public var text: LlamaConfig
     public var vision: VisionConfig
     /// The token id whose positions receive image features, one position per feature.
@@ -383,29 +405,33 @@ public struct LlavaConfig: Equatable, Sendable {
     public var projectorActivation: Activation
     /// Which vision hidden state feeds the projector: −1 is the last layer's output, −2 the one before it (HF).
     public var visionFeatureLayer: Int
-    /// "default" drops the class token's feature, "full" keeps it.
+    /// "default" drops the first token's feature (CLIP's class token), "full" keeps it.
     public var visionFeatureSelect: String
     /// Whether the projector's two layers have biases (`multimodal_projector_bias`).
     public var projectorBias = true
+    /// LLaVA-OneVision's tiling (nil for LLaVA).
+    public var anyRes: AnyRes?
 
     public init(text: LlamaConfig, vision: VisionConfig, imageTokenIndex: Int, visionFeatureLayer: Int = -1,
-                visionFeatureSelect: String = "default", projectorActivation: Activation = .gelu) {
+                visionFeatureSelect: String = "default", projectorActivation: Activation = .gelu, anyRes: AnyRes? = nil) {
+        kind = anyRes == nil ? .llava : .onevision
         self.text = text
         self.vision = vision
         self.imageTokenIndex = imageTokenIndex
         self.visionFeatureLayer = visionFeatureLayer
         self.visionFeatureSelect = visionFeatureSelect
         self.projectorActivation = projectorActivation
+        self.anyRes = anyRes
     }
 
     public init(json: JSON) throws(ModelConfigError) {
         let f = try ConfigFields(json)
-        _ = try f.string("model_type", default: "llava", allowed: ["llava"])
+        kind = Kind(rawValue: try f.string("model_type", default: "llava", allowed: ["llava", "llava_onevision"]))!
         text = try LlamaConfig(fields: f.child("text_config"))
         vision = try VisionConfig(fields: f.child("vision_config"))
         // transformers 5 names it image_token_id in code and still writes image_token_index; either is read.
         let tokenKey = f.members["image_token_index"] == nil && f.members["image_token_id"] != nil ? "image_token_id" : "image_token_index"
-        imageTokenIndex = try f.int(tokenKey, minimum: 0)
+        imageTokenIndex = try f.int(tokenKey, default: kind == .onevision ? 151646 : nil, minimum: 0)
         guard imageTokenIndex < text.vocabularySize else {
             throw ModelConfigError(key: tokenKey, problem: "\(imageTokenIndex) is outside the vocabulary of \(text.vocabularySize)")
         }
@@ -417,27 +443,52 @@ public struct LlavaConfig: Equatable, Sendable {
             throw ModelConfigError(key: "tie_word_embeddings", problem: "disagrees with text_config.tie_word_embeddings")
         }
         projectorActivation = Activation(rawValue: try f.string("projector_hidden_act", default: "gelu", allowed: Activation.allCases.map(\.rawValue)))!
-        let layer = try f.int("vision_feature_layer", default: -2, minimum: -vision.layers - 1)
+        // Each class's transformers defaults.
+        let layer = try f.int("vision_feature_layer", default: kind == .onevision ? -1 : -2, minimum: -vision.layers - 1)
         guard layer <= vision.layers else {
             throw ModelConfigError(key: "vision_feature_layer", problem: "\(layer) is beyond the \(vision.layers) vision layers")
         }
         visionFeatureLayer = layer
-        visionFeatureSelect = try f.string("vision_feature_select_strategy", default: "default", allowed: ["default", "full"])
-        try f.rejectUnknown(understood: ["model_type", "text_config", "vision_config", "image_token_index", "image_token_id", "projector_hidden_act",
-                                         "vision_feature_layer", "vision_feature_select_strategy", "multimodal_projector_bias", "tie_word_embeddings"],
-                            harmless: ConfigFields.commonHarmless.union(["image_seq_length", "ignore_index", "pad_token_id", "vocab_size"]))
+        visionFeatureSelect = try f.string("vision_feature_select_strategy", default: kind == .onevision ? "full" : "default", allowed: ["default", "full"])
+        var understood: Set<String> = ["model_type", "text_config", "vision_config", "image_token_index", "image_token_id", "projector_hidden_act",
+                                       "vision_feature_layer", "vision_feature_select_strategy", "multimodal_projector_bias", "tie_word_embeddings"]
+        if kind == .onevision {
+            anyRes = try AnyRes(pinpoints: f.members["image_grid_pinpoints"], aspectRatio: try f.string("vision_aspect_ratio", default: "anyres_max_9"),
+                                tileSize: vision.imageSize, key: f.key)
+            guard featuresPerImage == vision.patchCount else {
+                throw ModelConfigError(key: "vision_feature_select_strategy", problem: "\"\(visionFeatureSelect)\" leaves \(featuresPerImage) features per tile, but AnyRes tiles need the \(vision.patchCount) patches")
+            }
+            understood.formUnion(["image_grid_pinpoints", "vision_aspect_ratio"])
+        }
+        try f.rejectUnknown(understood: understood,
+                            harmless: ConfigFields.commonHarmless.union(["image_seq_length", "ignore_index", "pad_token_id", "vocab_size",
+                                                                          "video_token_index", "video_token_id"]))
     }
 
     /// How many vision layers run: hidden state `visionFeatureLayer` needs no layer after it.
     public var visionLayersUsed: Int { visionFeatureLayer < 0 ? vision.layers + 1 + visionFeatureLayer : visionFeatureLayer }
 
-    /// Image features per image, hence image tokens per image in the text.
-    public var featuresPerImage: Int { vision.patchCount + (visionFeatureSelect == "full" ? 1 : 0) }
+    /// Image features per tile (per image for LLaVA), hence image tokens per image in a LLaVA text.
+    public var featuresPerImage: Int { vision.tokenCount - (visionFeatureSelect == "default" ? 1 : 0) }
+
+    /// The image tokens an image with this layout takes in the text.
+    public func imageTokens(for image: ImageBatch.Layout) throws(ModelInputError) -> Int {
+        guard let anyRes else {
+            guard image.tiles == 1 else { throw ModelInputError(problem: "an image has \(image.tiles) tiles; LLaVA takes one") }
+            return featuresPerImage
+        }
+        if image.tiles == 1 { return featuresPerImage + 1 }
+        let expected = anyRes.tileCount(height: image.height, width: image.width)
+        guard image.tiles == expected else {
+            throw ModelInputError(problem: "an image of \(image.height)×\(image.width) pixels has \(image.tiles) tiles; AnyRes makes \(expected) (the base image and the grid)")
+        }
+        return anyRes.featureCount(height: image.height, width: image.width, side: vision.patchesPerSide)
+    }
 
     public var json: JSON {
         var members: [String: JSON] = [
-            "architectures": .array([.string("LlavaForConditionalGeneration")]),
-            "model_type": .string("llava"),
+            "architectures": .array([.string(kind == .onevision ? "LlavaOnevisionForConditionalGeneration" : "LlavaForConditionalGeneration")]),
+            "model_type": .string(kind.rawValue),
             "text_config": text.json,
             "vision_config": vision.json,
             "image_token_index": .int(imageTokenIndex),
@@ -449,6 +500,10 @@ public struct LlavaConfig: Equatable, Sendable {
         // them stay as they were.
         if !projectorBias { members["multimodal_projector_bias"] = .bool(false) }
         if text.tiedEmbeddings { members["tie_word_embeddings"] = .bool(true) }
+        if let anyRes {
+            members["image_grid_pinpoints"] = anyRes.pinpointsJSON
+            members["vision_aspect_ratio"] = .string("anyres_max_\(anyRes.maxTiles)")
+        }
         return .object(members)
     }
 }

@@ -2,9 +2,10 @@ import Foundation
 import LopCore
 import Tensor
 
-/// The pixel pipeline a model's `preprocessor_config.json` describes (transformers' CLIP and LLaVA image
-/// processors): optional pad to square with the mean colour, resize (shortest edge, or exact size) with Pillow's
-/// resampling, centre crop, rescale and normalise, into the vision tower's `[3, height, width]` tensor.
+/// The pixel pipeline a model's `preprocessor_config.json` describes (transformers' CLIP, LLaVA and
+/// LLaVA-OneVision image processors): optional pad to square with the mean colour, resize (shortest edge, or
+/// exact size) with Pillow's resampling, centre crop, rescale and normalise, into the vision tower's
+/// `[3, height, width]` tensor; for OneVision, AnyRes tiles (the base image, then the grid).
 public struct ImagePreprocessor: Sendable, Equatable {
     public enum Resize: Sendable, Equatable {
         case shortestEdge(Int)
@@ -37,6 +38,8 @@ public struct ImagePreprocessor: Sendable, Equatable {
     public let mean: [Double], std: [Double]
     public let normalize: Bool
     public let padToSquare: Bool
+    /// LLaVA-OneVision's `image_grid_pinpoints` (nil: one tile per image).
+    public let pinpoints: [AnyRes.Resolution]?
 
     public static func == (a: ImagePreprocessor, b: ImagePreprocessor) -> Bool { a.sha256 == b.sha256 && a.file == b.file }
 
@@ -44,9 +47,10 @@ public struct ImagePreprocessor: Sendable, Equatable {
     static let harmless: Set<String> = ["image_processor_type", "processor_class", "feature_extractor_type", "auto_map", "do_convert_rgb",
                                         "data_format", "input_data_format", "default_to_square"]
     static let understood: Set<String> = ["do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                                          "do_normalize", "image_mean", "image_std", "do_pad"]
+                                          "do_normalize", "image_mean", "image_std", "do_pad", "image_grid_pinpoints"]
     static let processors: Set<String> = ["CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPFeatureExtractor",
-                                          "LlavaImageProcessor", "LlavaImageProcessorFast"]
+                                          "LlavaImageProcessor", "LlavaImageProcessorFast", "LlavaOnevisionImageProcessor", "LlavaOnevisionImageProcessorFast", "LlavaOnevisionImageProcessorPil"]
+    static let onevisionProcessors: Set<String> = ["LlavaOnevisionImageProcessor", "LlavaOnevisionImageProcessorFast", "LlavaOnevisionImageProcessorPil"]
 
     public init(file: String) throws(ImageError) {
         guard let data = FileManager.default.contents(atPath: file) else { throw ImageError(file: file, problem: "cannot be read") }
@@ -61,9 +65,11 @@ public struct ImagePreprocessor: Sendable, Equatable {
         for key in members.keys.sorted() where !Self.harmless.contains(key) && !Self.understood.contains(key) {
             throw fail(key, "is not understood by lop, and it may change the pixels")
         }
-        if let type = members["image_processor_type"]?.stringValue ?? members["feature_extractor_type"]?.stringValue, !Self.processors.contains(type) {
+        let type = members["image_processor_type"]?.stringValue ?? members["feature_extractor_type"]?.stringValue
+        if let type, !Self.processors.contains(type) {
             throw fail("image_processor_type", "\"\(type)\" is not supported (lop implements \(Self.processors.sorted().joined(separator: ", ")))")
         }
+        let onevision = type.map(Self.onevisionProcessors.contains) ?? false
         if members["do_convert_rgb"]?.boolValue == false { throw fail("do_convert_rgb", "false is not supported (lop always decodes to RGB)") }
         if let format = members["data_format"], format != .null, format.stringValue != "channels_first" {
             throw fail("data_format", "only channels_first is supported")
@@ -106,7 +112,8 @@ public struct ImagePreprocessor: Sendable, Equatable {
             throw fail("resample", "\(code) is not supported (lop implements 2, bilinear, and 3, bicubic)")
         }
         self.resample = resample
-        if try flag("do_center_crop", true) {
+        // OneVision's processor crops nothing unless told to; CLIP's crops by default.
+        if try flag("do_center_crop", !onevision) {
             guard let v = members["crop_size"], v != .null, let c = try size("crop_size", v) else {
                 throw fail("crop_size", "must be {\"height\": h, \"width\": w} or n (do_center_crop is on)")
             }
@@ -126,10 +133,64 @@ public struct ImagePreprocessor: Sendable, Equatable {
         mean = try numbers("image_mean", [0.48145466, 0.4578275, 0.40821073])
         std = try numbers("image_std", [0.26862954, 0.26130258, 0.27577711])
         guard std.allSatisfy({ $0 > 0 }) else { throw fail("image_std", "must be positive") }
-        padToSquare = try flag("do_pad", false)
+        if onevision {
+            // OneVision's do_pad pads a batch's tile lists to one length, which changes no tile.
+            padToSquare = false
+            guard case .exact(let h, let w)? = resize, h == w else { throw fail("size", "must be {\"height\": n, \"width\": n} for AnyRes tiles") }
+            guard crop == nil else { throw fail("do_center_crop", "is not supported with AnyRes tiles") }
+            var points: [AnyRes.Resolution] = []
+            guard let items = members["image_grid_pinpoints"]?.arrayValue, !items.isEmpty else { throw fail("image_grid_pinpoints", "must be a non-empty list of [height, width] pairs") }
+            for (i, item) in items.enumerated() {
+                guard let pair = item.arrayValue, pair.count == 2, let ph = pair[0].intValue, let pw = pair[1].intValue, ph > 0, pw > 0, ph % h == 0, pw % h == 0 else {
+                    throw fail("image_grid_pinpoints[\(i)]", "\(item.serialized()) is not a [height, width] pair of whole \(h)-pixel tiles")
+                }
+                points.append(AnyRes.Resolution(height: ph, width: pw))
+            }
+            pinpoints = points
+        } else {
+            if members["image_grid_pinpoints"] != nil { throw fail("image_grid_pinpoints", "is read only by LLaVA-OneVision's image processor") }
+            padToSquare = try flag("do_pad", false)
+            pinpoints = nil
+        }
     }
 
-    /// The pixel tensor `[3, height, width]` of an image.
+    /// An image ready for the vision tower: one tile, or for OneVision the base tile and the AnyRes grid
+    /// (`tiled`, an image alone in its row) or one tile padded to a square (an image among several in a row).
+    public func prepare(_ image: RGBImage, tiled: Bool = true) -> PreparedImage {
+        guard let pinpoints, case .exact(let side, _)? = resize else { return PreparedImage(tile: pixels(image), height: image.height, width: image.width) }
+        let opaque = image.onWhite()
+        guard tiled else {
+            let square = Self.padToSquare(opaque, colour: mean.map { UInt8(clamping: Int($0 * 255)) })
+            return PreparedImage(tile: tensor(Self.resampled(square, width: side, height: side, filter: resample)), height: image.height, width: image.width)
+        }
+        let best = AnyRes(pinpoints: pinpoints, maxTiles: 1, tileSize: side).bestResolution(height: image.height, width: image.width)
+        // transformers' get_patch_output_size: fit inside the pinpoint, the other side rounded up.
+        let (scaleW, scaleH) = (Double(best.width) / Double(image.width), Double(best.height) / Double(image.height))
+        let (fitHeight, fitWidth) = scaleW < scaleH ? (min(Int((Double(image.height) * scaleW).rounded(.up)), best.height), best.width)
+                                                    : (best.height, min(Int((Double(image.width) * scaleH).rounded(.up)), best.width))
+        let fitted = Self.resampled(opaque, width: fitWidth, height: fitHeight, filter: resample)
+        // Centred on black, the odd pixel of padding at the bottom and right.
+        let (top, left) = ((best.height - fitHeight) / 2, (best.width - fitWidth) / 2)
+        var canvas = [UInt8](repeating: 0, count: best.height * best.width * 3)
+        for y in 0..<fitHeight {
+            let source = y * fitWidth * 3, target = ((top + y) * best.width + left) * 3
+            canvas.replaceSubrange(target..<(target + fitWidth * 3), with: fitted.pixels[source..<(source + fitWidth * 3)])
+        }
+        var tiles = [tensor(Self.resampled(opaque, width: side, height: side, filter: resample))]
+        for ty in stride(from: 0, to: best.height, by: side) {
+            for tx in stride(from: 0, to: best.width, by: side) {
+                var tile = [UInt8](repeating: 0, count: side * side * 3)
+                for y in 0..<side {
+                    let source = ((ty + y) * best.width + tx) * 3
+                    tile.replaceSubrange((y * side * 3)..<((y + 1) * side * 3), with: canvas[source..<(source + side * 3)])
+                }
+                tiles.append(tensor(RGBImage(width: side, height: side, pixels: tile)))
+            }
+        }
+        return PreparedImage(pixels: Tensor(shape: [tiles.count, 3, side, side], data: tiles.flatMap(\.data)), height: image.height, width: image.width)
+    }
+
+    /// The pixel tensor `[3, height, width]` of an image, as one tile.
     public func pixels(_ image: RGBImage) -> Tensor {
         let opaque = image.onWhite()
         var image = padToSquare ? Self.padToSquare(opaque, colour: mean.map { UInt8(clamping: Int($0 * 255)) }) : opaque
@@ -138,6 +199,11 @@ public struct ImagePreprocessor: Sendable, Equatable {
             image = Self.resampled(image, width: width, height: height, filter: resample)
         }
         if let crop { image = Self.centreCropped(image, height: crop.height, width: crop.width) }
+        return tensor(image)
+    }
+
+    /// Rescaled and normalised channels `[3, height, width]` of an image already at the tower's size.
+    func tensor(_ image: RGBImage) -> Tensor {
         var values = [Float](repeating: 0, count: image.width * image.height * 3)
         let plane = image.width * image.height
         let scale = rescale ?? 1

@@ -1,7 +1,7 @@
 import Foundation
 import Tensor
 
-/// A model lop can load, run, prune and write: a text decoder or a LLaVA-style MLLM.
+/// A model lop can load, run, prune and write: a text decoder or a LLaVA-style MLLM (LLaVA, LLaVA-OneVision).
 public enum Model {
     case llama(LlamaModel)
     case llava(LlavaModel)
@@ -21,9 +21,9 @@ public enum Model {
 
     public static func load(config: JSON, weights: any WeightSource) throws -> Model {
         switch config["model_type"]?.stringValue {
-        case "llava": return .llava(try LlavaModel(config: LlavaConfig(json: config), weights: weights))
+        case "llava", "llava_onevision": return .llava(try LlavaModel(config: LlavaConfig(json: config), weights: weights))
         case "llama", "qwen2", "mistral", nil: return .llama(try LlamaModel(config: LlamaConfig(json: config), weights: weights))
-        case let other?: throw ModelConfigError(key: "model_type", problem: "\"\(other)\" is not supported (llama, qwen2, mistral, llava)")
+        case let other?: throw ModelConfigError(key: "model_type", problem: "\"\(other)\" is not supported (llama, qwen2, mistral, llava, llava_onevision)")
         }
     }
 
@@ -79,17 +79,22 @@ public enum Model {
 }
 
 /// Equal-length token rows with their next-token targets (`-100` where no loss is taken) and, for an MLLM,
-/// one image per row that holds image tokens.
+/// the images whose features the rows' image tokens take, in order.
 public struct TokenBatch {
     public let rows: [[Int]]
     public let targets: [Int]
-    public let images: Tensor?
+    public let images: ImageBatch?
 
-    public init(rows: [[Int]], targets: [Int], images: Tensor? = nil) {
+    public init(rows: [[Int]], targets: [Int], images: ImageBatch? = nil) {
         precondition(targets.count == rows.count * (rows.first?.count ?? 0), "one target per row position")
         self.rows = rows
         self.targets = targets
         self.images = images
+    }
+
+    /// Images of one tile each, `[images, channels, size, size]`.
+    public init(rows: [[Int]], targets: [Int], images: Tensor) {
+        self.init(rows: rows, targets: targets, images: ImageBatch(tiles: images))
     }
 
     /// Language-modelling rows: each window's tokens predict the next one.

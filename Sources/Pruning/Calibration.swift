@@ -63,8 +63,12 @@ public struct Calibration {
             for row in batch.tokens.rows { row.withUnsafeBytes { hasher.update(bufferPointer: $0) } }
             batch.tokens.targets.withUnsafeBytes { hasher.update(bufferPointer: $0) }
             batch.lengths.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-            hasher.update(data: Data("|images \(batch.tokens.images?.shape ?? [])|".utf8))
-            batch.tokens.images?.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+            let images = batch.tokens.images
+            hasher.update(data: Data("|images \(images?.pixels.shape ?? [])|".utf8))
+            images?.pixels.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+            // Tile counts and sizes change the features only when an image is tiled (AnyRes); one-tile sets keep
+            // the hashes stored samples recorded.
+            if let images, images.isTiled { hasher.update(data: Data("|layouts \(images.layouts.map { [$0.tiles, $0.height, $0.width] })|".utf8)) }
         }
         hash = hasher.finalize().hexadecimal
     }

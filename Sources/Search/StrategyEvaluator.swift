@@ -28,7 +28,7 @@ public final class StrategyEvaluator {
     /// Re-fits each pruned FFN for its kept count before scoring (nil: kept weights as they were).
     public let reconstruction: Reconstruction?
     /// Projected image features per calibration batch (nil: computed in every evaluation).
-    private var features: [Tensor?]
+    private var features: [(value: Tensor, counts: [Int])?]
     private var cache: [[Int]: StrategyScore] = [:]
 
     /// What the evaluator did, for a search's statistics and the benchmark.
@@ -60,7 +60,8 @@ public final class StrategyEvaluator {
             let start = Date()
             for (i, batch) in calibration.batches.enumerated() {
                 guard let images = batch.tokens.images else { continue }
-                features[i] = m.imageFeatures(Graph(recording: false), images: images).tensor
+                let computed = try m.imageFeatures(Graph(recording: false), images: images)
+                features[i] = (computed.value.tensor, computed.counts)
             }
             counters.featureSeconds = Date().timeIntervalSince(start)
         }
@@ -108,7 +109,7 @@ public final class StrategyEvaluator {
             let g = Graph(recording: false)
             let logits: Value
             if let features = features[i], case .llava(let m) = pruner.nested.model {
-                logits = try m.logits(g, tokens: batch.rows, features: g.constant(features), options: options)
+                logits = try m.logits(g, tokens: batch.rows, features: ImageFeatures(value: g.constant(features.value), counts: features.counts), options: options)
             } else {
                 logits = try pruner.nested.model.logits(g, batch, options: options)
             }

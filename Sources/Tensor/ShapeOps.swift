@@ -19,6 +19,29 @@ extension Graph {
         }
     }
 
+    /// Weighted sums of rows of `table` (`[rows, width]`): output row r is Σ wᵢ · table[iᵢ] over `mixes[r]`
+    /// (a gather with interpolation weights, such as a feature map resampled bilinearly).
+    public func mixRows(_ table: Value, _ mixes: [[(index: Int, weight: Float)]]) -> Value {
+        precondition(table.shape.count == 2, "mixRows: table must be a matrix, got \(table.shape)")
+        let (count, width) = (table.shape[0], table.shape[1])
+        var out = [Float](repeating: 0, count: mixes.count * width)
+        table.tensor.data.withUnsafeBufferPointer { t in
+            for (row, terms) in mixes.enumerated() {
+                for (i, w) in terms {
+                    precondition(i >= 0 && i < count, "mixRows: row \(i) is outside the table's \(count)")
+                    for j in 0..<width { out[row * width + j] += w * t[i * width + j] }
+                }
+            }
+        }
+        return record(Tensor(shape: [mixes.count, width], data: out), [table]) { g in
+            var dTable = Tensor(zeros: [count, width])
+            for (row, terms) in mixes.enumerated() {
+                for (i, w) in terms { for j in 0..<width { dTable.data[i * width + j] += w * g.data[row * width + j] } }
+            }
+            return [dTable]
+        }
+    }
+
     /// Rows of a model's embedding table, Float or stored (a stored table is read row by row; no gradient).
     public func embedding(_ table: Parameter, ids: [Int]) -> Value {
         guard let matrix = table.stored, !isRecording else { return embedding(parameter(table), ids: ids) }

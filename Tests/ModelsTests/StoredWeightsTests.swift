@@ -11,7 +11,7 @@ import TestSupport
 
     /// Logits of `model` on `tokens` (and images), in a no-gradient graph.
     func logits(_ model: Model, _ tokens: [[Int]], images: Tensor? = nil) throws -> Tensor {
-        try model.logits(Graph(recording: false), TokenBatch(rows: tokens, targets: Array(repeating: -100, count: tokens.count * tokens[0].count), images: images)).tensor
+        try model.logits(Graph(recording: false), TokenBatch(rows: tokens, targets: Array(repeating: -100, count: tokens.count * tokens[0].count), images: images.map { ImageBatch(tiles: $0) })).tensor
     }
 
     /// The same model with every weight widened to Float (the engine's path before weights stayed stored).

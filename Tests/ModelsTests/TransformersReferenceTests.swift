@@ -11,7 +11,11 @@ import TestSupport
 
     struct Cases: Decodable {
         struct Array: Decodable { let shape: [Int]; let data: [Float] }
-        struct Case: Decodable { let name: String; let tokens: [[Int]]; let pixels: Array?; let logits: Array }
+        struct Case: Decodable {
+            let name: String; let tokens: [[Int]]; let pixels: Array?; let logits: Array
+            /// LLaVA-OneVision: each image's (height, width), the prompt and the image files it came from.
+            let image_sizes: [[Int]]?; let prompt: String?; let images: [String]?
+        }
         struct Model: Decodable { let cases: [Case] }
     }
 
@@ -19,17 +23,31 @@ import TestSupport
         try JSONDecoder().decode([String: Cases.Model].self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/cases.json")))
     }
 
+    /// The recorded pixels as lop's images: `[images, channels, size, size]` tiles, or transformers' AnyRes
+    /// `[images, tiles, channels, size, size]` (an image alone in its row uses every tile, each of several only
+    /// its first, as `batch_num_images` tells transformers).
+    static func images(_ c: Cases.Case) -> ImageBatch? {
+        guard let p = c.pixels else { return nil }
+        guard p.shape.count == 5, let sizes = c.image_sizes else { return ImageBatch(tiles: Tensor(shape: p.shape, data: p.data)) }
+        let (stride, tile) = (p.shape.dropFirst().reduce(1, *), Swift.Array(p.shape.dropFirst(2)))
+        let tileSize = tile.reduce(1, *)
+        return ImageBatch(sizes.enumerated().map { i, size in
+            let tiles = sizes.count == 1 ? p.shape[1] : 1
+            let start = i * stride
+            return PreparedImage(pixels: Tensor(shape: [tiles] + tile, data: Swift.Array(p.data[start..<(start + tiles * tileSize)])), height: size[0], width: size[1])
+        })
+    }
+
     /// Largest |lop − transformers| over the largest |transformers| logit.
     static func relativeError(_ model: Model, _ c: Cases.Case) throws -> Double {
-        let images = c.pixels.map { Tensor(shape: $0.shape, data: $0.data) }
-        let batch = TokenBatch(rows: c.tokens, targets: Swift.Array(repeating: -100, count: c.tokens.count * c.tokens[0].count), images: images)
+        let batch = TokenBatch(rows: c.tokens, targets: Swift.Array(repeating: -100, count: c.tokens.count * c.tokens[0].count), images: images(c))
         let logits = try model.logits(Graph(recording: false), batch).tensor
         #expect(logits.shape == c.logits.shape)
         let worst = zip(logits.data, c.logits.data).map { Double(abs($0 - $1)) }.max() ?? .infinity
         return worst / Double(c.logits.data.map { abs($0) }.max()!)
     }
 
-    @Test(arguments: ["llama-rope-default", "llama-rope-linear", "llama-rope-llama3", "llava-v5", "llava-v4.52", "llava-hub"])
+    @Test(arguments: ["llama-rope-default", "llama-rope-linear", "llama-rope-llama3", "llava-v5", "llava-v4.52", "llava-hub", "llava-onevision"])
     func logitsMatchTransformers(name: String) throws {
         let model = try Model.load(directory: Self.folder + "/" + name)
         let cases = try #require(try Self.cases()[name])

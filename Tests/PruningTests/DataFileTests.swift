@@ -29,7 +29,7 @@ import TestSupport
         }
         #expect(fromFiles.items.map(\.tokens) == builtIn.items.map(\.tokens))
         #expect(fromFiles.items.map(\.isAnswer) == builtIn.items.map(\.isAnswer))
-        let worst = zip(fromFiles.images, builtIn.images).map { a, b in zip(a.data, b.data).map { abs($0 - $1) }.max()! }.max()!
+        let worst = zip(fromFiles.images, builtIn.images).map { a, b in zip(a.pixels.data, b.pixels.data).map { abs($0 - $1) }.max()! }.max()!
         #expect(worst <= 1.0 / 255 + 1e-6, "pixels differ by \(worst) (PNG rounding is at most half a level: 1/255 after normalising)")
         let a = try Evaluation.answers(model, fromFiles), b = try Evaluation.answers(model, builtIn)
         #expect(a.accuracy == b.accuracy && a.exactMatch == b.accuracy)
