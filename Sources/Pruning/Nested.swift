@@ -99,6 +99,9 @@ public struct NestedModel {
             var c = m.config
             c.text = language
             c.vision = vision ?? c.vision
+            // SigLIP's pooling head builds its MLP at intermediate_size, which a narrowed tower no longer states; an
+            // MLLM never runs the head, so a copy with pruned vision MLPs leaves it out (as OneVision's releases do).
+            if c.vision.ffnSizes != m.config.vision.ffnSizes { c.vision.usesHead = false }
             return c.json
         }
     }
