@@ -77,6 +77,10 @@ from transformers import (
     LlavaOnevisionImageProcessorPil,
     LlavaOnevisionProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessorPil,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +128,18 @@ ONEVISION_PINPOINTS = [[24, 24], [24, 48], [48, 24], [48, 48], [48, 72], [72, 48
 ONEVISION_ASPECT = "anyres_max_2"
 # (name, [(height, width, seed) per image], prompt): images in one row; a row with one image is tiled (AnyRes), a
 # row with several gives each only its base tile padded to a square, as transformers does.
+QWEN_VL = "qwen2.5-vl"
+QWEN_VL_HUB = "qwen2.5-vl-hub"
+# 6-px patches merged 2 x 2 (so image sides are multiples of 12), windows of 24 px (2 x 2 merged units), full
+# attention in blocks 1 and 3 of 4; between 2 x 2 and 6 x 6 merged units per image.
+QWEN_VL_PIXELS = (12 * 12 * 4, 12 * 12 * 36)
+# (name, [(height, width, seed) per image], prompt)
+QWEN_VL_CASES = [
+    ("small", [(14, 20, 21)], "<|vision_start|><|image_pad|><|vision_end|>What is this?"),
+    ("wide", [(30, 75, 22)], "Look: <|vision_start|><|image_pad|><|vision_end|> now."),
+    ("large", [(90, 70, 23)], "<|vision_start|><|image_pad|><|vision_end|>Describe it."),
+    ("two-images", [(26, 40, 24), (50, 25, 25)], "<|vision_start|><|image_pad|><|vision_end|> and <|vision_start|><|image_pad|><|vision_end|>: same?"),
+]
 ONEVISION_CASES = [
     ("wide", [(16, 60, 11)], "<image>\nWhat is this?"),
     ("tall", [(45, 22, 12)], "Look: <image> now."),
@@ -333,9 +349,9 @@ def make_llavas():
     return entries
 
 
-def onevision_tokenizer():
+def byte_level_tokenizer(specials):
     """A Qwen2-style byte-level BPE (NFC, the Qwen2 split, ByteLevel) trained on the GPL-3 text, 64 merges, with
-    Qwen2's specials and LLaVA-OneVision's <image> token."""
+    Qwen2's specials and the model's image tokens."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -348,11 +364,11 @@ def onevision_tokenizer():
     tok.train_from_iterator([text], trainer)
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"])
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + specials)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
-def onevision_image(height, width, seed):
+def test_image(height, width, seed):
     """A seeded RGB image: a smooth gradient plus noise, so resampling and tiling matter."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
@@ -388,22 +404,25 @@ def onevision_config(vocab, image_token):
     )
 
 
-class ImageOnlyProcessor(LlavaOnevisionProcessor):
-    """LlavaOnevisionProcessor without its video processor (which needs torchvision); images and text are
-    processed by the unchanged LlavaOnevisionProcessor code."""
+def image_only(processor_class):
+    """`processor_class` without its video processor (which needs torchvision); images and text are processed by
+    the class's unchanged code."""
 
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if argument_name == "video_processor" and argument is None:
-            return None
-        return super().check_argument_for_proper_class(argument_name, argument)
+    class ImageOnly(processor_class):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    return ImageOnly
 
 
 def make_onevision():
     """LlavaOnevisionForConditionalGeneration (SigLIP with its pooling head, Qwen2 text model), saved with its
     processor; each case goes through the processor from PIL images, as a user's would."""
-    tokenizer = onevision_tokenizer()
+    tokenizer = byte_level_tokenizer(["<image>"])
     image_token = tokenizer.convert_tokens_to_ids("<image>")
-    processor = ImageOnlyProcessor(
+    processor = image_only(LlavaOnevisionProcessor)(
         image_processor=LlavaOnevisionImageProcessorPil(
             size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_grid_pinpoints=ONEVISION_PINPOINTS),
         tokenizer=tokenizer,
@@ -435,7 +454,7 @@ def make_onevision():
     for name, shapes, prompt in ONEVISION_CASES:
         images = []
         for h, w, seed in shapes:
-            image = onevision_image(h, w, seed)
+            image = test_image(h, w, seed)
             image.save(images_dir / f"{name}-{len(images)}.png")
             images.append(image)
         inputs = processor(text=[prompt], images=[images], return_tensors="pt")
@@ -479,6 +498,128 @@ def onevision_branches(size):
     return taken | {"interpolate" if ratio > 1.1 else "no-interpolate"}
 
 
+def qwen_vl_config(vocab, ids):
+    return Qwen2_5_VLConfig(
+        vision_config=dict(
+            depth=4,
+            hidden_size=32,
+            intermediate_size=48,
+            num_heads=4,
+            patch_size=PATCH,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=24,
+            fullatt_block_indexes=[1, 3],
+            out_hidden_size=32,
+            hidden_act="silu",
+        ),
+        text_config=dict(
+            **{**TEXT, "vocab_size": vocab, "max_position_embeddings": 256},
+            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": [2, 1, 1]},
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        attn_implementation="eager",
+    )
+
+
+def hub_qwen_vl_config(config):
+    """The Hub's Qwen2.5-VL config.json (as Qwen/Qwen2.5-VL-7B-Instruct has it): text settings at the top level,
+    `rope_theta` and `rope_scaling: {"type": "mrope", "mrope_section"}`, the vision config with `in_chans`."""
+    text = dict(config["text_config"])
+    rope = text.pop("rope_parameters")
+    result = {k: v for k, v in config.items() if k not in ("text_config", "transformers_version", "dtype")}
+    for key, value in text.items():
+        if key not in ("model_type", "dtype"):
+            result[key] = value
+    result["rope_theta"] = rope["rope_theta"]
+    result["rope_scaling"] = {"type": "mrope", "mrope_section": rope["mrope_section"]}
+    result["torch_dtype"] = "float32"
+    vision = {k: v for k, v in config["vision_config"].items() if k not in ("dtype", "rope_parameters")}
+    vision["in_chans"] = vision.pop("in_channels")
+    result["vision_config"] = vision
+    return result
+
+
+def make_qwen_vl():
+    """Qwen2_5_VLForConditionalGeneration saved with its processor's files, the same folder with the Hub's
+    config.json form, and cases that go through Qwen2_5_VLProcessor from PIL images. transformers 5 saves the
+    Hub's tensor names (visual.*, model.*, lm_head.*), so both folders share them."""
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer = byte_level_tokenizer(specials)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    low, high = QWEN_VL_PIXELS
+    processor = image_only(Qwen2_5_VLProcessor)(
+        image_processor=Qwen2VLImageProcessorPil(patch_size=PATCH, temporal_patch_size=2, merge_size=2,
+                                                 size={"shortest_edge": low, "longest_edge": high}),
+        tokenizer=tokenizer,
+    )
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(qwen_vl_config(len(tokenizer), ids))
+    randomize(model, 4)
+    model.eval()
+    folder = OUT / QWEN_VL
+    model.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+    hub = OUT / QWEN_VL_HUB
+    hub.mkdir()
+    shutil.copyfile(folder / "model.safetensors", hub / "model.safetensors")
+    write_json(hub / "config.json", hub_qwen_vl_config(json.loads((folder / "config.json").read_text(encoding="utf-8"))), indent=2)
+
+    images_dir = folder / "images"
+    images_dir.mkdir()
+    text = [tokenizer("Free software, for all.")["input_ids"]]
+    inputs = [("text-only", {"input_ids": torch.tensor(text)}, None, None)]
+    for name, shapes, prompt in QWEN_VL_CASES:
+        images = []
+        for h, w, seed in shapes:
+            image = test_image(h, w, seed)
+            image.save(images_dir / f"{name}-{len(images)}.png")
+            images.append(image)
+        inputs.append((name, processor(text=[prompt], images=images, return_tensors="pt"), prompt, len(images)))
+    factor = 2 * PATCH
+    branches = set()
+    for _, shapes, _ in QWEN_VL_CASES:
+        for h, w, _ in shapes:
+            area = round(h / factor) * factor * round(w / factor) * factor
+            branches.add("max_pixels" if area > high else "min_pixels" if area < low else "rounded")
+            if (h / factor) % 1 == 0.5 or (w / factor) % 1 == 0.5:
+                branches.add("half-even")
+    if branches != {"max_pixels", "min_pixels", "rounded", "half-even"}:
+        fail(f"the image cases exercise only {sorted(branches)} of smart_resize")
+
+    entries = {}
+    for path in (folder, hub):
+        loaded, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            path, output_loading_info=True, attn_implementation="eager", dtype=torch.float32)
+        problems = {key: value for key, value in info.items() if value}
+        if problems:
+            fail(f"{path.name}: loading reported {problems}")
+        loaded.eval()
+        cases = []
+        for name, batch, prompt, count in inputs:
+            with torch.no_grad():
+                output = loaded(**batch, use_cache=False)
+            logits = output.logits.to(torch.float32).reshape(-1, output.logits.shape[-1]).numpy()
+            pixels = batch["pixel_values"].numpy() if "pixel_values" in batch else None
+            entry = case(name, batch["input_ids"].tolist(), pixels, logits)
+            if prompt is not None:
+                entry["image_grid_thw"] = batch["image_grid_thw"].tolist()
+                entry["prompt"] = prompt
+                entry["images"] = [f"images/{name}-{i}.png" for i in range(count)]
+            cases.append(entry)
+        entries[path.name] = {"cases": cases}
+    for a, b in zip(entries[QWEN_VL]["cases"], entries[QWEN_VL_HUB]["cases"]):
+        if a["logits"] != b["logits"]:
+            fail(f"{a['name']}: the Hub layout gives other logits")
+    del entries[QWEN_VL_HUB]["cases"][1:]  # the Hub folder's text-only case; the image cases are the same
+    return entries
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -487,7 +628,7 @@ def main():
     transformers.utils.logging.disable_progress_bar()
 
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in list(LLAMAS) + list(LLAVAS) + [ONEVISION, "cases.json", "versions.json"]:
+    for name in list(LLAMAS) + list(LLAVAS) + [ONEVISION, QWEN_VL, QWEN_VL_HUB, "cases.json", "versions.json"]:
         target = OUT / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -498,6 +639,7 @@ def main():
     entries.update(make_llamas())
     entries.update(make_llavas())
     entries.update(make_onevision())
+    entries.update(make_qwen_vl())
     write_json(OUT / "cases.json", entries)
     write_json(
         OUT / "versions.json",

@@ -40,7 +40,7 @@ public enum SearchBenchmark {
         table.add("one evaluation, nested", nested, unit: "s", reference: "zero-masked", ratio: nested / masked)
 
         // Image features once per search (multimodal only).
-        if case .llava = prepared.model {
+        if prepared.model.imageText != nil {
             var off = request
             off.settings.reuseVisionFeatures = false
             let without = try off.run(prepared, searchKey: "bench", jobId: nil)

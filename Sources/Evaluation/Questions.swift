@@ -12,14 +12,10 @@ extension Evaluation.AnswerSet {
         guard !questions.isEmpty else { throw EvaluationError("the question set is empty") }
         let inputs = try model.inputs()
         let tokenizer = inputs.tokenizer
-        var vision: LlavaModel?
-        if case .llava(let m) = model { vision = m }
+        let vision = model.imageText
         var marker: String?
         if let vision {
-            guard let content = tokenizer.token(of: vision.config.imageTokenIndex) else {
-                throw EvaluationError("\(tokenizer.file): has no token for image_token_index \(vision.config.imageTokenIndex)")
-            }
-            marker = content
+            do { marker = try vision.imageText(tokenizer) } catch { throw EvaluationError("\(error)") }
         }
         var images: [PreparedImage] = [], imageIndex: [DataFile.ImageSource: Int] = [:]
         var items: [Evaluation.AnswerSet.Item] = []
@@ -36,16 +32,9 @@ extension Evaluation.AnswerSet {
                     case .file(let path): decoded = try ImageFile.decode(file: path, maximumPixels: options.maximumPixels)
                     case .embedded(let data, let location): decoded = try ImageFile.decode(data, name: location, maximumPixels: options.maximumPixels)
                     }
-                    let prepared = preprocessor.prepare(decoded)
-                    let size = vision.config.vision.imageSize
-                    guard Array(prepared.pixels.shape.dropFirst()) == [vision.config.vision.channels, size, size] else {
-                        throw EvaluationError("\(preprocessor.file): makes \(Array(prepared.pixels.shape.dropFirst())) pixel tensors; the vision tower takes [\(vision.config.vision.channels), \(size), \(size)]")
-                    }
-                    guard (preprocessor.pinpoints == nil) == (vision.config.anyRes == nil) else {
-                        throw EvaluationError("\(preprocessor.file): " + (vision.config.anyRes == nil ? "tiles images (image_grid_pinpoints), but the model takes one tile per image" : "makes one tile per image, but the model tiles images (AnyRes)"))
-                    }
-                    do { _ = try vision.config.imageTokens(for: prepared.layout) } catch {
-                        throw EvaluationError("\(at): \(error) (\(preprocessor.file) and config.json disagree on the tiling)")
+                    let prepared = try preprocessor.prepare(decoded)
+                    do { _ = try vision.imageTokens(for: prepared) } catch {
+                        throw EvaluationError("\(at): \(error) (\(preprocessor.file) does not fit config.json)")
                     }
                     imageIndex[source] = images.count
                     image = images.count
@@ -69,14 +58,14 @@ extension Evaluation.AnswerSet {
                 guard ids.count > promptIDs.count else { throw EvaluationError("\(at): the answer \"\(candidate.text)\" adds no tokens after the prompt") }
                 var isAnswer = ids.indices.map { $0 >= promptIDs.count }
                 if let vision, image != nil {
-                    let imageToken = vision.config.imageTokenIndex
+                    let imageToken = vision.imageTokenIndex
                     guard ids.filter({ $0 == imageToken }).count == 1, let at0 = ids.firstIndex(of: imageToken), at0 < promptIDs.count else {
                         throw EvaluationError("\(at): the prompt's \(DataFile.imageMarker) does not tokenize to one image token (id \(imageToken))")
                     }
-                    let run = try vision.config.imageTokens(for: images[image!].layout)
+                    let run = try vision.imageTokens(for: images[image!])
                     ids.replaceSubrange(at0...at0, with: Array(repeating: imageToken, count: run))
                     isAnswer.replaceSubrange(at0...at0, with: Array(repeating: false, count: run))
-                } else if let vision, ids.contains(vision.config.imageTokenIndex) {
+                } else if let vision, ids.contains(vision.imageTokenIndex) {
                     throw EvaluationError("\(at): the text holds the image token but the question has no image")
                 }
                 guard ids.count <= model.language.config.maxPositions else {

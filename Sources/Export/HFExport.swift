@@ -50,6 +50,11 @@ public enum HFExport {
             config.vision.ffnSizes = Array(repeating: widest, count: config.vision.layers)
             config.vision.intermediateSize = widest
             return Padded(config: config.json, weights: weights, addedNeurons: added.neurons, addedParameters: added.parameters)
+        case .qwenVL(let m):
+            // Only the language model's FFNs are pruned in Qwen2.5-VL, so only they need padding.
+            var config = m.config
+            config.text = pad(m.language)
+            return Padded(config: config.json, weights: weights, addedNeurons: added.neurons, addedParameters: added.parameters)
         }
     }
 

@@ -34,6 +34,9 @@ public enum LanguageModelGGUF {
     /// writes them), with the tokenizer's metadata when `tokenizer` is given.
     public static func file(_ model: LlamaModel, name: String, type: GGUFFile.TensorType, tokenizer: TokenizerMetadata?) throws -> (file: GGUFFile, plan: Plan) {
         let c = model.config
+        if c.mropeSection != nil {
+            throw ExportError("rope_parameters.mrope_section: Qwen2.5-VL's multimodal rotary positions need llama.cpp's qwen2vl architecture, which lop does not write")
+        }
         let plan = plan(c)
         let a = plan.architecture
         var f = GGUFFile()

@@ -38,6 +38,8 @@ extension Fixtures {
             }
             return FixtureMetrics(heldOutLoss: score.loss, heldOutAccuracy: score.accuracy, layerSensitivity: sensitivity,
                                   accuracyByKind: score.accuracyByKind)
+        case .qwenVL:
+            throw CheckpointError(path: folder, problem: "is a Qwen2.5-VL model, not one of lop's fixtures (tiny-llama, tiny-llava)")
         }
     }
 

@@ -123,6 +123,9 @@ public struct LlamaConfig: Equatable, Sendable {
     public var ropeTheta: Double
     /// How rotary frequencies are rescaled (`rope_parameters.rope_type`, or the older `rope_scaling`).
     public var ropeScaling: Rotary.Scaling = .none
+    /// Qwen2.5-VL's multimodal rotary sections (`mrope_section`): how many of a head's frequency pairs follow the
+    /// temporal, height and width position (nil: one position per token).
+    public var mropeSection: [Int]?
     public var tiedEmbeddings: Bool
     /// Biases on q/k/v projections (Qwen2; Llama's `attention_bias`).
     public var qkvBias: Bool
@@ -154,7 +157,7 @@ public struct LlamaConfig: Equatable, Sendable {
     }
 
     init(fields f: ConfigFields) throws(ModelConfigError) {
-        modelType = try f.string("model_type", default: "llama", allowed: ["llama", "qwen2", "mistral"])
+        modelType = try f.string("model_type", default: "llama", allowed: ["llama", "qwen2", "mistral", "qwen2_5_vl_text"])
         vocabularySize = try f.int("vocab_size")
         hiddenSize = try f.int("hidden_size")
         intermediateSize = try f.int("intermediate_size")
@@ -170,11 +173,16 @@ public struct LlamaConfig: Equatable, Sendable {
         headDim = try f.int("head_dim", default: hiddenSize / heads)
         guard headDim % 2 == 0 else { throw ModelConfigError(key: f.key("head_dim"), problem: "\(headDim) is odd; rotary embeddings need pairs") }
         rmsNormEps = try f.double("rms_norm_eps", default: 1e-6)
-        (ropeTheta, ropeScaling) = try Self.rotary(f)
+        (ropeTheta, ropeScaling, mropeSection) = try Self.rotary(f, multimodal: modelType == "qwen2_5_vl_text")
+        if let section = mropeSection, section.reduce(0, +) != headDim / 2 {
+            throw ModelConfigError(key: f.key(f.members["rope_parameters"] != nil ? "rope_parameters.mrope_section" : "rope_scaling.mrope_section"),
+                                   problem: "\(section) covers \(section.reduce(0, +)) frequency pairs; a head of \(headDim) has \(headDim / 2)")
+        }
         tiedEmbeddings = try f.bool("tie_word_embeddings", default: false)
         let attentionBias = try f.bool("attention_bias", default: false)
-        qkvBias = modelType == "qwen2" || attentionBias
-        outputBias = modelType != "qwen2" && attentionBias
+        let qwen2 = modelType == "qwen2" || modelType == "qwen2_5_vl_text"
+        qkvBias = qwen2 || attentionBias
+        outputBias = !qwen2 && attentionBias
         maxPositions = try f.int("max_position_embeddings", default: 2048)
         _ = try f.string("hidden_act", default: "silu", allowed: ["silu"])
         if try f.bool("mlp_bias", default: false) { throw ModelConfigError(key: f.key("mlp_bias"), problem: "FFN biases are not supported") }
@@ -193,9 +201,13 @@ public struct LlamaConfig: Equatable, Sendable {
     /// Keys that do not change what the model computes in evaluation (ids, dtypes, training-only settings, names).
     static let harmless: Set<String> = ConfigFields.commonHarmless.union(["pad_token_id", "initializer_range", "attention_dropout", "embd_pdrop", "resid_pdrop"])
 
-    /// θ and the frequency scaling, from transformers 5's `rope_parameters` or the older `rope_theta` +
-    /// `rope_scaling`; a `rope_type` lop does not implement is refused with the key's path.
-    static func rotary(_ f: ConfigFields) throws(ModelConfigError) -> (theta: Double, scaling: Rotary.Scaling) {
+    /// Qwen2 and Qwen2.5-VL's text model: q/k/v biases, no output bias.
+    var isQwen2: Bool { modelType == "qwen2" || modelType == "qwen2_5_vl_text" }
+
+    /// θ, the frequency scaling and (for a `multimodal` text model) the M-RoPE sections, from transformers 5's
+    /// `rope_parameters` or the older `rope_theta` + `rope_scaling`; a `rope_type` lop does not implement is
+    /// refused with the key's path, and so is a multimodal model without its sections.
+    static func rotary(_ f: ConfigFields, multimodal: Bool = false) throws(ModelConfigError) -> (theta: Double, scaling: Rotary.Scaling, mrope: [Int]?) {
         var theta = try f.double("rope_theta", default: 10000)
         var source: ConfigFields?
         if let parameters = f.members["rope_parameters"], parameters != .null {
@@ -208,22 +220,40 @@ public struct LlamaConfig: Equatable, Sendable {
         } else if let scaling = f.members["rope_scaling"], scaling != .null {
             source = try ConfigFields(scaling, path: f.key("rope_scaling"))
         }
-        guard let p = source else { return (theta, .none) }
+        guard let p = source else {
+            if multimodal { throw ModelConfigError(key: f.key("rope_parameters.mrope_section"), problem: "is missing (Qwen2.5-VL's text model needs its multimodal rotary sections)") }
+            return (theta, .none, nil)
+        }
         let typeKey = p.members["rope_type"] != nil ? "rope_type" : "type"
-        let type = try p.string(typeKey, default: "default")
-        let known: Set<String> = ["rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
+        var type = try p.string(typeKey, default: "default")
+        var known: Set<String> = ["rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
+        var mrope: [Int]?
+        if multimodal {
+            // transformers reads the Hub's "mrope" type as the default frequencies with sections.
+            if type == "mrope" { type = "default" }
+            known.insert("mrope_section")
+            guard let items = p.members["mrope_section"]?.arrayValue, items.count == 3, case let section = items.compactMap(\.intValue),
+                  section.count == 3, section.allSatisfy({ $0 >= 0 }) else {
+                throw ModelConfigError(key: p.key("mrope_section"), problem: p.members["mrope_section"] == nil ? "is missing (Qwen2.5-VL's text model needs its multimodal rotary sections)"
+                                                                                                             : "must list three non-negative pair counts (temporal, height, width)")
+            }
+            mrope = section
+        }
         for key in p.members.keys.sorted() where !known.contains(key) {
             if key == "partial_rotary_factor", p.members[key]?.doubleValue == 1 { continue }
             throw ModelConfigError(key: p.key(key), problem: "is not supported for rope_type \"\(type)\"" + (key == "mrope_section" ? " (multimodal rotary embeddings are Qwen2.5-VL's)" : ""))
         }
+        if mrope != nil, type != "default" {
+            throw ModelConfigError(key: p.key(typeKey), problem: "\"\(type)\" is not supported with mrope_section (lop implements default)")
+        }
         switch type {
-        case "default": return (theta, .none)
-        case "linear": return (theta, .linear(factor: try p.double("factor", default: nil)))
+        case "default": return (theta, .none, mrope)
+        case "linear": return (theta, .linear(factor: try p.double("factor", default: nil)), nil)
         case "llama3":
             let low = try p.double("low_freq_factor", default: nil), high = try p.double("high_freq_factor", default: nil)
             guard high > low else { throw ModelConfigError(key: p.key("high_freq_factor"), problem: "must exceed low_freq_factor \(low)") }
             return (theta, .llama3(factor: try p.double("factor", default: nil), lowFrequencyFactor: low, highFrequencyFactor: high,
-                                   originalPositions: try p.int("original_max_position_embeddings")))
+                                   originalPositions: try p.int("original_max_position_embeddings")), nil)
         default:
             throw ModelConfigError(key: p.key(typeKey), problem: "\"\(type)\" is not supported (lop implements default, linear, llama3)")
         }
@@ -276,11 +306,15 @@ public struct LlamaConfig: Equatable, Sendable {
             "max_position_embeddings": .int(maxPositions),
             "hidden_act": .string("silu"),
         ]
-        if modelType != "qwen2" { members["attention_bias"] = .bool(outputBias) }
+        if !isQwen2 { members["attention_bias"] = .bool(outputBias) }
         // Every layer at one width is a plain config transformers and llama.cpp load as it is; only differing
         // widths need lop's per-layer key.
         if Set(ffnSizes).count == 1 { members["intermediate_size"] = .int(ffnSizes[0]) } else { members[ffnSizesKey] = .array(ffnSizes.map { JSON.int($0) }) }
         if ropeScaling != .none { members["rope_scaling"] = Self.scalingJSON(ropeScaling) }
+        if let mropeSection {
+            members["rope_scaling"] = .object(["rope_type": .string("default"), "mrope_section": .array(mropeSection.map { JSON.int($0) })])
+            members["architectures"] = nil
+        }
         return .object(members)
     }
 

@@ -40,6 +40,35 @@ public struct ImagePreprocessor: Sendable, Equatable {
     public let padToSquare: Bool
     /// LLaVA-OneVision's `image_grid_pinpoints` (nil: one tile per image).
     public let pinpoints: [AnyRes.Resolution]?
+    /// Qwen2-VL's dynamic resolution and patching (nil: tiles).
+    public let patching: QwenPatching?
+
+    /// Qwen2-VL's image processor (`Qwen2VLImageProcessor`, used by Qwen2.5-VL): the image resized so both sides
+    /// are multiples of `patch · merge` with a pixel count inside [minPixels, maxPixels] (`smart_resize`), then cut
+    /// into patches flattened channel, frame, row, column, in 2×2 merge blocks, the image repeated on the
+    /// `temporal` frames.
+    public struct QwenPatching: Sendable, Equatable {
+        public let minPixels: Int, maxPixels: Int, patch: Int, temporal: Int, merge: Int
+
+        /// transformers' `smart_resize` (Python's round-half-even in the first step).
+        public func size(height: Int, width: Int) throws(ImageError) -> (height: Int, width: Int) {
+            let factor = Double(patch * merge)
+            guard Double(max(height, width)) / Double(min(height, width)) <= 200 else {
+                throw ImageError(file: "(image)", problem: "a \(width)×\(height) image has an aspect ratio above 200, which Qwen2-VL's processor refuses")
+            }
+            var h = (Double(height) / factor).rounded(.toNearestOrEven) * factor, w = (Double(width) / factor).rounded(.toNearestOrEven) * factor
+            if h * w > Double(maxPixels) {
+                let beta = (Double(height * width) / Double(maxPixels)).squareRoot()
+                h = max(factor, (Double(height) / beta / factor).rounded(.down) * factor)
+                w = max(factor, (Double(width) / beta / factor).rounded(.down) * factor)
+            } else if h * w < Double(minPixels) {
+                let beta = (Double(minPixels) / Double(height * width)).squareRoot()
+                h = (Double(height) * beta / factor).rounded(.up) * factor
+                w = (Double(width) * beta / factor).rounded(.up) * factor
+            }
+            return (Int(h), Int(w))
+        }
+    }
 
     public static func == (a: ImagePreprocessor, b: ImagePreprocessor) -> Bool { a.sha256 == b.sha256 && a.file == b.file }
 
@@ -47,10 +76,12 @@ public struct ImagePreprocessor: Sendable, Equatable {
     static let harmless: Set<String> = ["image_processor_type", "processor_class", "feature_extractor_type", "auto_map", "do_convert_rgb",
                                         "data_format", "input_data_format", "default_to_square"]
     static let understood: Set<String> = ["do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                                          "do_normalize", "image_mean", "image_std", "do_pad", "image_grid_pinpoints"]
-    static let processors: Set<String> = ["CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPFeatureExtractor",
-                                          "LlavaImageProcessor", "LlavaImageProcessorFast", "LlavaOnevisionImageProcessor", "LlavaOnevisionImageProcessorFast", "LlavaOnevisionImageProcessorPil"]
+                                          "do_normalize", "image_mean", "image_std", "do_pad", "image_grid_pinpoints", "min_pixels", "max_pixels",
+                                          "patch_size", "temporal_patch_size", "merge_size"]
     static let onevisionProcessors: Set<String> = ["LlavaOnevisionImageProcessor", "LlavaOnevisionImageProcessorFast", "LlavaOnevisionImageProcessorPil"]
+    static let qwenProcessors: Set<String> = ["Qwen2VLImageProcessor", "Qwen2VLImageProcessorFast", "Qwen2VLImageProcessorPil", "Qwen2_5_VLImageProcessor"]
+    static let processors: Set<String> = Set(["CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPFeatureExtractor", "LlavaImageProcessor",
+                                              "LlavaImageProcessorFast"]).union(onevisionProcessors).union(qwenProcessors)
 
     public init(file: String) throws(ImageError) {
         guard let data = FileManager.default.contents(atPath: file) else { throw ImageError(file: file, problem: "cannot be read") }
@@ -70,6 +101,10 @@ public struct ImagePreprocessor: Sendable, Equatable {
             throw fail("image_processor_type", "\"\(type)\" is not supported (lop implements \(Self.processors.sorted().joined(separator: ", ")))")
         }
         let onevision = type.map(Self.onevisionProcessors.contains) ?? false
+        let qwen = type.map(Self.qwenProcessors.contains) ?? false
+        for key in ["min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size"] where !qwen && members[key] != nil {
+            throw fail(key, "is read only by Qwen2-VL's image processor")
+        }
         if members["do_convert_rgb"]?.boolValue == false { throw fail("do_convert_rgb", "false is not supported (lop always decodes to RGB)") }
         if let format = members["data_format"], format != .null, format.stringValue != "channels_first" {
             throw fail("data_format", "only channels_first is supported")
@@ -94,7 +129,29 @@ public struct ImagePreprocessor: Sendable, Equatable {
         }
         self.file = file
         self.sha256 = sha256
-        if try flag("do_resize", true) {
+        if qwen {
+            // Pixel bounds from size {shortest_edge, longest_edge} (transformers 5) or min/max_pixels (the Hub's files).
+            func bound(_ key: String, _ sizeKey: String) throws(ImageError) -> Int {
+                if let v = members[key], v != .null {
+                    guard let n = v.intValue, n > 0 else { throw fail(key, "\(v.serialized()) is not a positive integer") }
+                    return n
+                }
+                guard let n = members["size"]?[sizeKey]?.intValue, n > 0 else { throw fail("size.\(sizeKey)", "is missing (or give \(key))") }
+                return n
+            }
+            func positive(_ key: String, _ fallback: Int) throws(ImageError) -> Int {
+                guard let v = members[key], v != .null else { return fallback }
+                guard let n = v.intValue, n > 0 else { throw fail(key, "\(v.serialized()) is not a positive integer") }
+                return n
+            }
+            guard try flag("do_resize", true) else { throw fail("do_resize", "false is not supported (patches need sides that are multiples of patch_size · merge_size)") }
+            let (low, high) = (try bound("min_pixels", "shortest_edge"), try bound("max_pixels", "longest_edge"))
+            guard low <= high else { throw fail("max_pixels", "\(high) is below min_pixels \(low)") }
+            patching = QwenPatching(minPixels: low, maxPixels: high, patch: try positive("patch_size", 14), temporal: try positive("temporal_patch_size", 2),
+                                    merge: try positive("merge_size", 2))
+            resize = nil
+        } else if try flag("do_resize", true) {
+            patching = nil
             guard let v = members["size"], v != .null else { throw fail("size", "is missing (do_resize is on)") }
             if let edge = v["shortest_edge"]?.intValue, edge > 0 {
                 if let longest = v["longest_edge"], longest != .null { throw fail("size.longest_edge", "is not supported") }
@@ -105,6 +162,7 @@ public struct ImagePreprocessor: Sendable, Equatable {
                 throw fail("size", "must be {\"shortest_edge\": n}, {\"height\": h, \"width\": w} or n")
             }
         } else {
+            patching = nil
             resize = nil
         }
         let code = members["resample"]?.intValue ?? Resample.bicubic.rawValue
@@ -113,7 +171,7 @@ public struct ImagePreprocessor: Sendable, Equatable {
         }
         self.resample = resample
         // OneVision's processor crops nothing unless told to; CLIP's crops by default.
-        if try flag("do_center_crop", !onevision) {
+        if try flag("do_center_crop", !onevision && !qwen) {
             guard let v = members["crop_size"], v != .null, let c = try size("crop_size", v) else {
                 throw fail("crop_size", "must be {\"height\": h, \"width\": w} or n (do_center_crop is on)")
             }
@@ -147,6 +205,10 @@ public struct ImagePreprocessor: Sendable, Equatable {
                 points.append(AnyRes.Resolution(height: ph, width: pw))
             }
             pinpoints = points
+        } else if qwen {
+            guard crop == nil else { throw fail("do_center_crop", "is not supported with Qwen2-VL's patches") }
+            padToSquare = false
+            pinpoints = nil
         } else {
             if members["image_grid_pinpoints"] != nil { throw fail("image_grid_pinpoints", "is read only by LLaVA-OneVision's image processor") }
             padToSquare = try flag("do_pad", false)
@@ -156,7 +218,8 @@ public struct ImagePreprocessor: Sendable, Equatable {
 
     /// An image ready for the vision tower: one tile, or for OneVision the base tile and the AnyRes grid
     /// (`tiled`, an image alone in its row) or one tile padded to a square (an image among several in a row).
-    public func prepare(_ image: RGBImage, tiled: Bool = true) -> PreparedImage {
+    public func prepare(_ image: RGBImage, tiled: Bool = true) throws(ImageError) -> PreparedImage {
+        if let patching { return try patches(image, patching) }
         guard let pinpoints, case .exact(let side, _)? = resize else { return PreparedImage(tile: pixels(image), height: image.height, width: image.width) }
         let opaque = image.onWhite()
         guard tiled else {
@@ -188,6 +251,33 @@ public struct ImagePreprocessor: Sendable, Equatable {
             }
         }
         return PreparedImage(pixels: Tensor(shape: [tiles.count, 3, side, side], data: tiles.flatMap(\.data)), height: image.height, width: image.width)
+    }
+
+    /// Qwen2-VL's patches `[gridH · gridW, 3 · temporal · patch²]` of an image, with the grid (1, gridH, gridW).
+    func patches(_ image: RGBImage, _ q: QwenPatching) throws(ImageError) -> PreparedImage {
+        let size: (height: Int, width: Int)
+        do { size = try q.size(height: image.height, width: image.width) } catch { throw ImageError(file: file, problem: error.problem) }
+        let pixels = tensor(Self.resampled(image.onWhite(), width: size.width, height: size.height, filter: resample))
+        let (p, t, m) = (q.patch, q.temporal, q.merge)
+        let (gridH, gridW) = (size.height / p, size.width / p)
+        let width = 3 * t * p * p, plane = size.height * size.width
+        var out = [Float](repeating: 0, count: gridH * gridW * width)
+        var row = 0
+        for by in 0..<(gridH / m) { for bx in 0..<(gridW / m) { for my in 0..<m { for mx in 0..<m {
+            let (y0, x0) = ((by * m + my) * p, (bx * m + mx) * p)
+            var o = row * width
+            for c in 0..<3 {
+                for _ in 0..<t {
+                    for y in 0..<p {
+                        let source = c * plane + (y0 + y) * size.width + x0
+                        for x in 0..<p { out[o + x] = pixels.data[source + x] }
+                        o += p
+                    }
+                }
+            }
+            row += 1
+        } } } }
+        return PreparedImage(pixels: Tensor(shape: [gridH * gridW, width], data: out), height: image.height, width: image.width, grid: [1, gridH, gridW])
     }
 
     /// The pixel tensor `[3, height, width]` of an image, as one tile.

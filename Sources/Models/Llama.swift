@@ -106,16 +106,25 @@ public final class LlamaModel {
         return g.reshape(g.embedding(embedTokens, ids: tokens.flatMap { $0 }), [batch, length, config.hiddenSize])
     }
 
-    /// Logits `[batch·length, vocabulary]` from input embeddings `[batch, length, hidden]`.
-    public func logits(_ g: Graph, embeddings: Value, options: ForwardOptions = ForwardOptions()) -> Value {
+    /// Logits `[batch·length, vocabulary]` from input embeddings `[batch, length, hidden]`. `positions` gives a
+    /// multimodal model's (temporal, height, width) position of every token (nil: 0, 1, 2, … in every row).
+    public func logits(_ g: Graph, embeddings: Value, positions: MultimodalPositions? = nil, options: ForwardOptions = ForwardOptions()) -> Value {
         let (batch, length) = (embeddings.shape[0], embeddings.shape[1])
         precondition(options.ffnKeep.map { $0.count == layers.count } ?? true, "ffnKeep needs one entry per layer")
         var x = embeddings
         let eps = Float(config.rmsNormEps), rotary = config.rotary
+        let tables = positions.map { p in
+            precondition(p.rows == batch && p.length == length, "positions for \(p.rows)×\(p.length) tokens, embeddings of \(batch)×\(length)")
+            return p.tables(rotary.frequencies(headDim: config.headDim), sections: config.mropeSection ?? [config.headDim / 2, 0, 0])
+        }
+        func rotate(_ v: Value, heads: Int) -> Value {
+            guard let tables else { return g.rope(v, heads: heads, rotary: rotary) }
+            return g.rotate(v, heads: heads, cosines: tables.cos, sines: tables.sin)
+        }
         for (i, layer) in layers.enumerated() {
             let h = g.rmsNorm(x, weight: g.parameter(layer.inputNorm), eps: eps)
-            let q = g.rope(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads, rotary: rotary)
-            let k = g.rope(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads, rotary: rotary)
+            let q = rotate(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads)
+            let k = rotate(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads)
             let v = g.linear(h, layer.v, bias: layer.vBias)
             let attended = g.attention(q, k, v, heads: config.heads, kvHeads: config.kvHeads, causal: true)
             x = g.add(x, g.linear(attended, layer.o, bias: layer.oBias))
@@ -143,5 +152,37 @@ public final class LlamaModel {
             return g.linear(hidden, down.leading(rows: nil, columns: nil))
         }
         return g.linear(hidden, layer.down, columns: keep)
+    }
+}
+
+/// Every token's (temporal, height, width) position, row by row (Qwen2.5-VL's M-RoPE): text tokens have the same
+/// value on all three axes; image tokens their grid cell's, offset by the text before them.
+public struct MultimodalPositions: Equatable, Sendable {
+    /// `[3][rows][length]`.
+    public let axes: [[[Int]]]
+    public init(axes: [[[Int]]]) {
+        precondition(axes.count == 3, "three position axes")
+        self.axes = axes
+    }
+    public var rows: Int { axes[0].count }
+    public var length: Int { axes[0].first?.count ?? 0 }
+
+    /// cos/sin `[rows, length, pairs]`: pair i rotates by the position on the axis whose section holds i times
+    /// its frequency (transformers' `mrope_section` split of the frequencies, the same for both halves).
+    func tables(_ frequencies: [Double], sections: [Int]) -> (cos: [Float], sin: [Float]) {
+        let half = frequencies.count
+        let axisOfPair = sections.enumerated().flatMap { Array(repeating: $0.offset, count: $0.element) }
+        precondition(axisOfPair.count == half, "sections \(sections) do not cover \(half) pairs")
+        var cosines = [Float](repeating: 0, count: rows * length * half), sines = cosines
+        for r in 0..<rows {
+            for t in 0..<length {
+                for i in 0..<half {
+                    let angle = Double(axes[axisOfPair[i]][r][t]) * frequencies[i]
+                    cosines[(r * length + t) * half + i] = Float(cos(angle))
+                    sines[(r * length + t) * half + i] = Float(sin(angle))
+                }
+            }
+        }
+        return (cosines, sines)
     }
 }

@@ -109,50 +109,9 @@ public final class LlavaModel {
         return ImageFeatures(value: g.mixRows(table, mixes), counts: counts)
     }
 
-    /// Text embeddings with the image tokens replaced by image features: each row's image tokens, in order,
-    /// take the next images' features whole (a row's image tokens must add up to whole images).
+    /// Text embeddings with the image tokens replaced by image features (`ImageFeatures.fill`).
     public func embed(_ g: Graph, tokens: [[Int]], features: ImageFeatures?) throws -> Value {
-        let text = language.embed(g, tokens: tokens)
-        let length = tokens.first?.count ?? 0
-        let counts = features?.counts ?? []
-        let starts = counts.reduce(into: [0]) { $0.append($0.last! + $1) }
-        var rows: [Value] = [], image = 0
-        for (b, row) in tokens.enumerated() {
-            let positions = row.indices.filter { row[$0] == config.imageTokenIndex }
-            let textRow = g.slice(text, axis: 0, b..<(b + 1))
-            guard !positions.isEmpty else {
-                rows.append(textRow)
-                continue
-            }
-            var need = positions.count
-            let first = image
-            while need > 0, image < counts.count {
-                need -= counts[image]
-                image += 1
-            }
-            guard need == 0, let features else {
-                let given = counts[first..<image].reduce(0, +)
-                throw ModelInputError(problem: image == first ? "row \(b) has \(positions.count) image tokens (id \(config.imageTokenIndex)) but no image is left for it"
-                                      : "row \(b) has \(positions.count) image tokens (id \(config.imageTokenIndex)); its images \(first)..<\(image) give \(given) features")
-            }
-            let imageRows = g.slice(features.value, axis: 0, starts[first]..<starts[image])
-            // Runs of consecutive image positions take consecutive feature rows.
-            var parts: [Value] = [], cursor = 0, used = 0, k = 0
-            while k < positions.count {
-                var end = k
-                while end + 1 < positions.count, positions[end + 1] == positions[end] + 1 { end += 1 }
-                let (start, run) = (positions[k], end - k + 1)
-                if start > cursor { parts.append(g.slice(textRow, axis: 1, cursor..<start)) }
-                parts.append(g.reshape(g.slice(imageRows, axis: 0, used..<(used + run)), [1, run, config.text.hiddenSize]))
-                (cursor, used, k) = (start + run, used + run, end + 1)
-            }
-            if cursor < length { parts.append(g.slice(textRow, axis: 1, cursor..<length)) }
-            rows.append(parts.count == 1 ? parts[0] : g.concat(parts, axis: 1))
-        }
-        guard image == counts.count else {
-            throw ModelInputError(problem: "\(counts.count) images were given but the rows' image tokens take \(image)")
-        }
-        return rows.count == 1 ? rows[0] : g.concat(rows, axis: 0)
+        try ImageFeatures.fill(g, text: language.embed(g, tokens: tokens), tokens: tokens, imageToken: config.imageTokenIndex, features: features)
     }
 
     /// Logits `[batch·length, vocabulary]`. `images` holds the images of the rows that have image tokens, in order.
@@ -170,16 +129,6 @@ public final class LlavaModel {
     /// them once).
     public func logits(_ g: Graph, tokens: [[Int]], features: ImageFeatures?, options: ForwardOptions = ForwardOptions()) throws -> Value {
         language.logits(g, embeddings: try embed(g, tokens: tokens, features: features), options: options)
-    }
-}
-
-/// Projected image features `[features, textHidden]` of a batch's images, and each image's share of the rows.
-public struct ImageFeatures {
-    public let value: Value
-    public let counts: [Int]
-    public init(value: Value, counts: [Int]) {
-        precondition(value.shape.count == 2 && value.shape[0] == counts.reduce(0, +), "one feature row per image token")
-        (self.value, self.counts) = (value, counts)
     }
 }
 

@@ -1,10 +1,12 @@
 import Foundation
 import Tensor
 
-/// A model lop can load, run, prune and write: a text decoder or a LLaVA-style MLLM (LLaVA, LLaVA-OneVision).
+/// A model lop can load, run, prune and write: a text decoder, a LLaVA-style MLLM (LLaVA, LLaVA-OneVision) or
+/// Qwen2.5-VL.
 public enum Model {
     case llama(LlamaModel)
     case llava(LlavaModel)
+    case qwenVL(QwenVLModel)
 
     /// Loads a Hugging Face model folder, choosing the architecture from `config.json`. Weight matrices of at
     /// least `storedMinimumElements` stay in their stored type.
@@ -15,6 +17,7 @@ public enum Model {
         switch model {
         case .llama(let m): m.folder = folder
         case .llava(let m): m.folder = folder
+        case .qwenVL(let m): m.folder = folder
         }
         return model
     }
@@ -22,8 +25,9 @@ public enum Model {
     public static func load(config: JSON, weights: any WeightSource) throws -> Model {
         switch config["model_type"]?.stringValue {
         case "llava", "llava_onevision": return .llava(try LlavaModel(config: LlavaConfig(json: config), weights: weights))
+        case "qwen2_5_vl": return .qwenVL(try QwenVLModel(config: QwenVLConfig(json: config), weights: weights))
         case "llama", "qwen2", "mistral", nil: return .llama(try LlamaModel(config: LlamaConfig(json: config), weights: weights))
-        case let other?: throw ModelConfigError(key: "model_type", problem: "\"\(other)\" is not supported (llama, qwen2, mistral, llava, llava_onevision)")
+        case let other?: throw ModelConfigError(key: "model_type", problem: "\"\(other)\" is not supported (llama, qwen2, mistral, llava, llava_onevision, qwen2_5_vl)")
         }
     }
 
@@ -31,6 +35,7 @@ public enum Model {
         switch self {
         case .llama(let m): return m.config.json
         case .llava(let m): return m.config.json
+        case .qwenVL(let m): return m.config.json
         }
     }
 
@@ -39,6 +44,7 @@ public enum Model {
         switch self {
         case .llama(let m): return m
         case .llava(let m): return m.language
+        case .qwenVL(let m): return m.language
         }
     }
 
@@ -46,6 +52,7 @@ public enum Model {
         switch self {
         case .llama(let m): return m.parameters
         case .llava(let m): return m.parameters
+        case .qwenVL(let m): return m.parameters
         }
     }
 
@@ -115,6 +122,17 @@ extension Model {
             return m.logits(g, tokens: batch.rows, options: options)
         case .llava(let m):
             return try m.logits(g, tokens: batch.rows, images: batch.images, options: options)
+        case .qwenVL(let m):
+            return try m.logits(g, tokens: batch.rows, images: batch.images, options: options)
+        }
+    }
+
+    /// The model's image side (nil for a text decoder).
+    public var imageText: (any ImageTextModel)? {
+        switch self {
+        case .llama: return nil
+        case .llava(let m): return m
+        case .qwenVL(let m): return m
         }
     }
 
@@ -122,5 +140,58 @@ extension Model {
     public func loss(_ batch: TokenBatch, options: ForwardOptions = ForwardOptions()) throws -> Double {
         let g = Graph(recording: false)
         return Double(g.crossEntropy(try logits(g, batch, options: options), targets: batch.targets).tensor.scalar)
+    }
+}
+
+/// What evaluation, calibration and search ask of a model that reads images (LLaVA, LLaVA-OneVision, Qwen2.5-VL).
+public protocol ImageTextModel: AnyObject {
+    /// The token whose positions take image features.
+    var imageTokenIndex: Int { get }
+    /// The text that stands for one image in a prompt, in the model's tokenizer (`<image>`, or Qwen's
+    /// `<|vision_start|><|image_pad|><|vision_end|>`); its one image token becomes the image's run.
+    func imageText(_ tokenizer: Tokenizer) throws -> String
+    /// The image tokens a preprocessed image takes, or an error when it does not fit the vision tower.
+    func imageTokens(for image: PreparedImage) throws -> Int
+    func imageFeatures(_ g: Graph, images: ImageBatch, options: ForwardOptions) throws -> ImageFeatures
+    /// Logits from features computed earlier for `images`.
+    func logits(_ g: Graph, tokens: [[Int]], features: ImageFeatures?, images: ImageBatch?, options: ForwardOptions) throws -> Value
+}
+
+extension ImageTextModel {
+    func token(_ id: Int, of tokenizer: Tokenizer, _ key: String) throws -> String {
+        guard let text = tokenizer.token(of: id) else { throw ModelInputError(problem: "\(tokenizer.file): has no token for \(key) \(id)") }
+        return text
+    }
+}
+
+extension LlavaModel: ImageTextModel {
+    public var imageTokenIndex: Int { config.imageTokenIndex }
+    public func imageText(_ tokenizer: Tokenizer) throws -> String { try token(config.imageTokenIndex, of: tokenizer, "image_token_index") }
+    public func imageTokens(for image: PreparedImage) throws -> Int {
+        let (c, s) = (config.vision.channels, config.vision.imageSize)
+        guard image.grid == nil, Array(image.pixels.shape.dropFirst()) == [c, s, s] else {
+            throw ModelInputError(problem: "the preprocessing makes \(Array(image.pixels.shape.dropFirst())) pixel tensors; the vision tower takes [\(c), \(s), \(s)]")
+        }
+        return try config.imageTokens(for: image.layout)
+    }
+    public func logits(_ g: Graph, tokens: [[Int]], features: ImageFeatures?, images: ImageBatch?, options: ForwardOptions) throws -> Value {
+        try logits(g, tokens: tokens, features: features, options: options)
+    }
+}
+
+extension QwenVLModel: ImageTextModel {
+    public var imageTokenIndex: Int { config.imageTokenIndex }
+    public func imageText(_ tokenizer: Tokenizer) throws -> String {
+        try token(config.visionStartToken, of: tokenizer, "vision_start_token_id") + token(config.imageTokenIndex, of: tokenizer, "image_token_id")
+            + token(config.visionEndToken, of: tokenizer, "vision_end_token_id")
+    }
+    public func imageTokens(for image: PreparedImage) throws -> Int {
+        guard image.grid != nil, image.pixels.shape.count == 2, image.pixels.shape[1] == config.vision.patchWidth else {
+            throw ModelInputError(problem: "the preprocessing makes \(image.pixels.shape) pixels; Qwen2.5-VL's encoder takes patches of \(config.vision.patchWidth) values with their grid (Qwen2-VL's image processor)")
+        }
+        return try config.imageTokens(for: image.layout)
+    }
+    public func logits(_ g: Graph, tokens: [[Int]], features: ImageFeatures?, images: ImageBatch?, options: ForwardOptions) throws -> Value {
+        try logits(g, tokens: tokens, features: features, grids: images?.layouts.map { $0.grid! } ?? [], options: options)
     }
 }

@@ -83,14 +83,14 @@ extension Model {
         guard let folder else {
             throw TokenizerError(file: "(model)", path: "", problem: "the model was not loaded from a folder, so it has no tokenizer.json")
         }
-        if case .llava = self { return try folder.inputs(config: config, hasVision: true) }
-        return try folder.inputs(config: config, hasVision: false)
+        return try folder.inputs(config: config, hasVision: imageText != nil)
     }
 
     public var folder: ModelFolder? {
         switch self {
         case .llama(let m): return m.folder
         case .llava(let m): return m.folder
+        case .qwenVL(let m): return m.folder
         }
     }
 }

@@ -68,7 +68,7 @@ public struct Calibration {
             images?.pixels.data.withUnsafeBytes { hasher.update(bufferPointer: $0) }
             // Tile counts and sizes change the features only when an image is tiled (AnyRes); one-tile sets keep
             // the hashes stored samples recorded.
-            if let images, images.isTiled { hasher.update(data: Data("|layouts \(images.layouts.map { [$0.tiles, $0.height, $0.width] })|".utf8)) }
+            if let images, images.isTiled { hasher.update(data: Data("|layouts \(images.layouts.map { [$0.tiles, $0.height, $0.width] + ($0.grid ?? []) })|".utf8)) }
         }
         hash = hasher.finalize().hexadecimal
     }

@@ -32,6 +32,9 @@ struct UnitWeights {
         case (.vision, .llava(let m)):
             let l = m.vision.layers[layer]
             (input, output, all) = (l.fc1, l.fc2, [(l.fc1, 0), (l.fc1Bias, 0), (l.fc2, 1)])
+        case (.vision, .qwenVL(let m)):
+            let b = m.vision.blocks[layer]
+            (input, output, all) = (b.up, b.down, [(b.gate, 0), (b.gateBias, 0), (b.up, 0), (b.upBias, 0), (b.down, 1)])
         case (.vision, .llama):
             preconditionFailure("a decoder has no vision unit \(unit.name)")
         }

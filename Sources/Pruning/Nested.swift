@@ -87,11 +87,12 @@ public struct NestedModel {
     /// `model`'s config with the units' FFN widths replaced by `sizes`.
     static func config(of model: Model, units: [PrunableUnit], sizes: [Int]) -> JSON {
         var language = model.language.config
-        var vision: VisionConfig?
+        var vision: VisionConfig?, qwenVision: QwenVisionConfig?
         if case .llava(let m) = model { vision = m.config.vision }
+        if case .qwenVL(let m) = model { qwenVision = m.config.vision }
         for (unit, size) in zip(units, sizes) {
             guard let (tower, layer) = unit.location else { continue }
-            if tower == .language { language.ffnSizes[layer] = size } else { vision?.ffnSizes[layer] = size }
+            if tower == .language { language.ffnSizes[layer] = size } else { vision?.ffnSizes[layer] = size; qwenVision?.ffnSizes[layer] = size }
         }
         switch model {
         case .llama: return language.json
@@ -102,6 +103,11 @@ public struct NestedModel {
             // SigLIP's pooling head builds its MLP at intermediate_size, which a narrowed tower no longer states; an
             // MLLM never runs the head, so a copy with pruned vision MLPs leaves it out (as OneVision's releases do).
             if c.vision.ffnSizes != m.config.vision.ffnSizes { c.vision.usesHead = false }
+            return c.json
+        case .qwenVL(let m):
+            var c = m.config
+            c.text = language
+            c.vision = qwenVision ?? c.vision
             return c.json
         }
     }

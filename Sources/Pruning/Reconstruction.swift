@@ -78,6 +78,9 @@ public final class Reconstruction: @unchecked Sendable {
 
     init(nested: NestedModel, calibration: Calibration, ridge: Double, upstream: Upstream?) throws {
         guard ridge.isFinite, ridge >= 0 else { throw BudgetError("reconstruction ridge \(ridge) is not a non-negative number") }
+        if case .qwenVL = nested.model, nested.units.contains(where: { $0.location?.tower == .vision }) {
+            throw BudgetError("least-squares reconstruction of Qwen2.5-VL's vision MLPs is not implemented; prune them with reconstruction none, or prune the language model only")
+        }
         units = nested.units
         self.ridge = ridge
         var grams: [[Double]?] = nested.units.map { unit in

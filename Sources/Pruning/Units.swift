@@ -34,10 +34,19 @@ extension Model {
             PrunableUnit(name: PrunableUnit.languagePrefix + "\(i).mlp", width: layer.gate.shape[0], parametersPerNeuron: 3 * h)
         }
         if scope == .all {
-            guard case .llava(let m) = self else { throw BudgetError("vision units were asked for, but the model has no vision encoder") }
-            let v = m.config.vision.hiddenSize
-            units += m.vision.layers.prefix(m.vision.layersUsed).enumerated().map { i, layer in
-                PrunableUnit(name: PrunableUnit.visionPrefix + "\(i).mlp", width: layer.fc1.shape[0], parametersPerNeuron: 2 * v + 1)
+            switch self {
+            case .llama: throw BudgetError("vision units were asked for, but the model has no vision encoder")
+            case .llava(let m):
+                let v = m.config.vision.hiddenSize
+                units += m.vision.layers.prefix(m.vision.layersUsed).enumerated().map { i, layer in
+                    PrunableUnit(name: PrunableUnit.visionPrefix + "\(i).mlp", width: layer.fc1.shape[0], parametersPerNeuron: 2 * v + 1)
+                }
+            case .qwenVL(let m):
+                // A biased SwiGLU neuron: gate and up rows with their biases, and a down column.
+                let v = m.config.vision.hiddenSize
+                units += m.vision.blocks.enumerated().map { i, block in
+                    PrunableUnit(name: PrunableUnit.visionPrefix + "\(i).mlp", width: block.gate.shape[0], parametersPerNeuron: 3 * v + 2)
+                }
             }
         }
         guard !units.isEmpty else { throw BudgetError("the model has no FFN layers to prune") }
@@ -50,6 +59,7 @@ extension Model {
         var languageKeep = language.layers.map { $0.gate.shape[0] }
         var visionKeep: [Int]?
         if case .llava(let m) = self { visionKeep = m.vision.layers.prefix(m.vision.layersUsed).map { $0.fc1.shape[0] } }
+        if case .qwenVL(let m) = self { visionKeep = m.vision.blocks.map { $0.gate.shape[0] } }
         var narrowsVision = false
         for (unit, size) in zip(units, sizes) {
             guard let (tower, layer) = unit.location else { preconditionFailure("unit \(unit.name) is not lop's") }

@@ -56,11 +56,11 @@ public final class StrategyEvaluator {
         features = Array(repeating: nil, count: calibration.batches.count)
         let visionPruned = pruner.units.contains { $0.location?.tower == .vision }
         reusesVisionFeatures = reuseVisionFeatures && !visionPruned
-        if reusesVisionFeatures, case .llava(let m) = pruner.nested.model {
+        if reusesVisionFeatures, let m = pruner.nested.model.imageText {
             let start = Date()
             for (i, batch) in calibration.batches.enumerated() {
                 guard let images = batch.tokens.images else { continue }
-                let computed = try m.imageFeatures(Graph(recording: false), images: images)
+                let computed = try m.imageFeatures(Graph(recording: false), images: images, options: ForwardOptions())
                 features[i] = (computed.value.tensor, computed.counts)
             }
             counters.featureSeconds = Date().timeIntervalSince(start)
@@ -108,8 +108,9 @@ public final class StrategyEvaluator {
             guard batch.counted > 0 else { continue }
             let g = Graph(recording: false)
             let logits: Value
-            if let features = features[i], case .llava(let m) = pruner.nested.model {
-                logits = try m.logits(g, tokens: batch.rows, features: ImageFeatures(value: g.constant(features.value), counts: features.counts), options: options)
+            if let features = features[i], let m = pruner.nested.model.imageText {
+                logits = try m.logits(g, tokens: batch.rows, features: ImageFeatures(value: g.constant(features.value), counts: features.counts),
+                                      images: batch.images, options: options)
             } else {
                 logits = try pruner.nested.model.logits(g, batch, options: options)
             }

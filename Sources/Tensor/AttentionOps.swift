@@ -134,24 +134,40 @@ extension Graph {
     public func rope(_ x: Value, heads: Int, rotary: Rotary, positionOffset: Int = 0) -> Value {
         precondition(x.shape.count == 3 && x.shape[2] % heads == 0 && (x.shape[2] / heads) % 2 == 0,
                      "rope: shape \(x.shape) does not split into \(heads) heads of even size")
+        let (cosines, sines) = RotaryTables.shared.tables(positions: x.shape[1], headDim: x.shape[2] / heads, rotary: rotary, offset: positionOffset)
+        return rotate(x, heads: heads, cosines: cosines, sines: sines)
+    }
+
+    /// The `rotate_half` rotation with angles given per position: `cosines`/`sines` hold `headDim/2` values per
+    /// position, `[positions, headDim/2]` shared by every row of the batch or `[batch, positions, headDim/2]`
+    /// (multimodal positions differ by row).
+    public func rotate(_ x: Value, heads: Int, cosines: [Float], sines: [Float]) -> Value {
+        precondition(x.shape.count == 3 && x.shape[2] % heads == 0 && (x.shape[2] / heads) % 2 == 0,
+                     "rotate: shape \(x.shape) does not split into \(heads) heads of even size")
         let (batch, positions, width) = (x.shape[0], x.shape[1], x.shape[2])
         let headDim = width / heads, half = headDim / 2
-        let (cosines, sines) = RotaryTables.shared.tables(positions: positions, headDim: headDim, rotary: rotary, offset: positionOffset)
+        let perRow = cosines.count == batch * positions * half
+        precondition(perRow || cosines.count == positions * half, "rotate: \(cosines.count) angles for \(batch)×\(positions) positions of \(half) pairs")
+        precondition(sines.count == cosines.count, "rotate: as many sines as cosines")
         func rotate(_ input: Tensor, inverse: Bool) -> Tensor {
             var out = Tensor(uninitialized: input.shape)
             let sign: Float = inverse ? -1 : 1
             input.data.withUnsafeBufferPointer { pin in
                 out.data.withUnsafeMutableBufferPointer { pout in
-                    for b in 0..<batch {
-                        for t in 0..<positions {
-                            let c = cosines.withUnsafeBufferPointer { $0.baseAddress! + t * half }
-                            let sn = sines.withUnsafeBufferPointer { $0.baseAddress! + t * half }
-                            for h in 0..<heads {
-                                let base = (b * positions + t) * width + h * headDim
-                                for i in 0..<half {
-                                    let (x1, x2) = (pin[base + i], pin[base + i + half])
-                                    pout[base + i] = x1 * c[i] - x2 * sign * sn[i]
-                                    pout[base + i + half] = x2 * c[i] + x1 * sign * sn[i]
+                    cosines.withUnsafeBufferPointer { pc in
+                        sines.withUnsafeBufferPointer { ps in
+                            for b in 0..<batch {
+                                for t in 0..<positions {
+                                    let table = ((perRow ? b * positions : 0) + t) * half
+                                    for h in 0..<heads {
+                                        let base = (b * positions + t) * width + h * headDim
+                                        for i in 0..<half {
+                                            let (c, sn) = (pc[table + i], ps[table + i])
+                                            let (x1, x2) = (pin[base + i], pin[base + i + half])
+                                            pout[base + i] = x1 * c - x2 * sign * sn
+                                            pout[base + i + half] = x2 * c + x1 * sign * sn
+                                        }
+                                    }
                                 }
                             }
                         }

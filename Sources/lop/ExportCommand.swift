@@ -46,7 +46,9 @@ struct ExportCommand: ParsableCommand {
                 let written = try LanguageModelGGUF.write(loaded, name: name, type: tensorType, to: out)
                 print("wrote \(out): architecture \(written.plan.architecture), \(written.tensors) tensors, \(type)"
                       + (written.tokenizer ? "" : "; the folder has no tokenizer.json, so the file has no tokenizer metadata"))
-                if case .llava(let m) = loaded {
+                if case .llava(let m) = loaded, m.config.anyRes != nil, mmproj == nil {
+                    print("no mmproj written: llama.cpp's LLaVA graph has no form for LLaVA-OneVision's AnyRes tiling")
+                } else if case .llava(let m) = loaded {
                     let path = mmproj ?? (out.hasSuffix(".gguf") ? String(out.dropLast(5)) : out) + "-mmproj.gguf"
                     guard let preprocessor = try loaded.inputs().images else { throw ExportError("\(model) has no preprocessor_config.json for the mmproj's image mean and std") }
                     let projector = try VisionProjectorGGUF.file(m, preprocessor: preprocessor, name: name, type: tensorType)

@@ -15,6 +15,8 @@ import TestSupport
             let name: String; let tokens: [[Int]]; let pixels: Array?; let logits: Array
             /// LLaVA-OneVision: each image's (height, width), the prompt and the image files it came from.
             let image_sizes: [[Int]]?; let prompt: String?; let images: [String]?
+            /// Qwen2.5-VL: each image's (temporal, height, width) patch grid.
+            let image_grid_thw: [[Int]]?
         }
         struct Model: Decodable { let cases: [Case] }
     }
@@ -28,6 +30,16 @@ import TestSupport
     /// its first, as `batch_num_images` tells transformers).
     static func images(_ c: Cases.Case) -> ImageBatch? {
         guard let p = c.pixels else { return nil }
+        if let grids = c.image_grid_thw {
+            // Qwen2.5-VL: every image's patches `[patches, width]`, one after another.
+            var start = 0
+            return ImageBatch(grids.map { grid in
+                let n = grid.reduce(1, *)
+                defer { start += n }
+                return PreparedImage(pixels: Tensor(shape: [n, p.shape[1]], data: Swift.Array(p.data[(start * p.shape[1])..<((start + n) * p.shape[1])])),
+                                     height: 0, width: 0, grid: grid)
+            })
+        }
         guard p.shape.count == 5, let sizes = c.image_sizes else { return ImageBatch(tiles: Tensor(shape: p.shape, data: p.data)) }
         let (stride, tile) = (p.shape.dropFirst().reduce(1, *), Swift.Array(p.shape.dropFirst(2)))
         let tileSize = tile.reduce(1, *)
@@ -47,7 +59,7 @@ import TestSupport
         return worst / Double(c.logits.data.map { abs($0) }.max()!)
     }
 
-    @Test(arguments: ["llama-rope-default", "llama-rope-linear", "llama-rope-llama3", "llava-v5", "llava-v4.52", "llava-hub", "llava-onevision"])
+    @Test(arguments: ["llama-rope-default", "llama-rope-linear", "llama-rope-llama3", "llava-v5", "llava-v4.52", "llava-hub", "llava-onevision", "qwen2.5-vl", "qwen2.5-vl-hub"])
     func logitsMatchTransformers(name: String) throws {
         let model = try Model.load(directory: Self.folder + "/" + name)
         let cases = try #require(try Self.cases()[name])
