@@ -26,7 +26,7 @@ struct PruningOptions: ParsableArguments {
     @Option(help: "Neuron importance: lop, magnitude or wanda (default: pruning.importance).")
     var importance: String?
 
-    @Flag(help: "Also prune the vision encoder's MLPs (LLaVA models).")
+    @Flag(help: "Also prune the vision encoder's MLPs (LLaVA, LLaVA-OneVision, Qwen2.5-VL).")
     var vision = false
 
     @Option(name: .customLong("min-ratio"), help: "Smallest keep ratio of a unit (default: pruning.minimum_ratio).")
