@@ -152,6 +152,39 @@ func sha256sum(_ path: String) throws -> String {
         #expect(try world.events("model.registered").count == 2)
     }
 
+    /// The paper's architectures as registered bases (the transformers-made LLaVA-OneVision and Qwen2.5-VL, with
+    /// question files about image files as calibration and held-out data): a searched compress job completes,
+    /// and the registered variant loads back, meets the budget and carries its base's tokenizer and preprocessing.
+    @Test(arguments: ["llava-onevision", "qwen2.5-vl"])
+    func aCompressJobPrunesThePapersArchitectures(reference: String) throws {
+        let world = try RegistryWorld()
+        defer { world.close() }
+        let source = TestDatabase.repositoryRoot + "/Tests/References/models/" + reference
+        let questions = world.root.path + "/\(reference).jsonl"
+        let prompts = ["What is this?", "Is it bright?", "Describe it.", "What colour?", "Is it noisy?", "Which shape?"]
+        let images = try FileManager.default.contentsOfDirectory(atPath: source + "/images").sorted().filter { !$0.hasPrefix("two-images") }
+        let lines = (0..<18).map { i in
+            #"{"image": "\#(source)/images/\#(images[i % images.count])", "question": "\#(prompts[i % prompts.count])", "answer": "free software \#(i)"}"#
+        }
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: questions))
+        let base = try BaseRegistration(source: source, name: "tiny-" + reference.replacingOccurrences(of: ".", with: "-"), evalData: questions,
+                                        calibration: questions).run(registry: world.registry, root: world.root, actor: "test")
+        #expect(base.files["preprocessor_config.json"] != nil && base.files["tokenizer.json"] != nil)
+        let args = #"{"model": "\#(base.name)", "budget": 0.5, "method": "search", "search": {"simulations": 6}, "reconstruction": "none"}"#
+        let job = try world.runUntilFinal([try world.insert("compress", args)])[0]
+        #expect(job.state == .completed, "\(job.errors)")
+        let summary = try #require(try job.result?.decode(CompressSummary.self))
+        let registered = try #require(summary.model)
+        let model = try #require(try world.registry.model(id: registered.id))
+        #expect(model.files["preprocessor_config.json"] == base.files["preprocessor_config.json"] && model.files["tokenizer.json"] == base.files["tokenizer.json"])
+        let pruned = try Model.load(directory: world.root.folder(model)), original = try Model.load(directory: world.root.folder(base))
+        let units = try original.prunableUnits(.language)
+        let kept = Projection.prunableParameters(units) - (original.parameterCount - pruned.parameterCount)
+        #expect(Double(kept) <= 0.5 * Double(Projection.prunableParameters(units)) && pruned.imageText != nil)
+        let metrics = try #require(summary.metrics)
+        #expect(metrics.loss.isFinite && metrics.count > 0)
+    }
+
     /// The same request re-fitted is another request: its own model, recorded as least-squares in its result,
     /// its pruning.json and its samples, and better on the held-out data than the sliced one.
     @Test func aRefittedCompressIsItsOwnRequestAndBeatsTheSlicedOne() throws {
