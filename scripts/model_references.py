@@ -103,6 +103,9 @@ TEXT = dict(
     max_position_embeddings=64,
 )
 
+# The ViT towers' shape (CLIP for LLaVA, SigLIP for OneVision).
+VISION = dict(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48)
+
 LLAMAS = {
     "llama-rope-default": ({"rope_type": "default", "rope_theta": ROPE_THETA}, {}),
     "llama-rope-linear": ({"rope_type": "linear", "factor": 2.0, "rope_theta": ROPE_THETA}, {}),
@@ -236,16 +239,7 @@ def make_llamas():
 
 def llava_config():
     return LlavaConfig(
-        vision_config=dict(
-            model_type="clip_vision_model",
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=48,
-            hidden_act="quick_gelu",
-        ),
+        vision_config=dict(model_type="clip_vision_model", **VISION, hidden_act="quick_gelu"),
         text_config=dict(
             model_type="llama",
             **TEXT,
@@ -294,14 +288,21 @@ def legacy_config(config):
     return result
 
 
-def load_checked(folder):
-    model, info = LlavaForConditionalGeneration.from_pretrained(
+def load_checked(folder, model_class=LlavaForConditionalGeneration):
+    model, info = model_class.from_pretrained(
         folder, output_loading_info=True, attn_implementation="eager", dtype=torch.float32
     )
     problems = {key: value for key, value in info.items() if value}
     if problems:
         fail(f"{folder.name}: loading reported {problems}")
     return model.eval()
+
+
+def save_with_processor(model, processor, folder):
+    """The model and its processor's parts (save_pretrained of the whole processor needs its video processor)."""
+    model.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+    processor.tokenizer.save_pretrained(folder)
 
 
 def make_llavas():
@@ -379,16 +380,7 @@ def test_image(height, width, seed):
 
 def onevision_config(vocab, image_token):
     return LlavaOnevisionConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            image_size=IMAGE_SIZE,
-            patch_size=PATCH,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=48,
-            vision_use_head=True,
-        ),
+        vision_config=dict(model_type="siglip_vision_model", **VISION, vision_use_head=True),
         text_config=dict(
             model_type="qwen2",
             **{**TEXT, "vocab_size": vocab, "max_position_embeddings": 256},
@@ -435,16 +427,8 @@ def make_onevision():
     randomize(model, 3)
     model.eval()
     folder = OUT / ONEVISION
-    model.save_pretrained(folder)
-    # The processor's parts (save_pretrained of the whole processor needs its video processor).
-    processor.image_processor.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    loaded, info = LlavaOnevisionForConditionalGeneration.from_pretrained(
-        folder, output_loading_info=True, attn_implementation="eager", dtype=torch.float32)
-    problems = {key: value for key, value in info.items() if value}
-    if problems:
-        fail(f"{ONEVISION}: loading reported {problems}")
-    loaded.eval()
+    save_with_processor(model, processor, folder)
+    loaded = load_checked(folder, LlavaOnevisionForConditionalGeneration)
 
     images_dir = folder / "images"
     images_dir.mkdir()
@@ -561,9 +545,7 @@ def make_qwen_vl():
     randomize(model, 4)
     model.eval()
     folder = OUT / QWEN_VL
-    model.save_pretrained(folder)
-    processor.image_processor.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    save_with_processor(model, processor, folder)
 
     hub = OUT / QWEN_VL_HUB
     hub.mkdir()
@@ -594,12 +576,7 @@ def make_qwen_vl():
 
     entries = {}
     for path in (folder, hub):
-        loaded, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            path, output_loading_info=True, attn_implementation="eager", dtype=torch.float32)
-        problems = {key: value for key, value in info.items() if value}
-        if problems:
-            fail(f"{path.name}: loading reported {problems}")
-        loaded.eval()
+        loaded = load_checked(path, Qwen2_5_VLForConditionalGeneration)
         cases = []
         for name, batch, prompt, count in inputs:
             with torch.no_grad():

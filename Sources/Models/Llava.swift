@@ -2,10 +2,31 @@ import Foundation
 import LopCore
 import Tensor
 
+/// How one architecture's checkpoints name their tensors, told apart by which marker tensors a checkpoint holds;
+/// a written copy keeps the layout it was read in (every parameter keeps the name it was read under).
+protocol TensorLayout: Sendable, Equatable {
+    /// Every layout lop reads, in the order they are tried.
+    static var all: [Self] { get }
+    /// The architecture, for errors.
+    static var architecture: String { get }
+    var name: String { get }
+    /// The tensors whose presence identifies the layout.
+    var markers: [String] { get }
+}
+
+extension TensorLayout {
+    /// The layout of `source`'s names, or an error listing what each layout expects.
+    static func detect(_ source: any WeightSource) throws -> Self {
+        if let found = all.first(where: { $0.markers.allSatisfy(source.contains) }) { return found }
+        let expected = all.map { "\($0.name): \($0.markers.joined(separator: ", "))" }.joined(separator: "; ")
+        throw ModelConfigError(key: "(tensor names)", problem: "the checkpoint matches no \(architecture) layout lop reads; expected one of: \(expected)")
+    }
+}
+
 /// Where a LLaVA checkpoint's tensors are: the Hub's classic names, transformers 4.52's class names, or what
-/// transformers 5 writes. A checkpoint's layout is told from its tensor names; a written copy keeps it (every
-/// parameter keeps the name it was read under).
-public struct LlavaLayout: Sendable, Equatable {
+/// transformers 5 writes.
+public struct LlavaLayout: TensorLayout {
+    static let architecture = "LLaVA"
     public let name: String
     /// Before `embeddings.`, `encoder.layers.N.`, `pre_layrnorm.`.
     public let vision: String
@@ -25,15 +46,7 @@ public struct LlavaLayout: Sendable, Equatable {
     /// LLaVA-OneVision's `image_newline`, beside the projector.
     public var newline: String { String(projector.dropLast("multi_modal_projector.".count)) + "image_newline" }
 
-    /// The tensors whose presence identifies a layout.
     var markers: [String] { [vision + "embeddings.patch_embedding.weight", projector + "linear_1.weight", language.body + "embed_tokens.weight"] }
-
-    /// The layout of `source`'s names, or an error listing what each layout expects.
-    static func detect(_ source: any WeightSource) throws -> LlavaLayout {
-        if let found = all.first(where: { $0.markers.allSatisfy(source.contains) }) { return found }
-        let expected = all.map { "\($0.name): \($0.markers.joined(separator: ", "))" }.joined(separator: "; ")
-        throw ModelConfigError(key: "(tensor names)", problem: "the checkpoint matches no LLaVA layout lop reads; expected one of: \(expected)")
-    }
 }
 
 /// A LLaVA-style MLLM (`LlavaForConditionalGeneration` or `LlavaOnevisionForConditionalGeneration` weights, any

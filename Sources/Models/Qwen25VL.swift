@@ -324,7 +324,8 @@ public final class QwenVisionEncoder {
 
 /// Where a Qwen2.5-VL checkpoint's tensors are: the Hub's names (what transformers 5 also saves), or the class
 /// names transformers 4.52–4.57 used.
-public struct QwenVLLayout: Sendable, Equatable {
+public struct QwenVLLayout: TensorLayout {
+    static let architecture = "Qwen2.5-VL"
     public let name: String
     public let vision: String
     public let language: LlamaModel.Names
@@ -336,12 +337,6 @@ public struct QwenVLLayout: Sendable, Equatable {
     ]
 
     var markers: [String] { [vision + "patch_embed.proj.weight", language.body + "embed_tokens.weight"] }
-
-    static func detect(_ source: any WeightSource) throws -> QwenVLLayout {
-        if let found = all.first(where: { $0.markers.allSatisfy(source.contains) }) { return found }
-        let expected = all.map { "\($0.name): \($0.markers.joined(separator: ", "))" }.joined(separator: "; ")
-        throw ModelConfigError(key: "(tensor names)", problem: "the checkpoint matches no Qwen2.5-VL layout lop reads; expected one of: \(expected)")
-    }
 }
 
 /// Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`): the vision encoder's merged features fill the text's

@@ -70,21 +70,9 @@ import TestSupport
         #expect(try again.logits(g, batch).tensor == model.logits(g, batch).tensor)
     }
 
-    /// The reference folder with `edit` applied to its config.json (and the same weights).
-    func loadEdited(_ edit: (inout [String: JSON]) -> Void) throws -> Model {
-        let out = NSTemporaryDirectory() + "lop-onevision-bad-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        try FileManager.default.copyItem(atPath: Self.folder + "/model.safetensors", toPath: out + "/model.safetensors")
-        var config = try #require(try JSON.parse(Data(contentsOf: URL(fileURLWithPath: Self.folder + "/config.json"))).objectValue)
-        edit(&config)
-        try Data(JSON.object(config).serialized().utf8).write(to: URL(fileURLWithPath: out + "/config.json"))
-        return try Model.load(directory: out)
-    }
-
     @Test func configsThatDoNotFitAreRefusedByKey() throws {
         func refused(_ expected: String, _ edit: (inout [String: JSON]) -> Void) {
-            #expect { _ = try loadEdited(edit) } throws: { error in
+            #expect { _ = try TransformersReferenceTests.loadEdited("llava-onevision", edit) } throws: { error in
                 let text = "\(error)"
                 if !text.contains(expected) { Issue.record("expected \"\(expected)\" in: \(text)") }
                 return true

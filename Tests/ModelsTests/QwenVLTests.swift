@@ -91,20 +91,9 @@ import TestSupport
         #expect(again.config == original.config)
     }
 
-    func loadEdited(_ edit: (inout [String: JSON]) -> Void) throws -> Model {
-        let out = NSTemporaryDirectory() + "lop-qwen-bad-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        try FileManager.default.copyItem(atPath: Self.folder + "/model.safetensors", toPath: out + "/model.safetensors")
-        var config = try #require(try JSON.parse(Data(contentsOf: URL(fileURLWithPath: Self.folder + "/config.json"))).objectValue)
-        edit(&config)
-        try Data(JSON.object(config).serialized().utf8).write(to: URL(fileURLWithPath: out + "/config.json"))
-        return try Model.load(directory: out)
-    }
-
     @Test func configsThatDoNotFitAreRefusedByKey() throws {
         func refused(_ expected: String, _ edit: (inout [String: JSON]) -> Void) {
-            #expect { _ = try loadEdited(edit) } throws: { error in
+            #expect { _ = try TransformersReferenceTests.loadEdited("qwen2.5-vl", edit) } throws: { error in
                 if !"\(error)".contains(expected) { Issue.record("expected \"\(expected)\" in: \(error)") }
                 return true
             }

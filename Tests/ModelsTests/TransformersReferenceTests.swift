@@ -50,6 +50,18 @@ import TestSupport
         })
     }
 
+    /// The reference folder `name` with `edit` applied to its config.json (and the same weights), loaded.
+    static func loadEdited(_ name: String, _ edit: (inout [String: JSON]) -> Void) throws -> Model {
+        let source = folder + "/" + name, out = NSTemporaryDirectory() + "lop-edited-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try FileManager.default.copyItem(atPath: source + "/model.safetensors", toPath: out + "/model.safetensors")
+        var config = try #require(try JSON.parse(Data(contentsOf: URL(fileURLWithPath: source + "/config.json"))).objectValue)
+        edit(&config)
+        try Data(JSON.object(config).serialized().utf8).write(to: URL(fileURLWithPath: out + "/config.json"))
+        return try Model.load(directory: out)
+    }
+
     /// Largest |lop − transformers| over the largest |transformers| logit.
     static func relativeError(_ model: Model, _ c: Cases.Case) throws -> Double {
         let batch = TokenBatch(rows: c.tokens, targets: Swift.Array(repeating: -100, count: c.tokens.count * c.tokens[0].count), images: images(c))
