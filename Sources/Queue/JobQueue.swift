@@ -334,14 +334,14 @@ public struct JobQueue: Sendable {
         return try pool.withConnection(run)
     }
 
-    /// Newest first, optionally filtered by state and kind.
-    public func list(state: JobState? = nil, kind: JobKind? = nil, limit: Int = 50) throws -> [Job] {
+    /// Newest first, optionally filtered by state, kind and queue.
+    public func list(state: JobState? = nil, kind: JobKind? = nil, queue: String? = nil, limit: Int = 50) throws -> [Job] {
         let kind = kind?.rawValue
         return try pool.withConnection { c in
             try c.query("""
                 SELECT \(fragment: SQL(unsafe: Job.columns)) FROM lop.jobs
                 WHERE (\(state?.rawValue)::lop.job_state IS NULL OR state = \(state?.rawValue)::lop.job_state)
-                  AND (\(kind)::text IS NULL OR kind = \(kind))
+                  AND (\(kind)::text IS NULL OR kind = \(kind)) AND (\(queue)::text IS NULL OR queue = \(queue))
                 ORDER BY id DESC LIMIT \(limit)
                 """).map { try Job(row: $0) }
         }

@@ -297,6 +297,13 @@ public struct WebhookStore: Sendable {
         }
     }
 
+    /// One delivery by id (nil: none).
+    public func delivery(_ id: String) throws -> WebhookDelivery? {
+        try pool.withConnection { c in
+            try c.query("SELECT \(fragment: SQL(unsafe: WebhookDelivery.columns)) FROM lop.webhook_deliveries WHERE id = \(id)").map(WebhookDelivery.init).first
+        }
+    }
+
     public func attempts(_ deliveryId: String) throws -> [WebhookAttempt] {
         try pool.withConnection { c in
             try c.query("""

@@ -29,7 +29,7 @@ struct Lop: ParsableCommand {
         version: LopVersion.current,
         subcommands: [Migrate.self, Database.self, Submit.self, List.self, Status.self, Watch.self, Cancel.self, Retry.self, PruneJobs.self,
                       ImportanceCommand.self, PruneCommand.self, EvalCommand.self, TokenizeCommand.self, ExportCommand.self, CompareCommand.self, SearchCommand.self, SamplesCommand.self, PredictorCommand.self, PredictCommand.self,
-                      WebhooksCommand.self, ModelsCommand.self, FixturesCommand.self, Bench.self, DoctorCommand.self]
+                      WebhooksCommand.self, ModelsCommand.self, FixturesCommand.self, Bench.self, DoctorCommand.self, ServeCommand.self]
     )
 }
 
