@@ -161,7 +161,7 @@ let package = Package(
         .testTarget(name: "WebhooksTests", dependencies: ["Webhooks", "LopCore", "Store", "Queue", "LopConfig", "TestSupport", "lop", "lop-notifier", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Jobs", "Evaluation", "Fixtures", "Queue", "Store", "Webhooks", "Models", "Pruning", "Predictor", "LopConfig", "TestSupport", "lop", "lop-worker"], swiftSettings: strict),
         .testTarget(name: "ExportTests", dependencies: ["Export", "Models", "Pruning", "Tensor", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "WebTests", dependencies: ["Web", "Jobs", "Queue", "Store", "Webhooks", "LopConfig", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "WebTests", dependencies: ["Web", "Jobs", "Queue", "Store", "Webhooks", "LopConfig", "TestSupport", "lop"], swiftSettings: strict),
         .testTarget(name: "ShimTests", dependencies: ["COpenBLAS", "CCurl", "CLibPQ", "CPNG", "CJPEG"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

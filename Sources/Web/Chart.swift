@@ -1,12 +1,14 @@
 import Foundation
 
-/// The base model's chart as inline SVG: held-out loss against kept fraction, with every sample as a dot, the
-/// best-per-budget front and the champion predictor's curve as lines, uniform baselines and registered
-/// variants as marks, and the base model's loss as a dashed line. Each mark carries `data-series` so that a
+/// The base model's chart as inline SVG: loss against kept fraction, with every sample as a dot (the loss its
+/// search scored it with, on calibration data), the best-per-budget front and the champion predictor's curve as
+/// lines, uniform baselines and registered variants (held-out loss) as marks, and the base model's held-out
+/// loss as a dashed line. Each mark carries `data-series` so that a
 /// browser test can count them.
 enum ChartSVG {
     struct Series {
         let name: String
+        let legend: String
         let colour: String
         let points: [DashboardData.Point]
         let line: Bool
@@ -15,15 +17,15 @@ enum ChartSVG {
 
     static func render(_ chart: DashboardData.Chart) -> String {
         let series = [
-            Series(name: "samples", colour: "#9aa5b1", points: chart.samples, line: false, mark: "dot"),
-            Series(name: "front", colour: "#1f77b4", points: chart.front, line: true, mark: "dot"),
-            Series(name: "uniform", colour: "#ff7f0e", points: chart.uniform, line: false, mark: "square"),
-            Series(name: "predicted", colour: "#9467bd", points: chart.predicted, line: true, mark: "diamond"),
-            Series(name: "variants", colour: "#2ca02c", points: chart.variants, line: false, mark: "diamond"),
+            Series(name: "samples", legend: "samples (calibration)", colour: "#9aa5b1", points: chart.samples, line: false, mark: "dot"),
+            Series(name: "front", legend: "best per budget (calibration)", colour: "#1f77b4", points: chart.front, line: true, mark: "dot"),
+            Series(name: "uniform", legend: "uniform (calibration)", colour: "#ff7f0e", points: chart.uniform, line: false, mark: "square"),
+            Series(name: "predicted", legend: "champion predictor (held-out)", colour: "#9467bd", points: chart.predicted, line: true, mark: "diamond"),
+            Series(name: "variants", legend: "registered variants (held-out)", colour: "#2ca02c", points: chart.variants, line: false, mark: "diamond"),
         ]
         let all = series.flatMap(\.points)
         guard !all.isEmpty else { return "<p class=\"empty\">No samples or variants yet.</p>" }
-        let (width, height, left, right, top, bottom) = (640.0, 360.0, 60.0, 150.0, 16.0, 40.0)
+        let (width, height, left, right, top, bottom) = (860.0, 380.0, 60.0, 240.0, 16.0, 40.0)
         let xs = all.map(\.keptFraction), ys = all.map(\.loss) + (chart.base.map { [$0] } ?? [])
         let (x0, x1) = padded(xs.min()!, xs.max()!), (y0, y1) = padded(ys.min()!, ys.max()!)
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * (width - left - right) }
@@ -39,7 +41,7 @@ enum ChartSVG {
             svg += "<text x=\"\(left - 6)\" y=\"\(f(py(t) + 4))\" text-anchor=\"end\" font-size=\"11\">\(label(t))</text>"
         }
         svg += "<text x=\"\(f((left + width - right) / 2))\" y=\"\(height - 6)\" text-anchor=\"middle\" font-size=\"12\">kept fraction of FFN parameters</text>"
-        svg += "<text x=\"14\" y=\"\(f((top + height - bottom) / 2))\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 \(f((top + height - bottom) / 2)))\">held-out loss</text>"
+        svg += "<text x=\"14\" y=\"\(f((top + height - bottom) / 2))\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 \(f((top + height - bottom) / 2)))\">loss</text>"
         if let base = chart.base {
             svg += "<line data-series=\"base\" x1=\"\(left)\" y1=\"\(f(py(base)))\" x2=\"\(width - right)\" y2=\"\(f(py(base)))\" stroke=\"#d62728\" stroke-dasharray=\"5 4\"/>"
         }
@@ -61,9 +63,9 @@ enum ChartSVG {
         }
         // The legend sits beside the plot, so it never hides a line.
         var ly = top + 10
-        for s in series + [Series(name: "base model", colour: "#d62728", points: chart.base.map { [DashboardData.Point(keptFraction: 1, loss: $0, label: "base")] } ?? [], line: true, mark: "")] where !s.points.isEmpty {
+        for s in series + [Series(name: "base", legend: "base model (held-out)", colour: "#d62728", points: chart.base.map { [DashboardData.Point(keptFraction: 1, loss: $0, label: "base")] } ?? [], line: true, mark: "")] where !s.points.isEmpty {
             svg += "<rect x=\"\(width - right + 12)\" y=\"\(f(ly - 8))\" width=\"10\" height=\"10\" fill=\"\(s.colour)\"/>"
-            svg += "<text x=\"\(width - right + 28)\" y=\"\(f(ly + 1))\" font-size=\"12\">\(s.name) (\(s.points.count))</text>"
+            svg += "<text x=\"\(width - right + 28)\" y=\"\(f(ly + 1))\" font-size=\"12\">\(s.legend) (\(s.points.count))</text>"
             ly += 18
         }
         return svg + "</svg>"

@@ -55,7 +55,7 @@ enum Pages {
     }
     static func json(_ text: String?) -> String {
         guard let text, let data = text.data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]),
-              let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed]) else { return e(text) }
+              let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes]) else { return e(text) }
         return e(String(decoding: pretty, as: UTF8.self))
     }
 
@@ -164,7 +164,7 @@ enum Pages {
         var html = "<h1>\(e(m.reference)) · \(e(m.kind.rawValue))</h1><table id=\"model\">"
         for (k, value) in facts { html += "<tr><th>\(k)</th><td>\(value)</td></tr>" }
         html += "</table>"
-        if let chart = v.chart { html += "<h2>Held-out loss against kept fraction</h2><div id=\"chart\">\(ChartSVG.render(chart))</div>" }
+        if let chart = v.chart { html += "<h2>Loss against kept fraction</h2><div id=\"chart\">\(ChartSVG.render(chart))</div>" }
         html += "<h2>Files</h2><table id=\"files\"><tr><th>file</th><th>bytes</th><th>SHA-256</th></tr>" + m.files.keys.sorted().map { name in
             "<tr><td>\(e(name))</td><td class=\"num\">\(m.files[name]!.bytes)</td><td><code>\(e(m.files[name]!.sha256))</code></td></tr>"
         }.joined() + "</table>"

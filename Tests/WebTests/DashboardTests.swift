@@ -10,18 +10,36 @@ import Webhooks
 
 let tinyLlamaFolder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llama"
 
-/// A running dashboard on 127.0.0.1 (an OS-chosen port).
+/// Servers the tests started, stopped when the test process exits (the shared world outlives every test).
+nonisolated(unsafe) var startedServers: [pid_t] = []
+let stopServersAtExit: Void = { atexit { for pid in startedServers { kill(pid, SIGTERM) } } }()
+
+/// A real `lop serve` process on 127.0.0.1 (an OS-chosen port) over the test database.
 final class RunningDashboard: @unchecked Sendable {
     let port: Int
-    let task: Task<Void, any Error>
+    let process: BackgroundProcess
 
-    init(pool: ConnectionPool, token: String?) throws {
-        let dashboard = Dashboard(pool: pool, settings: DashboardSettings(host: "127.0.0.1", port: 0, token: token))
-        let ready = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var bound = 0
-        task = Task { try await dashboard.run { port in bound = port; ready.signal() } }
-        guard ready.wait(timeout: .now() + 30) == .success, bound > 0 else { throw RequestError("server", "did not start") }
-        port = bound
+    init(target: ConnectionTarget, token: String?) throws {
+        let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        var environment = ["LOP_CONFIG": TestDatabase.repositoryRoot + "/Config/lop.yaml",
+                           "LOP_DATABASE_URL": target.parameters.map { "\($0.0)=\($0.1)" }.joined(separator: " ")]
+        if let token { environment["LOP_WEB_TOKEN"] = token }
+        process = try TestProcess.start([binaries + "/lop", "serve", "--listen", "127.0.0.1:0"], environment: environment)
+        _ = stopServersAtExit
+        startedServers.append(process.pid)
+        let deadline = Date().addingTimeInterval(60)
+        var found: Int?
+        while found == nil, Date() < deadline {
+            let log = (try? String(contentsOfFile: process.logPath, encoding: .utf8)) ?? ""
+            if let line = log.split(separator: "\n").first(where: { $0.hasPrefix("lop dashboard on http://127.0.0.1:") }),
+               let port = Int(line.dropFirst("lop dashboard on http://127.0.0.1:".count).prefix { $0.isNumber }) {
+                found = port
+            } else {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        guard let found else { throw RequestError("server", "lop serve did not start: \((try? String(contentsOfFile: process.logPath, encoding: .utf8)) ?? "")") }
+        port = found
     }
 
     var base: String { "http://127.0.0.1:\(port)" }
@@ -96,14 +114,18 @@ final class DashboardWorld: @unchecked Sendable {
         _ = try queue.progress(job: jobs["running"]!, worker: "web-test-worker", fraction: 0.25, message: "pruning layer 3", stage: "prune")
         jobs["scheduled"] = try insert("noop", #"{}"#)  // left available: the cancel action's target
         self.jobs = jobs
-        server = try RunningDashboard(pool: pool, token: Self.token)
-        readOnly = try RunningDashboard(pool: pool, token: nil)
+        server = try RunningDashboard(target: target, token: Self.token)
+        readOnly = try RunningDashboard(target: target, token: nil)
     }
 
     func count(_ sql: SQL) throws -> Int { Int(try pool.withConnection { try $0.query(sql).single().decode(0) as Int64 }) }
 }
 
-@Suite(.serialized) struct DashboardTests {
+/// The dashboard's suites share one world and one pair of servers, so they run one test at a time.
+@Suite(.serialized) struct WebTests {}
+
+extension WebTests {
+@Suite struct DashboardTests {
     /// The real jobs finished as expected, so the pages below show what a real queue holds.
     @Test func theWorldHoldsRealJobs() throws {
         let w = try DashboardWorld.shared()
@@ -127,7 +149,7 @@ final class DashboardWorld: @unchecked Sendable {
             ("/jobs/\(w.jobs["failed"]!)", ["discarded", "Errors"]),
             ("/models", [base(w), "a-pruned:1", "a-pruned:2"]),
             ("/models?sort=loss", ["a-pruned:1"]), ("/models?sort=size", ["a-pruned:2"]),
-            ("/models/\(w.base.id)", ["Held-out loss against kept fraction", "data-series=\"samples\"", "data-series=\"front\"", "data-series=\"variants\"", "config.json", "Predictors"]),
+            ("/models/\(w.base.id)", ["Loss against kept fraction", "data-series=\"samples\"", "data-series=\"front\"", "data-series=\"variants\"", "config.json", "Predictors"]),
             ("/models/\(pruned[0].id)", ["pruning.json", "Lineage", "a:1"]),
             ("/models/\(predictor.id)", ["champion"]),
             ("/samples", ["Samples per base model and budget", predictor.reference, "champion"]),
@@ -225,4 +247,129 @@ final class DashboardWorld: @unchecked Sendable {
             #expect(!body.contains(secret) && !body.contains(DashboardWorld.token), "\(path)")
         }
     }
+}
+
+}
+
+extension WebTests {
+/// The pages in a real browser (Debian's headless Chromium): the rendered DOM holds the progress bars, table rows
+/// and chart points the database says, a running job's bar moves without a reload, and each page is saved as a
+/// screenshot (into `LOP_SCREENSHOTS` when set: the README's come from there).
+@Suite struct BrowserTests {
+    static let chromium = "/usr/bin/chromium-headless-shell"
+    static let screenshots = ProcessInfo.processInfo.environment["LOP_SCREENSHOTS"] ?? NSTemporaryDirectory() + "lop-screenshots"
+
+    /// The DOM after the page's scripts ran for `virtualMilliseconds` of virtual time.
+    static func dom(_ url: String, virtualMilliseconds: Int = 1000) throws -> String {
+        let result = try TestProcess.run([chromium, "--no-sandbox", "--disable-gpu", "--headless", "--virtual-time-budget=\(virtualMilliseconds)", "--dump-dom", url],
+                                         separateStandardError: true)
+        #expect(result.status == 0, "chromium: \(result.output.suffix(300))")
+        return result.output
+    }
+
+    static func screenshot(_ url: String, _ name: String, height: Int = 1000) throws {
+        try FileManager.default.createDirectory(atPath: screenshots, withIntermediateDirectories: true)
+        let path = screenshots + "/" + name + ".png"
+        try? FileManager.default.removeItem(atPath: path)
+        _ = try TestProcess.run([chromium, "--no-sandbox", "--disable-gpu", "--headless", "--hide-scrollbars", "--window-size=1280,\(height)",
+                                 "--screenshot=\(path)", url], separateStandardError: true)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(bytes.count > 5000 && bytes.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]), "\(name): not a PNG")
+    }
+
+    static func count(_ needle: String, in text: String) -> Int { text.components(separatedBy: needle).count - 1 }
+
+    @Test func pagesRenderWhatTheDatabaseHolds() throws {
+        let w = try DashboardWorld.shared(), s = w.server
+        let running = w.jobs["running"]!
+        let queue = try Self.dom(s.base + "/queue")
+        #expect(queue.contains("data-job=\"\(running)\" data-seen=\"25.0\"><span style=\"width: 25%;\"") || queue.contains("data-job=\"\(running)\" data-seen=\"25.0\"><span style=\"width:25.0%\""),
+                "the running job's bar is a quarter full")
+        let jobRows = Self.count("<tr><td><a href=\"/jobs/", in: queue.components(separatedBy: "id=\"jobs\"").last ?? "")
+        #expect(jobRows == (try w.count("SELECT count(*)::bigint FROM lop.jobs")))
+        let models = try Self.dom(s.base + "/models")
+        #expect(Self.count("<tr><td><a href=\"/models/", in: models) == (try w.count("SELECT count(*)::bigint FROM lop.models WHERE kind = 'pruned'")))
+        let model = try Self.dom(s.base + "/models/\(w.base.id)")
+        let samples = try w.count("SELECT count(*)::bigint FROM lop.samples WHERE model_hash = \(w.base.contentHash)")
+        #expect(samples > 10 && Self.count("data-series=\"samples\"", in: model) == samples, "one dot per sample")
+        #expect(Self.count("data-series=\"variants\"", in: model) == 2 && Self.count("data-series=\"base\"", in: model) == 1)
+        #expect(Self.count("data-series=\"front\"", in: model) == (try w.count("SELECT count(DISTINCT budget)::bigint FROM lop.samples WHERE model_hash = \(w.base.contentHash)")))
+        #expect(Self.count("data-series=\"predicted\"", in: model) == 2, "the champion's curve at its two evaluation budgets")
+        let pruned = try #require(try w.registry.list(kind: .pruned).first)
+        for (path, name) in [("/queue", "queue"), ("/jobs/\(w.jobs["sweep"]!)", "job"), ("/models", "registry"), ("/models/\(w.base.id)", "model"),
+                             ("/models/\(pruned.id)", "variant"), ("/samples", "samples"), ("/webhooks", "webhooks")] {
+            try Self.screenshot(s.base + path, name, height: name == "model" ? 1300 : 900)
+        }
+    }
+
+    /// A running job's bar follows its progress while the page stays loaded: the page polls the API, and every
+    /// width it showed is kept in the bar's `data-seen`.
+    @Test func aRunningJobsBarMovesWithoutAReload() throws {
+        let w = try DashboardWorld.shared()
+        let job = w.jobs["running"]!
+        let stop = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        Thread {
+            var p = 0.26
+            while stop.wait(timeout: .now() + 0.02) == .timedOut, p < 0.99 {
+                _ = try? w.queue.progress(job: job, worker: "web-test-worker", fraction: p, message: "pruning", stage: "prune")
+                p += 0.01
+            }
+            done.signal()
+        }.start()
+        let dom = try Self.dom(w.server.base + "/queue", virtualMilliseconds: 60_000)
+        stop.signal()
+        done.wait()
+        _ = try w.queue.progress(job: job, worker: "web-test-worker", fraction: 0.25, message: "pruning layer 3", stage: "prune")
+        let marker = "class=\"bar\" data-job=\"\(job)\" data-seen=\""
+        let seen = try #require(dom.components(separatedBy: marker).dropFirst().first?.split(separator: "\"").first).split(separator: ",").compactMap { Double($0) }
+        #expect(seen.count >= 3, "widths seen: \(seen)")
+        #expect((seen.first ?? 0) >= 25 && seen == seen.sorted() && Set(seen).count == seen.count, "widths seen: \(seen)")
+    }
+}
+
+}
+
+extension WebTests {
+/// `/metrics` read by prometheus_client's own parser (from PyPI, in `.venv-check`): the job, delivery and sample
+/// counts equal the database's.
+@Suite struct MetricsTests {
+    @Test func metricsParseAndCountWhatTheDatabaseHolds() throws {
+        let w = try DashboardWorld.shared()
+        let (status, text) = try w.server.request("/metrics")
+        #expect(status == 200)
+        let file = NSTemporaryDirectory() + "lop-metrics-\(UUID().uuidString).txt"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+        let script = """
+        import json, sys
+        from prometheus_client.parser import text_string_to_metric_families
+        out = {}
+        for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+            for s in family.samples:
+                key = s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+                out[key] = s.value
+        print(json.dumps(out))
+        """
+        let python = TestDatabase.repositoryRoot + "/.venv-check/bin/python"
+        let result = try TestProcess.run([python, "-c", script, file], separateStandardError: true)
+        #expect(result.status == 0, "\(result.output)")
+        let values = try JSONDecoder().decode([String: Double].self, from: Data(result.output.utf8))
+        let jobs = try w.pool.withConnection { c in
+            try c.query("SELECT state::text AS s, kind, count(*)::bigint AS n FROM lop.jobs GROUP BY 1, 2").map {
+                ("lop_jobs{kind=\(try $0.decode("kind") as String),state=\(try $0.decode("s") as String)}", Double(try $0.decode("n") as Int64))
+            }
+        }
+        #expect(!jobs.isEmpty)
+        for (key, n) in jobs { #expect(values[key] == n, "\(key): \(values[key] ?? -1) vs \(n)") }
+        #expect(values.keys.filter { $0.hasPrefix("lop_jobs{") }.count == jobs.count)
+        let deliveries = try w.pool.withConnection { c in
+            try c.query("SELECT state::text AS s, count(*)::bigint AS n FROM lop.webhook_deliveries GROUP BY 1").map { ("lop_webhook_deliveries{state=\(try $0.decode("s") as String)}", Double(try $0.decode("n") as Int64)) }
+        }
+        for (key, n) in deliveries { #expect(values[key] == n, "\(key)") }
+        #expect(values["lop_samples{}"] == Double(try w.count("SELECT count(*)::bigint FROM lop.samples")))
+        #expect(values["lop_worker_running_jobs{worker=web-test-worker}"] == 1)
+        let finished = try w.count("SELECT count(*)::bigint FROM lop.jobs WHERE finalized_at > now() - interval '1 day' AND attempted_at IS NOT NULL AND kind = 'compress'")
+        #expect(values["lop_job_duration_seconds_count{kind=compress}"] == Double(finished))
+    }
+}
 }
