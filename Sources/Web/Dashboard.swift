@@ -31,15 +31,20 @@ public struct DashboardSettings: Sendable {
         (self.host, self.port, self.token) = (host, port, token)
     }
 
-    /// `HOST:PORT` (a bare port means loopback).
+    /// `HOST:PORT`, `[IPv6]:PORT`, or a bare port (loopback).
     public init(listen: String, token: String?) throws(RequestError) {
-        let parts = listen.split(separator: ":", omittingEmptySubsequences: false)
-        let portText = parts.last.map(String.init) ?? ""
-        guard let port = Int(portText), (0...65535).contains(port), parts.count <= 2 else {
-            throw RequestError("listen", "\"\(listen)\" is not HOST:PORT (for example 127.0.0.1:8080)")
+        let bad = RequestError("listen", "\"\(listen.prefix(80))\" is not HOST:PORT (for example 127.0.0.1:8080)")
+        var host = "127.0.0.1", portText = listen
+        if listen.hasPrefix("["), let close = listen.firstIndex(of: "]") {
+            host = String(listen[listen.index(after: listen.startIndex)..<close])
+            guard listen[close...].hasPrefix("]:") else { throw bad }
+            portText = String(listen[listen.index(close, offsetBy: 2)...])
+        } else if let colon = listen.lastIndex(of: ":") {
+            host = String(listen[..<colon])
+            portText = String(listen[listen.index(after: colon)...])
+            guard !host.contains(":") else { throw bad }
         }
-        let host = parts.count == 2 ? String(parts[0]) : "127.0.0.1"
-        guard !host.isEmpty else { throw RequestError("listen", "\"\(listen)\" has no host") }
+        guard let port = Int(portText), (0...65535).contains(port), !host.isEmpty, !host.contains(" ") else { throw bad }
         if let token, token.count < 16 {
             throw RequestError("LOP_WEB_TOKEN", "is \(token.count) characters; a token needs at least 16")
         }

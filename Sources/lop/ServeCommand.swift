@@ -27,6 +27,9 @@ struct ServeCommand: ParsableCommand {
             let logger = Logger(label: "lop.web")
             let pool = try config.makePool(logger: logger)
             let settings = try DashboardSettings(listen: listen, token: ProcessInfo.processInfo.environment["LOP_WEB_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+            if !["127.0.0.1", "localhost", "::1"].contains(settings.host) {
+                logger.warning("listening on \(settings.host), not loopback: anyone who can reach it reads the queue and the registry", metadata: ["listen": "\(listen)"])
+            }
             let dashboard = Dashboard(pool: pool, settings: settings, logger: logger)
             let finished = DispatchSemaphore(value: 0)
             nonisolated(unsafe) var failure: (any Error)?

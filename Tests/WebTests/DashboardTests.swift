@@ -373,3 +373,15 @@ extension WebTests {
     }
 }
 }
+
+/// `lop serve`'s settings from its flag and the environment; bad ones name the setting.
+@Test func listenAddressesAndTokensAreChecked() throws {
+    #expect(try DashboardSettings(listen: "127.0.0.1:8080", token: nil).host == "127.0.0.1")
+    #expect(try DashboardSettings(listen: "9000", token: nil).port == 9000)
+    let v6 = try DashboardSettings(listen: "[::1]:8081", token: "0123456789abcdef")
+    #expect(v6.host == "::1" && v6.port == 8081 && v6.token == "0123456789abcdef")
+    for bad in ["", "localhost", "127.0.0.1:", ":8080", "127.0.0.1:70000", "::1:80", "[::1]8080", "a b:80"] {
+        #expect(throws: RequestError.self, "\(bad)") { _ = try DashboardSettings(listen: bad, token: nil) }
+    }
+    #expect { _ = try DashboardSettings(listen: "127.0.0.1:8080", token: "short") } throws: { "\($0)".contains("LOP_WEB_TOKEN") }
+}
