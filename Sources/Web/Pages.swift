@@ -133,6 +133,11 @@ enum Pages {
 
     // MARK: Registry
 
+    /// A predictor's held-out losses by budget, `0.35: 1.2345, 0.6: …`.
+    static func losses(_ predictor: RegisteredModel) -> String {
+        DashboardData.predictedLosses(predictor).sorted { $0.key < $1.key }.map { "\($0.key): \(String(format: "%.4f", $0.value))" }.joined(separator: ", ")
+    }
+
     static func metrics(_ m: RegisteredModel) -> String { DashboardData.heldOutLoss(m).map { String(format: "%.4f", $0) } ?? "" }
     static func size(_ bytes: Int64) -> String { String(format: "%.2f MB", Double(bytes) / 1e6) }
 
@@ -183,7 +188,7 @@ enum Pages {
         }
         if !v.predictors.isEmpty {
             html += "<h2>Predictors</h2><table id=\"predictors\"><tr><th>predictor</th><th>held-out losses</th></tr>" + v.predictors.map { p in
-                "<tr><td><a href=\"/models/\(p.id)\">\(e(p.reference))</a></td><td>\(e(DashboardData.predictedLosses(p).sorted { $0.key < $1.key }.map { "\($0.key): \(String(format: "%.4f", $0.value))" }.joined(separator: ", ")))</td></tr>"
+                "<tr><td><a href=\"/models/\(p.id)\">\(e(p.reference))</a></td><td>\(e(losses(p)))</td></tr>"
             }.joined() + "</table>"
         }
         return html
@@ -197,7 +202,7 @@ enum Pages {
             "<tr><td>\(e($0.model))</td><td><code>\(e(String($0.modelHash.prefix(12))))</code></td><td>\(e($0.budget))</td><td class=\"num\">\($0.count)</td><td class=\"num\">\(String(format: "%.4f", $0.bestLoss))</td></tr>"
         }.joined() + "</table>"
         html += "<h2>Predictors</h2>" + (v.predictors.isEmpty ? "<p class=\"empty\">No predictors yet.</p>" : "<table id=\"predictor-versions\"><tr><th>predictor</th><th>base</th><th>held-out losses</th><th>created</th></tr>" + v.predictors.map { p in
-            "<tr><td><a href=\"/models/\(p.id)\">\(e(p.reference))</a></td><td>\(p.baseModelId.map { "<a href=\"/models/\($0)\">model \($0)</a>" } ?? "")</td><td>\(e(DashboardData.predictedLosses(p).sorted { $0.key < $1.key }.map { "\($0.key): \(String(format: "%.4f", $0.value))" }.joined(separator: ", ")))</td><td>\(date(p.createdAt))</td></tr>"
+            "<tr><td><a href=\"/models/\(p.id)\">\(e(p.reference))</a></td><td>\(p.baseModelId.map { "<a href=\"/models/\($0)\">model \($0)</a>" } ?? "")</td><td>\(e(losses(p)))</td><td>\(date(p.createdAt))</td></tr>"
         }.joined() + "</table>")
         html += "<h2>Promotion history</h2>" + (v.promotions.isEmpty ? "<p class=\"empty\">No promotions yet.</p>" : "<table id=\"promotions\"><tr><th>when</th><th>predictor</th><th>alias</th><th>to</th><th>from</th><th>reason</th></tr>" + v.promotions.map {
             "<tr><td>\(date($0.changedAt))</td><td>\(e($0.name))</td><td>\(e($0.alias))</td><td>\($0.modelId.map(String.init) ?? "")</td><td>\($0.previousModelId.map(String.init) ?? "")</td><td>\(e($0.reason))</td></tr>"
