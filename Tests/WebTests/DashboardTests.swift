@@ -48,7 +48,7 @@ final class RunningDashboard: @unchecked Sendable {
     func request(_ path: String, method: String = "GET", headers: [String: String] = [:], body: String? = nil) throws -> (status: Int, body: String) {
         let out = NSTemporaryDirectory() + "lop-web-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: out) }
-        var argv = ["/usr/bin/curl", "-s", "-g", "-o", out, "-w", "%{http_code}", "-X", method]
+        var argv = ["/usr/bin/curl", "-s", "-g", "--max-time", "60", "-o", out, "-w", "%{http_code}", "-X", method]
         for (k, v) in headers.sorted(by: { $0.key < $1.key }) { argv += ["-H", "\(k): \(v)"] }
         if let body { argv += ["--data-binary", body] }
         argv.append(base + path)
@@ -257,11 +257,13 @@ extension WebTests {
 /// screenshot (into `LOP_SCREENSHOTS` when set: the README's come from there).
 @Suite struct BrowserTests {
     static let chromium = "/usr/bin/chromium-headless-shell"
+    /// A browser that hangs fails its test after two minutes instead of holding up the run.
+    static let bounded = ["/usr/bin/timeout", "120", chromium]
     static let screenshots = ProcessInfo.processInfo.environment["LOP_SCREENSHOTS"] ?? NSTemporaryDirectory() + "lop-screenshots"
 
     /// The DOM after the page's scripts ran for `virtualMilliseconds` of virtual time.
     static func dom(_ url: String, virtualMilliseconds: Int = 1000) throws -> String {
-        let result = try TestProcess.run([chromium, "--no-sandbox", "--disable-gpu", "--headless", "--virtual-time-budget=\(virtualMilliseconds)", "--dump-dom", url],
+        let result = try TestProcess.run(bounded + ["--no-sandbox", "--disable-gpu", "--headless", "--virtual-time-budget=\(virtualMilliseconds)", "--dump-dom", url],
                                          separateStandardError: true)
         #expect(result.status == 0, "chromium: \(result.output.suffix(300))")
         return result.output
@@ -271,7 +273,7 @@ extension WebTests {
         try FileManager.default.createDirectory(atPath: screenshots, withIntermediateDirectories: true)
         let path = screenshots + "/" + name + ".png"
         try? FileManager.default.removeItem(atPath: path)
-        _ = try TestProcess.run([chromium, "--no-sandbox", "--disable-gpu", "--headless", "--hide-scrollbars", "--window-size=1280,\(height)",
+        _ = try TestProcess.run(bounded + ["--no-sandbox", "--disable-gpu", "--headless", "--hide-scrollbars", "--window-size=1280,\(height)",
                                  "--screenshot=\(path)", url], separateStandardError: true)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
         #expect(bytes.count > 5000 && bytes.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]), "\(name): not a PNG")
