@@ -17,7 +17,8 @@ extension Evaluation.AnswerSet {
         if let vision {
             do { marker = try vision.imageText(tokenizer) } catch { throw EvaluationError("\(error)") }
         }
-        var images: [PreparedImage] = [], imageIndex: [DataFile.ImageSource: Int] = [:]
+        // Each image's tiles and the run of image tokens it takes, found once when it is first seen.
+        var images: [PreparedImage] = [], runs: [Int] = [], imageIndex: [DataFile.ImageSource: Int] = [:]
         var items: [Evaluation.AnswerSet.Item] = []
         for (q, question) in questions.enumerated() {
             let at = question.location
@@ -33,7 +34,7 @@ extension Evaluation.AnswerSet {
                     case .embedded(let data, let location): decoded = try ImageFile.decode(data, name: location, maximumPixels: options.maximumPixels)
                     }
                     let prepared = try preprocessor.prepare(decoded)
-                    do { _ = try vision.imageTokens(for: prepared) } catch {
+                    do { runs.append(try vision.imageTokens(for: prepared)) } catch {
                         throw EvaluationError("\(at): \(error) (\(preprocessor.file) does not fit config.json)")
                     }
                     imageIndex[source] = images.count
@@ -62,7 +63,7 @@ extension Evaluation.AnswerSet {
                     guard ids.filter({ $0 == imageToken }).count == 1, let at0 = ids.firstIndex(of: imageToken), at0 < promptIDs.count else {
                         throw EvaluationError("\(at): the prompt's \(DataFile.imageMarker) does not tokenize to one image token (id \(imageToken))")
                     }
-                    let run = try vision.imageTokens(for: images[image!])
+                    let run = runs[image!]
                     ids.replaceSubrange(at0...at0, with: Array(repeating: imageToken, count: run))
                     isAnswer.replaceSubrange(at0...at0, with: Array(repeating: false, count: run))
                 } else if let vision, ids.contains(vision.imageTokenIndex) {

@@ -196,15 +196,12 @@ public struct ImagePreprocessor: Sendable, Equatable {
             padToSquare = false
             guard case .exact(let h, let w)? = resize, h == w else { throw fail("size", "must be {\"height\": n, \"width\": n} for AnyRes tiles") }
             guard crop == nil else { throw fail("do_center_crop", "is not supported with AnyRes tiles") }
-            var points: [AnyRes.Resolution] = []
             guard let items = members["image_grid_pinpoints"]?.arrayValue, !items.isEmpty else { throw fail("image_grid_pinpoints", "must be a non-empty list of [height, width] pairs") }
-            for (i, item) in items.enumerated() {
-                guard let pair = item.arrayValue, pair.count == 2, let ph = pair[0].intValue, let pw = pair[1].intValue, ph > 0, pw > 0, ph % h == 0, pw % h == 0 else {
-                    throw fail("image_grid_pinpoints[\(i)]", "\(item.serialized()) is not a [height, width] pair of whole \(h)-pixel tiles")
-                }
-                points.append(AnyRes.Resolution(height: ph, width: pw))
+            switch AnyRes.pinpoints(items, tileSize: h) {
+            case .success(let points): pinpoints = points
+            case .failure(.notAPair(let i, _)), .failure(.notWholeTiles(let i, _, _)):
+                throw fail("image_grid_pinpoints[\(i)]", "\(items[i].serialized()) is not a [height, width] pair of whole \(h)-pixel tiles")
             }
-            pinpoints = points
         } else if qwen {
             guard crop == nil else { throw fail("do_center_crop", "is not supported with Qwen2-VL's patches") }
             padToSquare = false
@@ -226,7 +223,7 @@ public struct ImagePreprocessor: Sendable, Equatable {
             let square = Self.padToSquare(opaque, colour: mean.map { UInt8(clamping: Int($0 * 255)) })
             return PreparedImage(tile: tensor(Self.resampled(square, width: side, height: side, filter: resample)), height: image.height, width: image.width)
         }
-        let best = AnyRes(pinpoints: pinpoints, maxTiles: 1, tileSize: side).bestResolution(height: image.height, width: image.width)
+        let best = AnyRes.bestResolution(pinpoints, height: image.height, width: image.width)
         // transformers' get_patch_output_size: fit inside the pinpoint, the other side rounded up.
         let (scaleW, scaleH) = (Double(best.width) / Double(image.width), Double(best.height) / Double(image.height))
         let (fitHeight, fitWidth) = scaleW < scaleH ? (min(Int((Double(image.height) * scaleW).rounded(.up)), best.height), best.width)

@@ -36,17 +36,13 @@ public struct AnyRes: Equatable, Sendable {
             guard let items = json.arrayValue, !items.isEmpty else {
                 throw ModelConfigError(key: key("image_grid_pinpoints"), problem: "must be a non-empty list of [height, width] pairs")
             }
-            var pinpoints: [Resolution] = []
-            for (i, item) in items.enumerated() {
-                guard let pair = item.arrayValue, pair.count == 2, let h = pair[0].intValue, let w = pair[1].intValue, h > 0, w > 0 else {
-                    throw ModelConfigError(key: key("image_grid_pinpoints[\(i)]"), problem: "\(item.serialized()) is not a [height, width] pair of positive integers")
-                }
-                guard h % tileSize == 0, w % tileSize == 0 else {
-                    throw ModelConfigError(key: key("image_grid_pinpoints[\(i)]"), problem: "[\(h), \(w)] is not a whole number of \(tileSize)-pixel tiles (vision_config.image_size)")
-                }
-                pinpoints.append(Resolution(height: h, width: w))
+            switch Self.pinpoints(items, tileSize: tileSize) {
+            case .success(let pinpoints): self.pinpoints = pinpoints
+            case .failure(.notAPair(let i, let item)):
+                throw ModelConfigError(key: key("image_grid_pinpoints[\(i)]"), problem: "\(item.serialized()) is not a [height, width] pair of positive integers")
+            case .failure(.notWholeTiles(let i, let h, let w)):
+                throw ModelConfigError(key: key("image_grid_pinpoints[\(i)]"), problem: "[\(h), \(w)] is not a whole number of \(tileSize)-pixel tiles (vision_config.image_size)")
             }
-            self.pinpoints = pinpoints
         } else {
             guard Self.defaultPinpoints.allSatisfy({ $0.height % tileSize == 0 && $0.width % tileSize == 0 }) else {
                 throw ModelConfigError(key: key("image_grid_pinpoints"), problem: "is missing, and transformers' default pinpoints are not whole \(tileSize)-pixel tiles")
@@ -60,11 +56,33 @@ public struct AnyRes: Equatable, Sendable {
         maxTiles = n
     }
 
+    /// What is wrong with a pinpoint list's entry `index`.
+    enum PinpointProblem: Error {
+        case notAPair(index: Int, JSON)
+        case notWholeTiles(index: Int, height: Int, width: Int)
+    }
+
+    /// The `image_grid_pinpoints` entries as resolutions, each a whole number of `tileSize` tiles (the model's
+    /// config and the image processor's file read the same list; each words its own errors).
+    static func pinpoints(_ items: [JSON], tileSize: Int) -> Result<[Resolution], PinpointProblem> {
+        var pinpoints: [Resolution] = []
+        for (i, item) in items.enumerated() {
+            guard let pair = item.arrayValue, pair.count == 2, let h = pair[0].intValue, let w = pair[1].intValue, h > 0, w > 0 else {
+                return .failure(.notAPair(index: i, item))
+            }
+            guard h % tileSize == 0, w % tileSize == 0 else { return .failure(.notWholeTiles(index: i, height: h, width: w)) }
+            pinpoints.append(Resolution(height: h, width: w))
+        }
+        return .success(pinpoints)
+    }
+
     var pinpointsJSON: JSON { .array(pinpoints.map { JSON.array([.int($0.height), .int($0.width)]) }) }
 
     /// transformers' `select_best_resolution`: the pinpoint that keeps the most of the image's pixels after
     /// fitting it inside, then the one that wastes the fewest.
-    public func bestResolution(height: Int, width: Int) -> Resolution {
+    public func bestResolution(height: Int, width: Int) -> Resolution { Self.bestResolution(pinpoints, height: height, width: width) }
+
+    static func bestResolution(_ pinpoints: [Resolution], height: Int, width: Int) -> Resolution {
         var best = pinpoints[0], most = 0, leastWasted = Int.max
         for p in pinpoints {
             let scale = min(Double(p.width) / Double(width), Double(p.height) / Double(height))
@@ -86,31 +104,19 @@ public struct AnyRes: Equatable, Sendable {
 
     /// One feature of the packed map: a mix of grid features (indices counted over the grid tiles, tile-major,
     /// row-major inside a tile), or the newline that ends a row.
-    public enum Packed: Equatable {
+    public enum Packed {
         case mix([(index: Int, weight: Float)])
         case newline
-
-        public static func == (a: Packed, b: Packed) -> Bool {
-            switch (a, b) {
-            case (.newline, .newline): return true
-            case let (.mix(x), .mix(y)): return x.count == y.count && zip(x, y).allSatisfy { $0.index == $1.index && $0.weight == $1.weight }
-            default: return false
-            }
-        }
     }
 
     /// The grid features of an image alone in its row, after the base tile's, for a tower of `side`×`side`
     /// patches per tile.
     public func packing(height: Int, width: Int, side: Int) -> [Packed] {
-        let best = bestResolution(height: height, width: width)
-        let columns = best.width / tileSize
-        let (fullHeight, fullWidth) = (best.height / tileSize * side, columns * side)
-        let (top, left, rows, cols) = Self.unpadded(height: height, width: width, mapHeight: fullHeight, mapWidth: fullWidth)
+        let (columns, top, left, rows, cols, outRows, outCols) = map(height: height, width: width, side: side)
         func index(_ y: Int, _ x: Int) -> Int {
             let (y, x) = (y + top, x + left)
             return ((y / side) * columns + x / side) * side * side + (y % side) * side + (x % side)
         }
-        let (outRows, outCols) = shrunk(rows: rows, cols: cols, side: side)
         let ys = Self.bilinearTaps(input: rows, output: outRows), xs = Self.bilinearTaps(input: cols, output: outCols)
         var packed: [Packed] = []
         packed.reserveCapacity(outRows * (outCols + 1))
@@ -129,10 +135,18 @@ public struct AnyRes: Equatable, Sendable {
 
     /// Image tokens (features) of an image alone in its row: the base tile's plus the packed map's.
     public func featureCount(height: Int, width: Int, side: Int) -> Int {
+        let map = map(height: height, width: width, side: side)
+        return side * side + map.outRows * (map.outCols + 1)
+    }
+
+    /// The grid's feature map for an image: tile columns, the unpadded window (top, left, rows, columns) and
+    /// its size after `anyres_max_N` — what both the packing and the processor's token count follow.
+    func map(height: Int, width: Int, side: Int) -> (columns: Int, top: Int, left: Int, rows: Int, cols: Int, outRows: Int, outCols: Int) {
         let best = bestResolution(height: height, width: width)
-        let (_, _, rows, cols) = Self.unpadded(height: height, width: width, mapHeight: best.height / tileSize * side, mapWidth: best.width / tileSize * side)
+        let columns = best.width / tileSize
+        let (top, left, rows, cols) = Self.unpadded(height: height, width: width, mapHeight: best.height / tileSize * side, mapWidth: columns * side)
         let (outRows, outCols) = shrunk(rows: rows, cols: cols, side: side)
-        return side * side + outRows * (outCols + 1)
+        return (columns, top, left, rows, cols, outRows, outCols)
     }
 
     /// transformers' `unpad_image`: the part of the feature map the image covers after it was fitted into the

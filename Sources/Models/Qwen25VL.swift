@@ -289,7 +289,7 @@ public final class QwenVisionEncoder {
             }
         }
         let kernel = g.reshape(g.parameter(patchEmbedding), [h, c.patchWidth])
-        var x = g.mixRows(g.linear(g.constant(patches), kernel), patchOrder.map { [($0, Float(1))] })
+        var x = g.embedding(g.linear(g.constant(patches), kernel), ids: patchOrder)
         // Window order keeps each image's patches together, so an image is one range in it as in the input.
         for (i, block) in blocks.enumerated() {
             let a = g.rmsNorm(x, weight: g.parameter(block.norm1), eps: 1e-6)
@@ -318,7 +318,7 @@ public final class QwenVisionEncoder {
         // Back to the processor's order of merged units.
         var inverse = [Int](repeating: 0, count: order.count)
         for (i, u) in order.enumerated() { inverse[u] = i }
-        return g.mixRows(out, inverse.map { [($0, Float(1))] })
+        return g.embedding(out, ids: inverse)
     }
 }
 

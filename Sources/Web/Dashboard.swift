@@ -68,7 +68,7 @@ public final class Dashboard: Sendable {
         data = DashboardData(pool: pool)
         self.settings = settings
         self.logger = logger
-        csrf = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.map { String(format: "%02x", $0) }.joined()
+        csrf = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.hexadecimal
     }
 
     /// Serves until cancelled; `onRunning` receives the bound port (useful with port 0).
@@ -162,53 +162,49 @@ public final class Dashboard: Sendable {
         router.get("/api/csrf") { [csrf] _, _ in Self.json(["csrf": csrf]) }
         for api in [false, true] {
             let prefix = api ? "/api" : ""
-            router.get("\(prefix)/queue") { request, _ in
-                do {
-                    let filter = try Self.filter(request)
-                    let view = try await self.db { try $0.queueView(filter: filter) }
-                    return self.answer(api, title: "Queue", active: "queue", view, missing: "", render: Pages.queue)
-                } catch let error as RequestError { return self.badRequest(api, error.description) }
-            }
-            router.get("\(prefix)/jobs/:id") { _, context in
-                do {
-                    let id = try Self.id(context)
-                    let view = try await self.db { try $0.jobView(id) }
-                    return self.answer(api, title: "Job \(id)", active: "queue", view, missing: "no job \(id)", render: Pages.job)
-                } catch let error as RequestError { return self.badRequest(api, error.description) }
-            }
-            router.get("\(prefix)/models") { request, _ in
-                let name = Self.query(request, "sort") ?? "budget"
-                guard let order = DashboardData.VariantOrder(rawValue: name) else {
-                    return self.badRequest(api, "sort: \"\(name.prefix(40))\" is not budget, size or loss")
+            /// A page and its JSON twin; a malformed id or query parameter answers 400.
+            func view(_ path: String, _ body: @escaping @Sendable (Request, BasicRequestContext) async throws -> Response) {
+                router.get(RouterPath(prefix + path)) { request, context in
+                    do { return try await body(request, context) } catch let error as RequestError { return self.badRequest(api, error.description) }
                 }
+            }
+            view("/queue") { request, _ in
+                let filter = try Self.filter(request)
+                let view = try await self.db { try $0.queueView(filter: filter) }
+                return self.answer(api, title: "Queue", active: "queue", view, missing: "", render: Pages.queue)
+            }
+            view("/jobs/:id") { _, context in
+                let id = try Self.id(context)
+                let view = try await self.db { try $0.jobView(id) }
+                return self.answer(api, title: "Job \(id)", active: "queue", view, missing: "no job \(id)", render: Pages.job)
+            }
+            view("/models") { request, _ in
+                let name = Self.query(request, "sort") ?? "budget"
+                guard let order = DashboardData.VariantOrder(rawValue: name) else { throw RequestError("sort", "\"\(name.prefix(40))\" is not budget, size or loss") }
                 let view = try await self.db { try $0.registryView(order: order) }
                 return self.answer(api, title: "Registry", active: "models", view, missing: "") { Pages.registry($0, order: order) }
             }
-            router.get("\(prefix)/models/:id") { _, context in
-                do {
-                    let id = try Self.id(context)
-                    let view = try await self.db { try $0.modelView(id) }
-                    return self.answer(api, title: "Model \(id)", active: "models", view, missing: "no model \(id)", render: Pages.model)
-                } catch let error as RequestError { return self.badRequest(api, error.description) }
+            view("/models/:id") { _, context in
+                let id = try Self.id(context)
+                let view = try await self.db { try $0.modelView(id) }
+                return self.answer(api, title: "Model \(id)", active: "models", view, missing: "no model \(id)", render: Pages.model)
             }
-            router.get("\(prefix)/samples") { _, _ in
+            view("/samples") { _, _ in
                 let view = try await self.db { try $0.samplesView() }
                 return self.answer(api, title: "Samples and predictors", active: "samples", view, missing: "", render: Pages.samples)
             }
-            router.get("\(prefix)/webhooks") { request, _ in
+            view("/webhooks") { request, _ in
                 let state = Self.query(request, "state")
                 if let state, !["pending", "failed", "delivered", "dead"].contains(state) {
-                    return self.badRequest(api, "state: \"\(state.prefix(40))\" is not pending, failed, delivered or dead")
+                    throw RequestError("state", "\"\(state.prefix(40))\" is not pending, failed, delivered or dead")
                 }
                 let view = try await self.db { try $0.webhooksView(state: state) }
                 return self.answer(api, title: "Webhooks", active: "webhooks", view, missing: "", render: Pages.webhooks)
             }
-            router.get("\(prefix)/webhooks/deliveries/:id") { _, context in
-                do {
-                    let id = try Self.deliveryId(context)
-                    let view = try await self.db { try $0.deliveryView(id) }
-                    return self.answer(api, title: "Delivery", active: "webhooks", view, missing: "no delivery \(id)", render: Pages.delivery)
-                } catch let error as RequestError { return self.badRequest(api, error.description) }
+            view("/webhooks/deliveries/:id") { _, context in
+                let id = try Self.deliveryId(context)
+                let view = try await self.db { try $0.deliveryView(id) }
+                return self.answer(api, title: "Delivery", active: "webhooks", view, missing: "no delivery \(id)", render: Pages.delivery)
             }
         }
         router.get("/metrics") { _, _ in

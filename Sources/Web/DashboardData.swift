@@ -68,15 +68,17 @@ struct DashboardData {
 
     func registryView(order: VariantOrder) throws -> [BaseEntry] {
         let all = try registry.list()
+        // Each variant's sort key, taken once (the loss is read from its metrics document).
+        func key(_ m: RegisteredModel) -> Double {
+            switch order {
+            case .budget: return Self.budgetValue(m.budget)
+            case .size: return Double(m.sizeBytes)
+            case .loss: return Self.heldOutLoss(m) ?? .infinity
+            }
+        }
         return all.filter { $0.kind == .base }.map { base in
-            let variants = all.filter { $0.kind == .pruned && $0.baseModelId == base.id }
-            return BaseEntry(base: base, variants: variants.sorted { a, b in
-                switch order {
-                case .budget: return (Self.budgetValue(a.budget), a.id) < (Self.budgetValue(b.budget), b.id)
-                case .size: return (a.sizeBytes, a.id) < (b.sizeBytes, b.id)
-                case .loss: return (Self.heldOutLoss(a) ?? .infinity, a.id) < (Self.heldOutLoss(b) ?? .infinity, b.id)
-                }
-            })
+            let variants = all.filter { $0.kind == .pruned && $0.baseModelId == base.id }.map { (key($0), $0) }
+            return BaseEntry(base: base, variants: variants.sorted { ($0.0, $0.1.id) < ($1.0, $1.1.id) }.map(\.1))
         }
     }
 

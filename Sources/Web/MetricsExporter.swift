@@ -22,19 +22,25 @@ struct MetricsExporter {
                                    help: "Jobs in lop.jobs by state and kind").set(try row.decode("n") as Double)
             }
             // Finished jobs of the last day: how long their last attempt ran, by kind.
+            var durations: [String: ValueHistogram] = [:]
             for row in try c.query("""
                 SELECT kind, extract(epoch FROM finalized_at - attempted_at)::float8 AS seconds FROM lop.jobs
                 WHERE finalized_at > now() - interval '1 day' AND attempted_at IS NOT NULL AND finalized_at >= attempted_at
                 """) {
-                registry.makeValueHistogram(name: "lop_job_duration_seconds", labels: [("kind", try row.decode("kind"))], buckets: Self.durationBuckets,
-                                            help: "Run time of jobs finished in the last day, by kind").record(try row.decode("seconds") as Double)
+                let kind: String = try row.decode("kind")
+                if durations[kind] == nil {
+                    durations[kind] = registry.makeValueHistogram(name: "lop_job_duration_seconds", labels: [("kind", kind)], buckets: Self.durationBuckets,
+                                                                  help: "Run time of jobs finished in the last day, by kind")
+                }
+                durations[kind]!.record(try row.decode("seconds") as Double)
             }
+            let claims = registry.makeValueHistogram(name: "lop_job_claim_latency_seconds", buckets: Self.durationBuckets,
+                                                     help: "From scheduled to claimed, for jobs claimed in the last day")
             for row in try c.query("""
                 SELECT extract(epoch FROM attempted_at - scheduled_at)::float8 AS seconds FROM lop.jobs
                 WHERE attempted_at > now() - interval '1 day' AND attempted_at >= scheduled_at
                 """) {
-                registry.makeValueHistogram(name: "lop_job_claim_latency_seconds", buckets: Self.durationBuckets,
-                                            help: "From scheduled to claimed, for jobs claimed in the last day").record(try row.decode("seconds") as Double)
+                claims.record(try row.decode("seconds") as Double)
             }
             // A worker's heartbeats extend its leases: the time left on its freshest lease says it is alive.
             for row in try c.query("""
@@ -50,9 +56,9 @@ struct MetricsExporter {
                 registry.makeGauge(name: "lop_webhook_deliveries", labels: [("state", try row.decode("state"))], help: "Webhook deliveries by state")
                     .set(try row.decode("n") as Double)
             }
+            let posts = registry.makeValueHistogram(name: "lop_webhook_post_seconds", buckets: Self.postBuckets, help: "Webhook post latency, attempts of the last day")
             for row in try c.query("SELECT (duration_ms / 1000)::float8 AS seconds FROM lop.webhook_attempts WHERE started_at > now() - interval '1 day'") {
-                registry.makeValueHistogram(name: "lop_webhook_post_seconds", buckets: Self.postBuckets, help: "Webhook post latency, attempts of the last day")
-                    .record(try row.decode("seconds") as Double)
+                posts.record(try row.decode("seconds") as Double)
             }
             let samples = try c.query("""
                 SELECT count(*)::float8 AS total, count(*) FILTER (WHERE created_at > now() - interval '1 minute')::float8 AS minute FROM lop.samples

@@ -53,9 +53,12 @@ enum Pages {
         let percent = String(format: "%.1f", job.progress * 100)
         return "<span class=\"bar\" data-job=\"\(job.id)\" data-seen=\"\(percent)\"><span style=\"width:\(percent)%\"></span></span> <span class=\"pct\" data-job=\"\(job.id)\">\(percent) %</span>"
     }
-    static func json(_ text: String?) -> String {
-        guard let text, let data = text.data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]),
-              let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes]) else { return e(text) }
+    /// A stored JSON document, indented for reading (as stored when it does not parse).
+    static func json(_ value: JSONB?) -> String {
+        guard let value else { return "" }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        guard let parsed = try? value.decode(AnyJSON.self), let pretty = try? encoder.encode(parsed) else { return e(value.text) }
         return e(String(decoding: pretty, as: UTF8.self))
     }
 
@@ -119,7 +122,7 @@ enum Pages {
         for (k, value) in facts { html += "<tr><th>\(k)</th><td>\(value)</td></tr>" }
         html += "</table>"
         html += "<p><button onclick=\"lopAction('/api/jobs/\(j.id)/cancel')\">cancel</button> <button onclick=\"lopAction('/api/jobs/\(j.id)/retry')\">retry</button></p>"
-        html += "<h2>Args</h2><pre id=\"args\">\(json(j.args.text))</pre><h2>Result</h2><pre id=\"result\">\(json(j.result?.text))</pre>"
+        html += "<h2>Args</h2><pre id=\"args\">\(json(j.args))</pre><h2>Result</h2><pre id=\"result\">\(json(j.result))</pre>"
         html += "<h2>Errors</h2>" + (j.errors.isEmpty ? "<p class=\"empty\">None.</p>" : "<table id=\"errors\"><tr><th>attempt</th><th>at</th><th>worker</th><th>error</th></tr>" + j.errors.map {
             "<tr><td class=\"num\">\($0.attempt)</td><td>\(e($0.at))</td><td>\(e($0.worker))</td><td><pre>\(e($0.error))</pre></td></tr>"
         }.joined() + "</table>")
@@ -173,7 +176,7 @@ enum Pages {
         html += "<h2>Files</h2><table id=\"files\"><tr><th>file</th><th>bytes</th><th>SHA-256</th></tr>" + m.files.keys.sorted().map { name in
             "<tr><td>\(e(name))</td><td class=\"num\">\(m.files[name]!.bytes)</td><td><code>\(e(m.files[name]!.sha256))</code></td></tr>"
         }.joined() + "</table>"
-        html += "<h2>Lineage</h2><pre id=\"lineage\">\(json(m.lineage.text))</pre>"
+        html += "<h2>Lineage</h2><pre id=\"lineage\">\(json(m.lineage))</pre>"
         html += "<h2>Aliases</h2>" + (v.aliases.isEmpty ? "<p class=\"empty\">None.</p>" : "<table id=\"aliases\"><tr><th>alias</th><th>version</th><th>since</th></tr>" + v.aliases.map {
             "<tr><td>\(e($0.alias))</td><td>\($0.version)</td><td>\(date($0.updatedAt))</td></tr>"
         }.joined() + "</table>")
