@@ -311,14 +311,16 @@ extension WebTests {
         let job = w.jobs["running"]!
         let stop = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
         Thread {
+            // 1 % a second: slow enough that a browser slow to start (seen: 37 s on a loaded machine) still finds
+            // the job moving, fast enough that its polls see several widths (the page shows tenths of a percent).
             var p = 0.26
             while stop.wait(timeout: .now() + 0.02) == .timedOut, p < 0.99 {
                 _ = try? w.queue.progress(job: job, worker: "web-test-worker", fraction: p, message: "pruning", stage: "prune")
-                p += 0.01
+                p += 0.0002
             }
             done.signal()
         }.start()
-        let dom = try Self.dom(w.server.base + "/queue", virtualMilliseconds: 60_000)
+        let dom = try Self.dom(w.server.base + "/queue", virtualMilliseconds: 120_000)
         stop.signal()
         done.wait()
         _ = try w.queue.progress(job: job, worker: "web-test-worker", fraction: 0.25, message: "pruning layer 3", stage: "prune")
