@@ -33,7 +33,7 @@ struct OpenedBase {
         prepared = try PreparedModel(folder: folder, calibration: try root.data(calibration, of: record).description, samples: p.calibrationSamples,
                                      context: p.calibrationContext, scope: .language,
                                      importance: importance ?? ImportanceMethod(rawValue: p.importance) ?? .lop, cache: true,
-                                     data: DataFile.Options(config.data))
+                                     data: DataFile.Options(config.data), reconstructionMemory: p.reconstructionMemory)
         guard prepared.pruner.modelHash == record.contentHash else {
             throw RegistryError("\(record.reference): the files in \(folder) are not the registered model (content hash \(prepared.pruner.modelHash.prefix(16))…, registered \(record.contentHash.prefix(16))…)")
         }

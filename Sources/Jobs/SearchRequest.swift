@@ -25,6 +25,8 @@ public struct SearchRequest: Sendable {
     /// How each evaluated strategy's kept weights are set, and the least-squares ridge.
     public var reconstruction: ReconstructionMethod
     public var ridge: Double
+    /// Memory reconstruction may hold (`pruning.reconstruction_memory_mib`).
+    public var reconstructionMemory: Int
     /// Read and write activation statistics in `MODEL/.lop-cache` (when the folder is writable).
     public var cache = true
     /// How question data files are read (config `data`, job arg `prompt_template`).
@@ -42,6 +44,7 @@ public struct SearchRequest: Sendable {
         bounds = KeepBounds(p)
         reconstruction = ReconstructionMethod(rawValue: p.reconstruction) ?? .none
         ridge = p.reconstructionRidge
+        reconstructionMemory = p.reconstructionMemory
         settings = try SearchSettings(config.search)
         data = DataFile.Options(config.data)
     }
@@ -66,7 +69,7 @@ public struct SearchRequest: Sendable {
     public func prepare() throws -> PreparedModel {
         do {
             return try PreparedModel(folder: model, calibration: calibration, samples: samples, context: context, scope: scope,
-                                     importance: importance, cache: cache, data: data)
+                                     importance: importance, cache: cache, data: data, reconstructionMemory: reconstructionMemory)
         } catch let error as any DataInputError {
             throw ArgumentError("calibration", error.description)  // a bad file fails the same way on every attempt
         }
@@ -127,15 +130,16 @@ public struct PreparedModel {
     }
 
     /// Loads the model from `folder`, builds the calibration set (`calibration`; nil: the fixture default for the
-    /// model) and ranks neurons, reading and writing the ranking in `FOLDER/.lop-cache` when `cache` allows and
-    /// the folder is writable.
+    /// model) and ranks neurons, reading and writing the ranking (and later the Gram matrices) in `FOLDER/.lop-cache`
+    /// when `cache` allows and the folder is writable.
     public init(folder: String, calibration: String?, samples: Int, context: Int, scope: UnitScope, importance: ImportanceMethod,
-                cache: Bool, data: DataFile.Options = DataFile.Options()) throws {
+                cache: Bool, data: DataFile.Options = DataFile.Options(), reconstructionMemory: Int = Reconstruction.defaultMemoryBytes) throws {
         model = try Model.load(directory: folder)
         let spec = try DataSpec(parsing: calibration ?? SearchRequest.defaultCalibration(for: model))
         self.calibration = try spec.calibration(for: model, samples: samples, context: context, options: data)
         let directory = cache && FileManager.default.isWritableFile(atPath: folder) ? folder + "/.lop-cache" : nil
-        pruner = try Pruner(model: model, scope: scope, importance: importance, calibration: self.calibration, cacheDirectory: directory)
+        pruner = try Pruner(model: model, scope: scope, importance: importance, calibration: self.calibration, cacheDirectory: directory,
+                            reconstructionMemory: reconstructionMemory)
     }
 }
 

@@ -24,6 +24,10 @@ extension LopConfig {
         /// calibration activations), and the re-fit's ridge relative to the Gram matrix's mean diagonal.
         public var reconstruction = "none"
         public var reconstructionRidge = 0.001
+        /// The most memory reconstruction holds at once (Gram matrices being accumulated; loaded ones, shared
+        /// products and re-fits kept for reuse), in MiB.
+        public var reconstructionMemoryMiB = 4096
+        public var reconstructionMemory: Int { reconstructionMemoryMiB << 20 }
         public init() {}
     }
 }
@@ -53,6 +57,7 @@ extension TableReader {
             p.reconstruction = v.0
         }
         if let v = try double("reconstruction_ridge", in: 0...1000) { p.reconstructionRidge = v }
+        if let v = try int("reconstruction_memory_mib", in: 64...(1 << 24)) { p.reconstructionMemoryMiB = v }
         if p.minimumRatio > p.maximumRatio || p.maximumRatio == 0 {
             throw ConfigError.invalidValue(key: keyPath("minimum_ratio"), reason: "must not exceed maximum_ratio, which must be positive", source: source)
         }

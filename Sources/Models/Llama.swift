@@ -27,6 +27,9 @@ public struct ForwardOptions {
     public var ffnDown: [Int: Tensor]?
     /// The same for the vision encoder's `fc2`: a `[hidden, keep]` weight and its `[hidden]` bias, by layer.
     public var visionOutput: [Int: (weight: Tensor, bias: Tensor)]?
+    /// Runs only the first `languageLayers` decoder layers (then the final norm and head, whose output is then
+    /// meaningless): a pass that only observes the early FFNs stops where they end.
+    public var languageLayers: Int?
 
     public init(ffnKeep: [Int]? = nil, visionKeep: [Int]? = nil, observe: ((FFNObservation) -> Void)? = nil, ffnDown: [Int: Tensor]? = nil,
                 visionOutput: [Int: (weight: Tensor, bias: Tensor)]? = nil) {
@@ -121,7 +124,7 @@ public final class LlamaModel {
             guard let tables else { return g.rope(v, heads: heads, rotary: rotary) }
             return g.rotate(v, heads: heads, cosines: tables.cos, sines: tables.sin)
         }
-        for (i, layer) in layers.enumerated() {
+        for (i, layer) in layers.enumerated().prefix(options.languageLayers ?? layers.count) {
             let h = g.rmsNorm(x, weight: g.parameter(layer.inputNorm), eps: eps)
             let q = rotate(g.linear(h, layer.q, bias: layer.qBias), heads: config.heads)
             let k = rotate(g.linear(h, layer.k, bias: layer.kBias), heads: config.kvHeads)

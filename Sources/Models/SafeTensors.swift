@@ -39,11 +39,15 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
 
     public let path: String
     public let entries: [String: TensorEntry]
+    /// F64 tensors (lop's own caches), read only when the file was opened with `float64: true`.
+    public let float64Entries: [String: (shape: [Int], offsets: Range<Int>)]
     public let metadata: [String: String]
     private let file: ReadOnlyFile
     private let dataStart: Int
 
-    public init(path: String) throws(SafeTensorsError) {
+    /// Weights are F32, F16 or BF16; `float64` also admits F64 tensors (Gram matrices), which only
+    /// `float64Rows` reads.
+    public init(path: String, float64: Bool = false) throws(SafeTensorsError) {
         let fail = { (problem: String) in SafeTensorsError(file: path, tensor: nil, problem: problem) }
         do { file = try ReadOnlyFile(path: path) } catch { throw fail(error.description) }
         let size = file.size
@@ -68,6 +72,7 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
         dataStart = 8 + headerLength
         let dataSize = size - dataStart
         var entries: [String: TensorEntry] = [:]
+        var doubles: [String: (shape: [Int], offsets: Range<Int>)] = [:]
         var metadata: [String: String] = [:]
         for (name, value) in members {
             if name == "__metadata__" {
@@ -78,24 +83,34 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
                 }
                 continue
             }
+            if float64, value["dtype"]?.stringValue == "F64" {
+                let entry = try Self.entry(name: name, value, dataSize: dataSize, path: path, as: ("F64", 8))
+                doubles[name] = (entry.shape, entry.offsets)
+                continue
+            }
             entries[name] = try Self.entry(name: name, value, dataSize: dataSize, path: path)
         }
         // Tensors may not share bytes (zero-sized ones occupy none).
-        let ordered = entries.values.filter { !$0.offsets.isEmpty }.sorted { $0.offsets.lowerBound < $1.offsets.lowerBound }
-        for (previous, next) in zip(ordered, ordered.dropFirst()) where next.offsets.lowerBound < previous.offsets.upperBound {
-            throw SafeTensorsError(file: path, tensor: next.name, problem: "bytes \(next.offsets) overlap tensor \"\(previous.name)\" at \(previous.offsets)")
+        let ordered = (entries.values.map { ($0.name, $0.offsets) } + doubles.map { ($0.key, $0.value.offsets) })
+            .filter { !$0.1.isEmpty }.sorted { $0.1.lowerBound < $1.1.lowerBound }
+        for (previous, next) in zip(ordered, ordered.dropFirst()) where next.1.lowerBound < previous.1.upperBound {
+            throw SafeTensorsError(file: path, tensor: next.0, problem: "bytes \(next.1) overlap tensor \"\(previous.0)\" at \(previous.1)")
         }
         self.entries = entries
+        float64Entries = doubles
         self.metadata = metadata
     }
 
-    private static func entry(name: String, _ value: JSON, dataSize: Int, path: String) throws(SafeTensorsError) -> TensorEntry {
+    /// A header entry, checked; `other` names a non-weight type (F64) it must be, whose TensorEntry dtype is a placeholder.
+    private static func entry(name: String, _ value: JSON, dataSize: Int, path: String,
+                              as other: (name: String, byteSize: Int)? = nil) throws(SafeTensorsError) -> TensorEntry {
         let fail = { (problem: String) in SafeTensorsError(file: path, tensor: name, problem: problem) }
         guard case .object(let fields) = value else { throw fail("entry is not an object") }
         guard let dtypeName = fields["dtype"]?.stringValue else { throw fail("missing dtype") }
-        guard let dtype = DType(rawValue: dtypeName) else {
+        guard let dtype = other == nil ? DType(rawValue: dtypeName) : .f32 else {
             throw fail("dtype \(dtypeName) is not supported (lop reads \(DType.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
+        let byteSize = other?.byteSize ?? dtype.byteSize
         guard let dims = fields["shape"]?.arrayValue else { throw fail("missing shape") }
         var shape: [Int] = []
         var count = 1
@@ -113,8 +128,8 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
         guard begin >= 0, begin <= end, end <= dataSize else {
             throw fail("data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data section")
         }
-        guard end - begin == count * dtype.byteSize else {
-            throw fail("\(end - begin) bytes do not hold shape \(shape) of \(dtype.rawValue) (\(count * dtype.byteSize) bytes)")
+        guard end - begin == count * byteSize else {
+            throw fail("\(end - begin) bytes do not hold shape \(shape) of \(other?.name ?? dtype.rawValue) (\(count * byteSize) bytes)")
         }
         return TensorEntry(name: name, dtype: dtype, shape: shape, offsets: begin..<end)
     }
@@ -139,6 +154,31 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
         let (entry, bytes) = try read(name)
         guard entry.shape.count >= 2 else { throw SafeTensorsError(file: path, tensor: name, problem: "shape \(entry.shape) is not a matrix") }
         return StoredMatrix(dtype: entry.dtype, bytes: bytes, rows: entry.shape[0], columns: entry.shape.dropFirst().reduce(1, *))
+    }
+
+    /// Rows `rows` of a rank-2 F64 tensor (row-major), read with one positional read.
+    public func float64Rows(_ name: String, _ rows: Range<Int>) throws(SafeTensorsError) -> [Double] {
+        guard let entry = float64Entries[name] else { throw SafeTensorsError(file: path, tensor: name, problem: "no F64 tensor of that name in this file") }
+        guard entry.shape.count == 2, rows.lowerBound >= 0, rows.upperBound <= entry.shape[0] else {
+            throw SafeTensorsError(file: path, tensor: name, problem: "rows \(rows) of shape \(entry.shape) were asked for")
+        }
+        let columns = entry.shape[1], count = rows.count * columns
+        var failure: ReadOnlyFile.ReadError?
+        let values = [Double](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if count > 0 {
+                do throws(ReadOnlyFile.ReadError) {
+                    try file.read(into: UnsafeMutableRawPointer(buffer.baseAddress!), count: count * 8,
+                                  at: dataStart + entry.offsets.lowerBound + rows.lowerBound * columns * 8)
+                } catch { failure = error; buffer.initialize(repeating: 0) }
+            }
+            initialized = count
+        }
+        if let failure { throw SafeTensorsError(file: path, tensor: name, problem: failure.description) }
+        #if _endian(big)
+        return values.map { Double(bitPattern: $0.bitPattern.littleEndian) }
+        #else
+        return values
+        #endif
     }
 
     /// A tensor's bytes, read into private memory.
@@ -174,6 +214,21 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
                 let weight = try produce(name)
                 precondition(weight.shape == shapes[name]!, "tensor \(name) was produced with shape \(weight.shape), not \(shapes[name]!)")
                 try stream(weight, as: dtype, to: handle)
+            }
+        }
+    }
+
+    /// Writes F64 tensors (lop's caches, never weights) as one safetensors file, temporary name then renamed.
+    public static func writeFloat64(_ tensors: [String: (shape: [Int], values: [Double])], metadata: [String: String] = [:], to path: String) throws {
+        try AtomicFile.write(to: path) { handle in
+            try handle.write(contentsOf: encodeHeader(tensors.mapValues(\.shape), dtype: ("F64", 8), metadata: metadata))
+            for name in tensors.keys.sorted() {
+                let (shape, values) = tensors[name]!
+                precondition(shape.reduce(1, *) == values.count, "tensor \(name): \(values.count) values for shape \(shape)")
+                for start in stride(from: 0, to: values.count, by: chunkBytes / 8) {
+                    let chunk = values[start..<min(values.count, start + chunkBytes / 8)].map(\.bitPattern.littleEndian)
+                    try handle.write(contentsOf: chunk.withUnsafeBytes { Data($0) })
+                }
             }
         }
     }
@@ -223,6 +278,10 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
 
     /// The length field and the space-padded JSON header (padding keeps the data section 8-byte aligned).
     static func encodeHeader(_ shapes: [String: [Int]], dtype: DType, metadata: [String: String]) -> Data {
+        encodeHeader(shapes, dtype: (dtype.rawValue, dtype.byteSize), metadata: metadata)
+    }
+
+    static func encodeHeader(_ shapes: [String: [Int]], dtype: (name: String, byteSize: Int), metadata: [String: String]) -> Data {
         var members: [String: JSON] = [:]
         var offset = 0
         for name in shapes.keys.sorted() {
@@ -230,7 +289,7 @@ public final class SafeTensorsFile: @unchecked Sendable {  // immutable after in
             let shape = shapes[name]!
             let length = shape.reduce(1, *) * dtype.byteSize
             members[name] = .object([
-                "dtype": .string(dtype.rawValue),
+                "dtype": .string(dtype.name),
                 "shape": .array(shape.map { JSON.int($0) }),
                 "data_offsets": .array([.int(offset), .int(offset + length)]),
             ])

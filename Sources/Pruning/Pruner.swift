@@ -61,11 +61,21 @@ public final class Pruner {
     /// ECoFLaP's unit scores by the settings they were estimated with (one estimate serves every budget).
     private var zerothOrder: (settings: AllocationSettings, scores: [Double])?
 
-    /// `cacheDirectory` (usually `MODEL/.lop-cache`) keeps activation statistics between runs; nil computes
-    /// them in memory. Magnitude importance needs no calibration set; the others do.
+    /// Where activation statistics and Gram matrices are cached; nil keeps them in memory.
+    public let cacheDirectory: String?
+    /// The most memory reconstruction holds at once: Gram matrices being accumulated, and loaded ones, shared
+    /// products and re-fits kept for reuse.
+    public let reconstructionMemory: Int
+    /// Hears the Gram matrices' accumulation: groups done, of all.
+    public var reconstructionProgress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+
+    /// `cacheDirectory` (usually `MODEL/.lop-cache`) keeps activation statistics and Gram matrices between runs;
+    /// nil computes them in memory. Magnitude importance needs no calibration set; the others do.
     public init(model: Model, scope: UnitScope = .language, importance: ImportanceMethod = .lop, calibration: Calibration?,
-                cacheDirectory: String? = nil) throws {
+                cacheDirectory: String? = nil, reconstructionMemory: Int = Reconstruction.defaultMemoryBytes) throws {
         base = model
+        self.cacheDirectory = cacheDirectory
+        self.reconstructionMemory = reconstructionMemory
         modelHash = model.contentHash
         units = try model.prunableUnits(scope)
         self.importance = importance
@@ -115,6 +125,8 @@ public final class Pruner {
     }
 
     private var reconstructions: [Double: Reconstruction] = [:]
+    /// Units whose Gram matrices were accumulated (not read from the cache) for the reconstruction made.
+    public private(set) var gramsComputed = 0
     private let reconstructionLock = NSLock()
 
     /// The reconstruction `method` asks for: nil for none, else the least-squares one at `ridge`.
@@ -135,7 +147,18 @@ public final class Pruner {
         defer { reconstructionLock.unlock() }
         if let made = reconstructions[ridge] { return made }
         guard let calibration else { throw BudgetError("least-squares reconstruction needs calibration data") }
-        let made = try Reconstruction(nested: nested, calibration: calibration, ridge: ridge)
+        // One set of Gram matrices serves every ridge.
+        let grams: GramMatrices
+        if let shared = reconstructions.values.first?.grams {
+            grams = shared
+        } else if let cacheDirectory {
+            (grams, gramsComputed) = try GramMatrices.cached(nested: nested, calibration: calibration, modelHash: modelHash, directory: cacheDirectory,
+                                                             memoryBytes: reconstructionMemory, progress: reconstructionProgress)
+        } else {
+            grams = try GramMatrices.accumulate(nested: nested, calibration: calibration, memoryBytes: reconstructionMemory)
+            gramsComputed = grams.units.indices.filter(grams.has).count
+        }
+        let made = try Reconstruction(nested: nested, grams: grams, ridge: ridge, memoryBytes: reconstructionMemory)
         reconstructions[ridge] = made
         return made
     }

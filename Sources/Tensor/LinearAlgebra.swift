@@ -40,14 +40,15 @@ public enum LinearAlgebra {
         for i in 0..<width { for j in 0..<i { g[i * width + j] = g[j * width + i] } }
     }
 
-    /// C = A · B for row-major A (`m × k`, leading dimension `lda`) and B (`k × n`, leading dimension `ldb`), in Double.
-    public static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, lda: Int, ldb: Int) -> [Double] {
+    /// C = A · B for row-major A (`m × k`, leading dimension `lda`) and B (`k × n`, leading dimension `ldb`), in
+    /// Double; with `transposeB`, B is stored `n × k` and Bᵀ is used.
+    public static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, lda: Int, ldb: Int, transposeB: Bool = false) -> [Double] {
         var c = [Double](repeating: 0, count: m * n)
         guard m > 0, n > 0, k > 0 else { return c }
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 c.withUnsafeMutableBufferPointer { pc in
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, pa.baseAddress!, Int32(lda),
+                    cblas_dgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, pa.baseAddress!, Int32(lda),
                                 pb.baseAddress!, Int32(ldb), 0, pc.baseAddress!, Int32(n))
                 }
             }

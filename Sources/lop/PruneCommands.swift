@@ -38,7 +38,7 @@ struct PruningOptions: ParsableArguments {
     @Option(help: "Kept neuron counts are multiples of this (default: pruning.alignment).")
     var alignment: Int?
 
-    @Flag(name: .customLong("no-cache"), help: "Do not read or write MODEL/.lop-cache (activation statistics).")
+    @Flag(name: .customLong("no-cache"), help: "Do not read or write MODEL/.lop-cache (activation statistics, Gram matrices).")
     var noCache = false
 
     @Option(help: "How kept weights are set: none, or least-squares (down-projections re-fitted on the calibration data) (default: pruning.reconstruction).")
@@ -87,8 +87,13 @@ struct PruningOptions: ParsableArguments {
         let ridge = ridge ?? config.reconstructionRidge
         guard chosen == .leastSquares else { return nil }
         guard pruner.calibration != nil else { throw ValidationError("--reconstruction least-squares needs --calibration data") }
-        if !pruner.hasReconstruction(ridge: ridge) { progress("reconstruction: Gram matrices of the FFN activations") }
-        return try pruner.reconstruction(chosen, ridge: ridge)
+        let made = pruner.hasReconstruction(ridge: ridge)
+        let reconstruction = try pruner.reconstruction(chosen, ridge: ridge)
+        if !made {
+            progress(pruner.gramsComputed == 0 ? "reconstruction: Gram matrices read from the cache"
+                                               : "reconstruction: Gram matrices of \(pruner.gramsComputed) FFNs computed" + (pruner.cacheDirectory == nil ? "" : " and cached"))
+        }
+        return reconstruction
     }
 
     /// The reconstruction to apply to `sizes`: the shared dense one, or with `--sequential` one made for these sizes.
@@ -113,7 +118,8 @@ struct PruningOptions: ParsableArguments {
         }
         progress("importance: \(method.rawValue) on \(calibrationSet.map { "\($0.name), \($0.samples) samples" } ?? "weights only")")
         let pruner = try Pruner(model: model, scope: vision ? .all : .language, importance: method, calibration: calibrationSet,
-                                cacheDirectory: noCache ? nil : folder + "/.lop-cache")
+                                cacheDirectory: noCache ? nil : folder + "/.lop-cache", reconstructionMemory: config.pruning.reconstructionMemory)
+        pruner.reconstructionProgress = { done, total in if total > 1 { progress("reconstruction: Gram matrices, pass \(done)/\(total)") } }
         if calibrationSet != nil { progress(pruner.statisticsFromCache ? "activation statistics: read from the cache" : "activation statistics: computed and cached") }
         return pruner
     }

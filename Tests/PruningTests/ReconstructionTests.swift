@@ -45,28 +45,46 @@ import TestSupport
     @Test func theSolveAgreesWithNumPysLeastSquares() throws {
         let (tokens, width, out) = (200, 24, 10)
         let h = random(tokens, width, seed: 1), w = random(out, width, seed: 2)
-        let g = gram(h)
-        for (keep, ridge) in [(8, 0.01), (16, 0.001), (24, 0.1)] {
-            let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: g, width: width, keep: keep, ridge: ridge)
-            let theirs = try reference(h: h, w: w, keep: keep, ridge: ridge).w.flatMap { $0 }
+        // Both forms of G: the matrix, and the rows themselves (what a unit with fewer than 2n tokens keeps).
+        let forms: [(String, Gram)] = [("matrix", .matrix(gram(h), side: width)), ("rows", rows(h))]
+        for (form, g) in forms {
+            for (keep, ridge) in [(8, 0.01), (16, 0.001), (24, 0.1)] {
+                let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: g, width: width, keep: keep, ridge: ridge)
+                let theirs = try reference(h: h, w: w, keep: keep, ridge: ridge).w.flatMap { $0 }
+                let worst = zip(mine, theirs).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+                #expect(worst < 1e-4, "\(form), keep \(keep), ridge \(ridge): largest difference \(worst)")
+            }
+        }
+        // Fewer tokens than kept neurons: from rows, the T × T system of the push-through identity.
+        let few = Array(h.prefix(15))
+        for (keep, ridge) in [(20, 0.01), (24, 0.001)] {
+            let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: rows(few), width: width, keep: keep, ridge: ridge)
+            let matrix = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: .matrix(gram(few), side: width), width: width, keep: keep, ridge: ridge)
+            let theirs = try reference(h: few, w: w, keep: keep, ridge: ridge).w.flatMap { $0 }
             let worst = zip(mine, theirs).map { abs($0 - $1) / max(1, abs($1)) }.max()!
-            #expect(worst < 1e-4, "keep \(keep), ridge \(ridge): largest difference \(worst)")
+            let apart = zip(matrix, theirs).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+            #expect(worst < 1e-4 && apart < 1e-4, "15 tokens, keep \(keep), ridge \(ridge): \(worst) (T × T), \(apart) (k × k)")
         }
         // A biased projection (a vision MLP's fc2): the Gram matrix over [h; 1], the bias re-fitted unpenalised.
         let bias = random(1, out, seed: 8)[0]
         let augmented = h.map { $0 + [1] }
-        let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: gram(augmented), width: width, keep: 10, ridge: 0.01, intercept: bias)
-        let theirs = try reference(h: h, w: w, keep: 10, ridge: 0.01, bias: bias)
-        let expected = (0..<out).flatMap { r in theirs.w[r] + [theirs.b![r]] }
-        let worst = zip(mine, expected).map { abs($0 - $1) / max(1, abs($1)) }.max()!
-        #expect(mine.count == out * 11 && worst < 1e-4, "with a bias: largest difference \(worst)")
+        for (form, g) in [("matrix", Gram.matrix(gram(augmented), side: width + 1)), ("rows", rows(augmented))] {
+            let mine = try Reconstruction.refit(w.flatMap { $0 }, rows: out, gram: g, width: width, keep: 10, ridge: 0.01, intercept: bias)
+            let theirs = try reference(h: h, w: w, keep: 10, ridge: 0.01, bias: bias)
+            let expected = (0..<out).flatMap { r in theirs.w[r] + [theirs.b![r]] }
+            let worst = zip(mine, expected).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+            #expect(mine.count == out * 11 && worst < 1e-4, "\(form), with a bias: largest difference \(worst)")
+        }
     }
+
+    /// Activations as a Gram's rows (Float, as observed; the reference gets the same Float values).
+    func rows(_ h: [[Double]]) -> Gram { .rows(Tensor(shape: [h.count, h[0].count], data: h.flatMap { $0 }.map { Float($0) })) }
 
     /// Keeping every neuron reproduces W up to the ridge's pull towards zero.
     @Test func keepingEveryNeuronGivesBackTheWeights() throws {
         let (tokens, width, out) = (300, 16, 8)
         let h = random(tokens, width, seed: 3), w = random(out, width, seed: 4).flatMap { $0 }
-        let g = gram(h)
+        let g = Gram.matrix(gram(h), side: width)
         let exact = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: width, ridge: 0)
         #expect(zip(exact, w).allSatisfy { abs($0 - $1) < 1e-7 })
         let ridged = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: width, ridge: 0.01)
@@ -82,20 +100,76 @@ import TestSupport
         for r in h.indices { h[r][1] = h[r][0]; h[r][2] = 0 }    // neuron 1 duplicates neuron 0; neuron 2 never fires
         let w = random(out, width, seed: 6).flatMap { $0 }
         for ridge in [0, 0.01] {
-            let x = try Reconstruction.refit(w, rows: out, gram: gram(h), width: width, keep: 6, ridge: ridge)
+            let x = try Reconstruction.refit(w, rows: out, gram: .matrix(gram(h), side: width), width: width, keep: 6, ridge: ridge)
             #expect(x.allSatisfy { $0.isFinite && abs($0) < 100 }, "ridge \(ridge): \(x.map { abs($0) }.max()!)")
             // Duplicates share their weight: exactly with a real ridge, up to the floor's conditioning (~10¹⁰) without.
             let tolerance = ridge > 0 ? 1e-9 : 1e-3
             #expect((0..<out).allSatisfy { r in abs(x[r * 6 + 2]) < 1e-9 && abs(x[r * 6] - x[r * 6 + 1]) < tolerance }, "ridge \(ridge)")
         }
         let few = random(5, width, seed: 7)                     // 5 tokens, 10 kept neurons
-        #expect(try Reconstruction.refit(w, rows: out, gram: gram(few), width: width, keep: 10, ridge: 0).allSatisfy { $0.isFinite && abs($0) < 100 })
+        for g in [Gram.matrix(gram(few), side: width), rows(few)] {
+            #expect(try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: 10, ridge: 0).allSatisfy { $0.isFinite && abs($0) < 100 })
+        }
         #expect(throws: LinearAlgebraError.self) {
             _ = try LinearAlgebra.solvePositiveDefinite([1, .nan, .nan, 1], n: 2, rightHandSides: [1, 1], count: 1)
         }
         #expect(throws: LinearAlgebraError.self) {
             _ = try LinearAlgebra.solvePositiveDefinite([1, 2, 2, 1], n: 2, rightHandSides: [1, 1], count: 1)   // indefinite
         }
+    }
+
+    /// Gram matrices at a memory budget and in the cache: accumulated a group of layers at a time (each pass
+    /// stopping after its group's last layer) they equal one pass's, bit for bit; cached beside the activation
+    /// statistics, a second pruner reads them back; a damaged file is computed again; and the re-fits read from
+    /// the files equal those from memory. 4 windows (516 tokens < 2 × 384) keep the rows, 8 the matrix.
+    @Test(arguments: [4, 8]) func gramMatricesAreCachedAndAccumulatedWithinAMemoryBudget(windows: Int) throws {
+        let model = try Model.load(directory: TestDatabase.repositoryRoot + "/Fixtures/tiny-llama")
+        let calibration = try DataSpec.corpus.calibration(for: model, samples: windows)
+        let pruner = try Pruner(model: model, importance: .lop, calibration: calibration)
+        let units = pruner.units
+        let whole = try GramMatrices.accumulate(nested: pruner.nested, calibration: calibration)
+        #expect(try units.indices.allSatisfy { (try whole.gram($0).rowCount != nil) == (windows == 4) })
+        let pair = 2 * GramAccumulator.bound(side: units[0].width, tokens: calibration.tokens)
+        #expect(GramMatrices.groups(units, wanted: Array(units.indices), tokens: calibration.tokens, memoryBytes: pair).map(\.count)
+                == Array(repeating: 2, count: units.count / 2))
+        let grouped = try GramMatrices.accumulate(nested: pruner.nested, calibration: calibration, memoryBytes: pair)
+        for u in units.indices { #expect(try grouped.gram(u).matrix == whole.gram(u).matrix, "\(units[u].name)") }
+
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("lop-grams-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        var passes: [Int] = []
+        let first = try Pruner(model: model, importance: .lop, calibration: calibration, cacheDirectory: cache, reconstructionMemory: pair)
+        first.reconstructionProgress = { done, total in passes.append(total) }
+        let fromFiles = try first.reconstruction(ridge: 0.01)
+        #expect(first.gramsComputed == units.count && passes == Array(repeating: units.count / 2, count: units.count / 2))
+        let files = try FileManager.default.contentsOfDirectory(atPath: cache).filter { $0.hasPrefix("gram-") }.sorted()
+        #expect(files.count == units.count)
+        let second = try Pruner(model: model, importance: .lop, calibration: calibration, cacheDirectory: cache)
+        _ = try second.reconstruction(ridge: 0.01)
+        #expect(second.gramsComputed == 0)
+
+        let inMemory = try Reconstruction(nested: pruner.nested, grams: whole, ridge: 0.01)
+        let (_, sizes) = try pruner.allocate(.uniform, budget: .fraction(0.5))
+        for u in units.indices {
+            #expect(try fromFiles.down(unit: u, keep: sizes[u]).data == inMemory.down(unit: u, keep: sizes[u]).data, "\(units[u].name)")
+        }
+        try Data("not a safetensors file".utf8).write(to: URL(fileURLWithPath: cache + "/" + files[2]))
+        let third = try Pruner(model: model, importance: .lop, calibration: calibration, cacheDirectory: cache)
+        _ = try third.reconstruction(ridge: 0.01)
+        #expect(third.gramsComputed == 1)
+        #expect(throws: (any Error).self) { _ = try GramMatrices.read(cache + "/" + files[0], side: units[0].width + 1) }
+    }
+
+    /// The budgeted cache drops the least recently used values first and never keeps one larger than itself.
+    @Test func theBoundedCacheDropsTheLeastRecentlyUsed() {
+        let cache = BoundedCache<Int, String>(budget: 10)
+        cache.insert("a", bytes: 4, for: 1)
+        cache.insert("b", bytes: 4, for: 2)
+        _ = cache.value(1)
+        cache.insert("c", bytes: 4, for: 3)
+        #expect(cache.value(1) == "a" && cache.value(2) == nil && cache.value(3) == "c" && cache.bytes == 8)
+        cache.insert("too large", bytes: 11, for: 4)
+        #expect(cache.value(4) == nil && cache.bytes == 8)
     }
 
     /// On tiny-llama: re-fitting lowers the held-out loss of a pruned model, and the written, reloaded checkpoint
@@ -120,8 +194,8 @@ import TestSupport
         // re-fit as a whole is better than slicing too.
         let sequential = try Reconstruction.sequential(nested: pruner.nested, calibration: calibration, ridge: 0.01, sizes: sizes)
         let first = try #require(pruner.units.firstIndex { $0.location?.layer == 0 })
-        #expect(sequential.grams[first] == reconstruction.grams[first] && sequential.tokens == reconstruction.tokens)
-        #expect(sequential.grams[first + 1] != reconstruction.grams[first + 1])
+        #expect(try sequential.grams.gram(first).matrix == reconstruction.grams.gram(first).matrix && sequential.tokens == reconstruction.tokens)
+        #expect(try sequential.grams.gram(first + 1).matrix != reconstruction.grams.gram(first + 1).matrix)
         let sequentialLoss = try loss(try pruner.options(sizes: sizes, reconstruction: sequential), on: pruner.nested.model)
         #expect(sequentialLoss < sliced, "sequential \(sequentialLoss) vs sliced \(sliced)")
 
