@@ -50,23 +50,47 @@ public enum PruningBenchmark {
             table.add("\(label): nested matrix work rate", rate, unit: "GFLOP/s", reference: "raw sgemm 1024³", ratio: rate / peak)
         }
 
-        // Least-squares reconstruction: accumulating the Gram matrices once, then one re-fit of every unit at
-        // 0.5 (solves for a new kept count; the memo makes a repeat free), beside one nested evaluation.
-        let gramTime = medianSeconds(repeats: repeats) { _ = try? Reconstruction(nested: pruner.nested, calibration: calibration, ridge: 0.001) }
+        // Least-squares reconstruction: accumulating the Gram matrices once (in memory, and into a cache folder a
+        // group of layers at a time), then one re-fit of every unit at 0.5 (solves for a new kept count; the memo
+        // makes a repeat free), beside one nested evaluation. With 8 windows (1,032 tokens) a unit keeps its
+        // activation rows; the same re-fits from the n × n matrices are timed beside them.
+        let gramTime = medianSeconds(repeats: repeats) { _ = try? GramMatrices.accumulate(nested: pruner.nested, calibration: calibration) }
         table.add("reconstruction: Gram matrices (\(calibration.samples) windows)", gramTime, unit: "s", reference: "unpruned evaluation",
                   ratio: gramTime / unpruned)
-        let reconstruction = try Reconstruction(nested: pruner.nested, calibration: calibration, ridge: 0.001)
-        let (_, half) = try pruner.allocate(.uniform, budget: .fraction(0.5))
-        let firstStart = Date()
-        _ = try reconstruction.downs(sizes: half)  // also makes each unit's W G, which later counts reuse
-        let first = Date().timeIntervalSince(firstStart)
-        table.add("reconstruction: first re-fit of every unit (with W·G)", first, unit: "s", reference: "unpruned evaluation", ratio: first / unpruned)
-        var offset = 0
-        let refitTime = medianSeconds(repeats: repeats) {
-            offset += 1  // a kept count not solved before, so every repeat pays the solves
-            _ = try? reconstruction.downs(sizes: zip(half, pruner.units).map { min($0 + offset, $1.width) })
+        let budget = max(64 << 20, pruner.units.map { GramAccumulator.bound(side: $0.width, tokens: calibration.tokens) }.reduce(0, +) / 4)
+        var passes = 0
+        let cacheTime = medianSeconds(repeats: repeats) {
+            let directory = NSTemporaryDirectory() + "lop-bench-grams-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            _ = try? GramMatrices.cached(nested: pruner.nested, calibration: calibration, modelHash: pruner.modelHash, directory: directory,
+                                         memoryBytes: budget) { _, total in passes = total }
         }
-        table.add("reconstruction: re-fit every unit for a new count", refitTime, unit: "s", reference: "unpruned evaluation", ratio: refitTime / unpruned)
+        table.add("reconstruction: Gram matrices cached, \(budget >> 20) MiB at a time (\(passes) passes)", cacheTime, unit: "s",
+                  reference: "in memory", ratio: cacheTime / gramTime)
+        let grams = try GramMatrices.accumulate(nested: pruner.nested, calibration: calibration)
+        let (_, half) = try pruner.allocate(.uniform, budget: .fraction(0.5))
+        func refits(_ grams: GramMatrices, _ form: String, reference: Double?) throws -> Double {
+            let reconstruction = try Reconstruction(nested: pruner.nested, grams: grams, ridge: 0.001)
+            let firstStart = Date()
+            _ = try reconstruction.downs(sizes: half)  // also makes each unit's shared product, which later counts reuse
+            let first = Date().timeIntervalSince(firstStart)
+            table.add("reconstruction (\(form)): first re-fit of every unit", first, unit: "s", reference: "unpruned evaluation", ratio: first / unpruned)
+            var offset = 0
+            let refitTime = medianSeconds(repeats: repeats) {
+                offset += 1  // a kept count not solved before, so every repeat pays the solves
+                _ = try? reconstruction.downs(sizes: zip(half, pruner.units).map { min($0 + offset, $1.width) })
+            }
+            table.add("reconstruction (\(form)): re-fit every unit for a new count", refitTime, unit: "s",
+                      reference: reference == nil ? "unpruned evaluation" : "from the rows", ratio: refitTime / (reference ?? unpruned))
+            return refitTime
+        }
+        let form = (try? grams.gram(0).rowCount) != nil ? "activation rows" : "n × n matrices"
+        let fromRows = try refits(grams, form, reference: nil)
+        if form == "activation rows" {
+            let matrices = GramMatrices(units: grams.units, tokens: grams.tokens,
+                                        grams: try grams.units.indices.map { try Gram.matrix(grams.gram($0).matrix, side: grams.units[$0].width) })
+            _ = try refits(matrices, "n × n matrices", reference: fromRows)
+        }
         return table
     }
 }

@@ -87,11 +87,11 @@ public enum Gram: Sendable {
     }
 
     /// Calibration rows it was taken over, when it holds them.
-    var rowCount: Int? { if case .rows(let h) = self { return h.shape[0] } else { return nil } }
+    public var rowCount: Int? { if case .rows(let h) = self { return h.shape[0] } else { return nil } }
 }
 
 /// Builds one unit's Gram from feature rows: keeps the rows until there are more than 2n, then folds them into G.
-struct GramAccumulator {
+public struct GramAccumulator {
     let side: Int
     private var rows: [Float] = []
     private var matrix: [Double]?
@@ -150,7 +150,7 @@ struct GramAccumulator {
 
     /// The most bytes it holds for `tokens` rows (nil: unknown): the rows, or, while they are folded into it, the
     /// matrix and the 2n rows before it.
-    static func bound(side: Int, tokens: Int?) -> Int {
+    public static func bound(side: Int, tokens: Int?) -> Int {
         min(2 * side * side * 8, (tokens ?? Int.max / (side * 8)) * side * 4)
     }
 }
@@ -171,7 +171,7 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
     }
 
     /// Gram matrices held in memory (nil for units not re-fitted).
-    convenience init(units: [PrunableUnit], tokens: Int, grams: [Gram?]) {
+    public convenience init(units: [PrunableUnit], tokens: Int, grams: [Gram?]) {
         self.init(units: units, tokens: tokens, places: grams.map { $0.map { .memory($0) } })
     }
 

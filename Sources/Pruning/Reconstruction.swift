@@ -161,7 +161,7 @@ public final class Reconstruction: @unchecked Sendable {
             // Fewer tokens than kept neurons: W′ = (W Hᵀ)(H_k H_kᵀ + λI)⁻¹ H_k, a T × T system whose right-hand sides
             // are the rows of W Hᵀ (K is symmetric, so solving K xᵣ = pᵣ gives the rows of (W Hᵀ) K⁻¹).
             let hk = gram.columns(Array(0..<k))
-            var kernel = LinearAlgebra.multiply(hk, hk, m: t, n: t, k: k, lda: k, ldb: k, transposeB: true)
+            var kernel = LinearAlgebra.rowGram(hk, count: t, width: k)
             let lambda = max(ridge, 1e-10) * (0..<t).reduce(0.0) { $0 + kernel[$1 * t + $1] } / Double(k)
             for i in 0..<t { kernel[i * t + i] += lambda }
             let x = try LinearAlgebra.solvePositiveDefinite(kernel, n: t, rightHandSides: projected, count: out)

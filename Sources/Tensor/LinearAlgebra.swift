@@ -40,6 +40,22 @@ public enum LinearAlgebra {
         for i in 0..<width { for j in 0..<i { g[i * width + j] = g[j * width + i] } }
     }
 
+    /// R Rᵀ (`count × count`, both triangles filled) for `count` row-major rows of `width` values (`dsyrk`): the
+    /// Gram matrix of the rows themselves, where `accumulateGram` takes that of the columns.
+    public static func rowGram(_ r: [Double], count: Int, width: Int) -> [Double] {
+        precondition(r.count >= count * width, "row gram: \(count) rows of \(width)")
+        var g = [Double](repeating: 0, count: count * count)
+        guard count > 0, width > 0 else { return g }
+        r.withUnsafeBufferPointer { pr in
+            g.withUnsafeMutableBufferPointer { pg in
+                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, Int32(count), Int32(width), 1, pr.baseAddress!, Int32(width), 0,
+                            pg.baseAddress!, Int32(count))
+            }
+        }
+        for i in 0..<count { for j in 0..<i { g[i * count + j] = g[j * count + i] } }
+        return g
+    }
+
     /// C = A · B for row-major A (`m × k`, leading dimension `lda`) and B (`k × n`, leading dimension `ldb`), in
     /// Double; with `transposeB`, B is stored `n × k` and Bᵀ is used.
     public static func multiply(_ a: [Double], _ b: [Double], m: Int, n: Int, k: Int, lda: Int, ldb: Int, transposeB: Bool = false) -> [Double] {
