@@ -13,13 +13,17 @@ public enum ReconstructionMethod: String, Codable, Sendable, CaseIterable {
 
 /// Least-squares reconstruction of pruned language-model FFNs (the idea of FLAP's compensation and SlimGPT,
 /// solved exactly). With H the FFN's hidden activations `act(gate(x)) ⊙ up(x)` on the calibration tokens and
-/// G = Hᵀ H, the kept neurons' down-projection W′ minimises ‖W H − W′ H_k‖² + λ‖W′‖², so
-/// W′ = W G[:, :k] (G_kk + λI)⁻¹. G is accumulated once per unit (`GramMatrices`), in the nested model's neuron
-/// order, so the re-fit for any kept count k is one Cholesky solve (LAPACK) on its leading k × k block; with fewer
-/// calibration tokens T than k the same W′ comes from the T × T system of the push-through identity,
-/// W′ = W Hᵀ (H_k H_kᵀ + λI)⁻¹ H_k, which is smaller and better conditioned. λ is `ridge` times the mean of
-/// G_kk's diagonal. A vision MLP (`fc2` has a bias) is re-fitted with its bias as an unpenalised intercept: G is
-/// taken over `[h; 1]`. Loaded Gram matrices, shared products and re-fits are kept up to a memory budget.
+/// G = Hᵀ H, the kept neurons' down-projection W′ minimises ‖W H − W′ H_k‖² + λ‖W′ − W_k‖²: the dense FFN's
+/// output on the calibration tokens, with the ridge pulling towards the kept weights as they were (SparseGPT's
+/// dampened update of the remaining weights), so a direction the calibration data never excite keeps its
+/// weight rather than losing it, and a large ridge gives back LOP's slice. So
+/// W′ = (W G[:, :k] + λ W_k)(G_kk + λI)⁻¹. G is accumulated once per unit (`GramMatrices`), in the nested
+/// model's neuron order, so the re-fit for any kept count k is one Cholesky solve (LAPACK) on its leading k × k
+/// block; with fewer calibration tokens T than k the same W′ comes from the T × T system of the push-through
+/// identity, W′ = W_k + (W Hᵀ − W_k H_kᵀ)(H_k H_kᵀ + λI)⁻¹ H_k, which is smaller and better conditioned. λ is
+/// `ridge` times the mean of G_kk's diagonal. A vision MLP (`fc2` has a bias) is re-fitted with its bias as an
+/// unpenalised intercept: G is taken over `[h; 1]`. Loaded Gram matrices, shared products and re-fits are kept up
+/// to a memory budget.
 public final class Reconstruction: @unchecked Sendable {
     public let units: [PrunableUnit]
     public let ridge: Double
@@ -106,7 +110,9 @@ public final class Reconstruction: @unchecked Sendable {
         }
         let solved: [Double]
         do {
-            solved = try Self.solve(gram: gram, projected: projected, rows: out, width: width, keep: k, ridge: ridge, intercept: bias != nil)
+            let w = weights.output.value
+            let kept = (0..<out).flatMap { r in w.data[(r * width)..<(r * width + k)].map(Double.init) }
+            solved = try Self.solve(gram: gram, projected: projected, kept: kept, rows: out, width: width, keep: k, ridge: ridge, intercept: bias != nil)
         } catch {
             throw BudgetError("\(units[u].name): the least-squares re-fit for \(k) neurons failed: \(error) (raise pruning.reconstruction_ridge)")
         }
@@ -133,17 +139,18 @@ public final class Reconstruction: @unchecked Sendable {
         return m.vision.layers[layer].fc2Bias.name
     }
 
-    /// W′ = W G[:, :k] (G_kk + λI)⁻¹ with λ = max(ridge, 10⁻¹⁰) · mean(diag G_kk), for W `rows × width`: the
-    /// `rows × keep` least-squares down-projection of the leading `keep` neurons.
+    /// W′ = (W G[:, :k] + λ W_k)(G_kk + λI)⁻¹ with λ = max(ridge, 10⁻¹⁰) · mean(diag G_kk), for W `rows × width`:
+    /// the `rows × keep` least-squares down-projection of the leading `keep` neurons.
     /// The floor keeps a singular G (duplicated or dead neurons, fewer tokens than neurons) from turning Cholesky's
-    /// rounding into huge weights: the solution is then the near-minimum-norm one.
+    /// rounding into huge weights: what the data leave open stays nearest the kept weights.
     /// With `intercept` b (a biased projection), G is over `[h; 1]` (side width + 1), the target W h + b, and the
     /// result `rows × (keep + 1)`: the kept weights, then the new bias (not penalised).
     public static func refit(_ w: [Double], rows out: Int, gram: Gram, width: Int, keep k: Int, ridge: Double,
                              intercept: [Double]? = nil) throws(LinearAlgebraError) -> [Double] {
         precondition(gram.side == width + (intercept == nil ? 0 : 1), "refit: a Gram matrix of side \(gram.side) for \(width) neurons")
+        let kept = (0..<out).flatMap { r in w[(r * width)..<(r * width + k)] }
         return try solve(gram: gram, projected: gram.project(augmented(w, rows: out, width: width, intercept: intercept), rows: out),
-                         rows: out, width: width, keep: k, ridge: ridge, intercept: intercept != nil)
+                         kept: kept, rows: out, width: width, keep: k, ridge: ridge, intercept: intercept != nil)
     }
 
     /// W̃ = [W | b] (`rows × (width + 1)`) for a biased projection, W itself otherwise.
@@ -153,19 +160,23 @@ public final class Reconstruction: @unchecked Sendable {
         return (0..<out).flatMap { r in Array(w[(r * width)..<((r + 1) * width)]) + [intercept[r]] }
     }
 
-    /// The solve for the leading k neurons (and the constant, with an intercept) given `gram.project(W̃)`.
-    static func solve(gram: Gram, projected: [Double], rows out: Int, width: Int, keep k: Int, ridge: Double,
+    /// The solve for the leading k neurons (and the constant, with an intercept) given `gram.project(W̃)` and the
+    /// kept weights W_k (`rows × k`) the ridge pulls towards.
+    static func solve(gram: Gram, projected: [Double], kept: [Double], rows out: Int, width: Int, keep k: Int, ridge: Double,
                       intercept: Bool) throws(LinearAlgebraError) -> [Double] {
-        precondition(k >= 1 && k <= width && gram.side == width + (intercept ? 1 : 0), "refit: shapes")
+        precondition(k >= 1 && k <= width && gram.side == width + (intercept ? 1 : 0) && kept.count == out * k, "refit: shapes")
         if !intercept, let t = gram.rowCount, t < k {
-            // Fewer tokens than kept neurons: W′ = (W Hᵀ)(H_k H_kᵀ + λI)⁻¹ H_k, a T × T system whose right-hand sides
-            // are the rows of W Hᵀ (K is symmetric, so solving K xᵣ = pᵣ gives the rows of (W Hᵀ) K⁻¹).
+            // Fewer tokens than kept neurons: W′ = W_k + (W Hᵀ − W_k H_kᵀ)(H_k H_kᵀ + λI)⁻¹ H_k, a T × T system whose
+            // right-hand sides are the rows of the residual R = W Hᵀ − W_k H_kᵀ (K is symmetric, so solving
+            // K xᵣ = rᵣ gives the rows of R K⁻¹).
             let hk = gram.columns(Array(0..<k))
             var kernel = LinearAlgebra.rowGram(hk, count: t, width: k)
             let lambda = max(ridge, 1e-10) * (0..<t).reduce(0.0) { $0 + kernel[$1 * t + $1] } / Double(k)
             for i in 0..<t { kernel[i * t + i] += lambda }
-            let x = try LinearAlgebra.solvePositiveDefinite(kernel, n: t, rightHandSides: projected, count: out)
-            return LinearAlgebra.multiply(x, hk, m: out, n: k, k: t, lda: t, ldb: k)
+            let fitted = LinearAlgebra.multiply(kept, hk, m: out, n: t, k: k, lda: k, ldb: k, transposeB: true)
+            let residual = zip(projected, fitted).map { $0 - $1 }
+            let x = try LinearAlgebra.solvePositiveDefinite(kernel, n: t, rightHandSides: residual, count: out)
+            return zip(kept, LinearAlgebra.multiply(x, hk, m: out, n: k, k: t, lda: t, ldb: k)).map { $0 + $1 }
         }
         // The selected features: the leading k neurons, and the constant when there is an intercept.
         let selected = Array(0..<k) + (intercept ? [width] : [])
@@ -173,9 +184,10 @@ public final class Reconstruction: @unchecked Sendable {
         var a = gram.submatrix(selected)
         let lambda = max(ridge, 1e-10) * (0..<k).reduce(0.0) { $0 + a[$1 * s + $1] } / Double(k)
         for i in 0..<k { a[i * s + i] += lambda }
-        // A is symmetric, so W′ A = M (M = W̃ G[:, S]) is one solve per row of W′: A w′ᵣ = mᵣ. The rows of M are the
-        // right-hand sides, and the solutions are the rows of W′.
-        let m = gram.rightHandSides(projected, rows: out, selected)
+        // A is symmetric, so W′ A = M (M = W̃ G[:, S] + λ [W_k | 0]) is one solve per row of W′: A w′ᵣ = mᵣ. The rows
+        // of M are the right-hand sides, and the solutions are the rows of W′.
+        var m = gram.rightHandSides(projected, rows: out, selected)
+        for r in 0..<out { for j in 0..<k { m[r * s + j] += lambda * kept[r * k + j] } }
         return try LinearAlgebra.solvePositiveDefinite(a, n: s, rightHandSides: m, count: out)
     }
 

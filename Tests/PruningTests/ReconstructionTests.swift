@@ -80,20 +80,27 @@ import TestSupport
     /// Activations as a Gram's rows (Float, as observed; the reference gets the same Float values).
     func rows(_ h: [[Double]]) -> Gram { .rows(Tensor(shape: [h.count, h[0].count], data: h.flatMap { $0 }.map { Float($0) })) }
 
-    /// Keeping every neuron reproduces W up to the ridge's pull towards zero.
+    /// Keeping every neuron gives back W at any ridge (the ridge pulls towards the kept weights, which are W), and
+    /// a ridge far larger than the activations gives back the slice W_k at any kept count.
     @Test func keepingEveryNeuronGivesBackTheWeights() throws {
         let (tokens, width, out) = (300, 16, 8)
         let h = random(tokens, width, seed: 3), w = random(out, width, seed: 4).flatMap { $0 }
-        let g = Gram.matrix(gram(h), side: width)
-        let exact = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: width, ridge: 0)
-        #expect(zip(exact, w).allSatisfy { abs($0 - $1) < 1e-7 })
-        let ridged = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: width, ridge: 0.01)
-        let shift = zip(ridged, w).map { abs($0 - $1) }.max()!
-        #expect(shift > 0 && shift < 0.1, "ridge 0.01 moved a weight by \(shift)")
+        for g in [Gram.matrix(gram(h), side: width), rows(h)] {
+            for ridge in [0, 0.01, 10] {
+                let x = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: width, ridge: ridge)
+                let shift = zip(x, w).map { abs($0 - $1) }.max()!
+                #expect(shift < 1e-7, "ridge \(ridge) moved a weight by \(shift)")
+            }
+            let sliced = (0..<out).flatMap { r in w[(r * width)..<(r * width + 6)] }
+            let far = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: 6, ridge: 1e9)
+            let near = try Reconstruction.refit(w, rows: out, gram: g, width: width, keep: 6, ridge: 0.01)
+            #expect(zip(far, sliced).allSatisfy { abs($0 - $1) < 1e-6 } && zip(near, sliced).contains { abs($0 - $1) > 1e-3 })
+        }
     }
 
     /// Duplicated neurons, a dead neuron and fewer tokens than kept neurons make G singular: the re-fit stays
-    /// finite and small (a dead neuron gets no weight, duplicates share one), and a non-finite system is an error.
+    /// finite and small (what the data leave open stays at the kept weights: a dead neuron keeps its weight, and
+    /// duplicates keep their difference while sharing the fitted sum), and a non-finite system is an error.
     @Test func singularActivationsStayFiniteAndNonFiniteOnesAreErrors() throws {
         let width = 12, out = 4
         var h = random(30, width, seed: 5)
@@ -102,9 +109,11 @@ import TestSupport
         for ridge in [0, 0.01] {
             let x = try Reconstruction.refit(w, rows: out, gram: .matrix(gram(h), side: width), width: width, keep: 6, ridge: ridge)
             #expect(x.allSatisfy { $0.isFinite && abs($0) < 100 }, "ridge \(ridge): \(x.map { abs($0) }.max()!)")
-            // Duplicates share their weight: exactly with a real ridge, up to the floor's conditioning (~10¹⁰) without.
+            // Exactly with a real ridge, up to the floor's conditioning (~10¹⁰) without.
             let tolerance = ridge > 0 ? 1e-9 : 1e-3
-            #expect((0..<out).allSatisfy { r in abs(x[r * 6 + 2]) < 1e-9 && abs(x[r * 6] - x[r * 6 + 1]) < tolerance }, "ridge \(ridge)")
+            #expect((0..<out).allSatisfy { r in
+                abs(x[r * 6 + 2] - w[r * width + 2]) < tolerance && abs((x[r * 6] - x[r * 6 + 1]) - (w[r * width] - w[r * width + 1])) < tolerance
+            }, "ridge \(ridge)")
         }
         let few = random(5, width, seed: 7)                     // 5 tokens, 10 kept neurons
         for g in [Gram.matrix(gram(few), side: width), rows(few)] {
