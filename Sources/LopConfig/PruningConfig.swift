@@ -22,7 +22,7 @@ extension LopConfig {
         public var ecoflapEpsilon = 1e-3
         /// How kept weights are set: none (as they were) or least-squares (down-projections re-fitted on the
         /// calibration activations), and the re-fit's ridge relative to the Gram matrix's mean diagonal.
-        public var reconstruction = "none"
+        public var reconstruction = "least-squares"
         public var reconstructionRidge = 0.001
         /// The most memory reconstruction holds at once (Gram matrices being accumulated; loaded ones, shared
         /// products and re-fits kept for reuse), in MiB.

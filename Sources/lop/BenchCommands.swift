@@ -224,8 +224,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Timed predictions per budget (the median is reported).")
         var repeats = 200
 
-        @Option(help: "none, or least-squares: searches score re-fitted strategies and every loss is a re-fitted model's.")
-        var reconstruction = ReconstructionMethod.none
+        @Option(help: "least-squares (searches score re-fitted strategies and every loss is a re-fitted model's) or none (default: pruning.reconstruction).")
+        var reconstruction: ReconstructionMethod?
 
         func validate() throws {
             guard (2...100_000).contains(simulations) else { throw ValidationError("--simulations must be between 2 and 100000") }
@@ -234,7 +234,8 @@ struct Bench: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
-                try prepareComputeBenchmark(options)
+                let config = try prepareComputeBenchmark(options)
+                let reconstruction = reconstruction ?? ReconstructionMethod(rawValue: config.pruning.reconstruction) ?? .leastSquares
                 var reports: [PredictorBenchmark.Report] = []
                 for folder in fixtures.split(separator: ",").map(String.init) {
                     reports.append(try PredictorBenchmark.run(folder: folder, label: (folder as NSString).lastPathComponent, simulations: simulations,

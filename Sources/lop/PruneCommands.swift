@@ -86,7 +86,10 @@ struct PruningOptions: ParsableArguments {
         let chosen = ReconstructionMethod(rawValue: method ?? reconstruction ?? config.reconstruction) ?? .none
         let ridge = ridge ?? config.reconstructionRidge
         guard chosen == .leastSquares else { return nil }
-        guard pruner.calibration != nil else { throw ValidationError("--reconstruction least-squares needs --calibration data") }
+        guard pruner.calibration != nil else {
+            let asked = method ?? reconstruction == nil ? "least-squares reconstruction (pruning.reconstruction, the default)" : "--reconstruction least-squares"
+            throw ValidationError("\(asked) needs --calibration data; give --calibration, or --reconstruction none")
+        }
         let made = pruner.hasReconstruction(ridge: ridge)
         let reconstruction = try pruner.reconstruction(chosen, ridge: ridge)
         if !made {

@@ -20,7 +20,7 @@ struct RegistryWorld {
     let root: ArtifactRoot
     let config: LopConfig
 
-    init() throws {
+    init(configure: (inout LopConfig) -> Void = { _ in }) throws {
         target = try TestDatabase.createMigrated()
         pool = ConnectionPool(target: target, size: 4)
         queue = JobQueue(pool: pool)
@@ -30,6 +30,7 @@ struct RegistryWorld {
         config.artifacts.root = root.path
         config.pruning.calibrationSamples = 16
         config.training.evaluationBudgets = [0.35, 0.6]
+        configure(&config)
         self.config = config
         _ = try WebhookStore(pool: pool).addEndpoint(url: "http://127.0.0.1:9/hook", events: [])
     }
@@ -70,7 +71,8 @@ func sha256sum(_ path: String) throws -> String {
     /// lists it with its SHA-256, the model.registered event names it, and llama.cpp's reader accepts it. A form
     /// that does not exist is refused at once.
     @Test func aCompressJobExportsGGUFAndRegistersIt() throws {
-        let world = try RegistryWorld()
+        // Q8_0 needs rows of whole 32-value blocks, so the searched widths are multiples of 32.
+        let world = try RegistryWorld { $0.pruning.alignment = 32 }
         defer { world.close() }
         let base = try world.register("tiny-llama")
         let args = #"{"model": "tiny-llama", "budget": 0.5, "method": "search", "search": {"simulations": 4}, "export": ["gguf-q8_0", "hf"]}"#

@@ -31,9 +31,12 @@ struct TextFixture: @unchecked Sendable {
     }
 }
 
+/// Held-out loss of `sizes`, re-fitted as the fixture's request (the default: least squares) scores them.
 func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
-    try Evaluation.text(fixture.prepared.pruner.nested.model, tokens: fixture.heldOut, context: 128,
-                        options: fixture.prepared.pruner.options(sizes: sizes)).loss
+    let pruner = fixture.prepared.pruner
+    return try Evaluation.text(pruner.nested.model, tokens: fixture.heldOut, context: 128,
+                               options: pruner.options(sizes: sizes, reconstruction: try pruner.reconstruction(fixture.request.reconstruction,
+                                                                                                               ridge: fixture.request.ridge))).loss
 }
 
 @Suite(.serialized) struct ReconstructedSearchTests {
@@ -50,6 +53,7 @@ func heldOutLoss(_ fixture: TextFixture, sizes: [Int]) throws -> Double {
         #expect(!samples.isEmpty && samples.allSatisfy { $0.reconstruction == "least-squares" })
         var sliced = fixture.request
         sliced.settings.simulations = 1
+        sliced.reconstruction = .none
         let uniformSliced = try sliced.run(fixture.prepared, searchKey: "sliced", jobId: nil).uniform
         #expect(result.uniform.sizes == uniformSliced.sizes && result.uniform.score.loss < uniformSliced.score.loss)
 
