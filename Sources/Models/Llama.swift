@@ -25,7 +25,8 @@ public struct ForwardOptions {
     /// Down-projections `[hidden, keep]` that replace a language layer's (the leading `keep` columns) for this
     /// pass: re-fitted weights of a pruned FFN, evaluated without writing a model.
     public var ffnDown: [Int: Tensor]?
-    /// The same for the vision encoder's `fc2`: a `[hidden, keep]` weight and its `[hidden]` bias, by layer.
+    /// The same for the vision encoder's MLP output (`fc2`, Qwen2.5-VL's `down_proj`): a `[hidden, keep]` weight
+    /// and its `[hidden]` bias, by layer.
     public var visionOutput: [Int: (weight: Tensor, bias: Tensor)]?
     /// Runs only the first `languageLayers` decoder layers (then the final norm and head, whose output is then
     /// meaningless): a pass that only observes the early FFNs stops where they end.

@@ -311,7 +311,12 @@ public final class QwenVisionEncoder {
                                g.linear(n, block.up, bias: block.upBias, rows: keep))
             options.observe?(FFNObservation(tower: .vision, layer: i, input: g.reshape(n, [1, n.shape[0], h]).tensor,
                                             hidden: g.reshape(hidden, [1, hidden.shape[0], keep]).tensor))
-            x = g.add(x, g.linear(hidden, block.down, bias: block.downBias, columns: keep))
+            if let output = options.visionOutput?[i] {
+                precondition(output.weight.shape == [block.down.shape[0], keep], "vision block \(i): a replacement down_proj must be [\(block.down.shape[0]), \(keep)]")
+                x = g.add(x, g.add(g.linear(hidden, output.weight.leading(rows: nil, columns: nil)), g.constant(output.bias)))
+            } else {
+                x = g.add(x, g.linear(hidden, block.down, bias: block.downBias, columns: keep))
+            }
         }
         let merged = g.reshape(g.rmsNorm(x, weight: g.parameter(mergerNorm), eps: 1e-6), [patchOrder.count / unit, h * unit])
         let out = g.linear(g.geluExact(g.linear(merged, merger1, bias: merger1Bias)), merger2, bias: merger2Bias)

@@ -194,12 +194,9 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
     static func intercept(_ unit: PrunableUnit) -> Bool { unit.location?.tower == .vision }
     static func side(_ unit: PrunableUnit) -> Int { unit.width + (intercept(unit) ? 1 : 0) }
 
-    /// The units whose output projections are re-fitted: every language FFN, and LLaVA's vision MLPs.
-    static func refitted(_ nested: NestedModel) throws(BudgetError) -> [Int] {
-        if case .qwenVL = nested.model, nested.units.contains(where: { $0.location?.tower == .vision }) {
-            throw BudgetError("least-squares reconstruction of Qwen2.5-VL's vision MLPs is not implemented; prune them with reconstruction none, or prune the language model only")
-        }
-        return nested.units.indices.filter { nested.units[$0].location != nil }
+    /// The units whose output projections are re-fitted: every language FFN and vision MLP.
+    static func refittedUnits(_ nested: NestedModel) -> [Int] {
+        nested.units.indices.filter { nested.units[$0].location != nil }
     }
 
     /// Accumulates the Gram matrices of `wanted` in memory (with `options` for the passes: a sequential re-fit's
@@ -207,7 +204,7 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
     public static func accumulate(nested: NestedModel, calibration: Calibration, wanted: [Int]? = nil, options: ForwardOptions = ForwardOptions(),
                                   memoryBytes: Int = .max) throws -> GramMatrices {
         var places: [Place?] = nested.units.map { _ in nil }
-        try accumulate(nested: nested, calibration: calibration, wanted: try wanted ?? refitted(nested), options: options,
+        try accumulate(nested: nested, calibration: calibration, wanted: wanted ?? refittedUnits(nested), options: options,
                        memoryBytes: memoryBytes) { u, gram in places[u] = .memory(gram) }
         return GramMatrices(units: nested.units, tokens: calibration.tokens, places: places)
     }
@@ -216,7 +213,7 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
     /// unit and its neuron order), those missing accumulated and written first. `progress` hears each finished group.
     public static func cached(nested: NestedModel, calibration: Calibration, modelHash: String, directory: String, memoryBytes: Int,
                               progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> (grams: GramMatrices, computed: Int) {
-        let wanted = try refitted(nested)
+        let wanted = refittedUnits(nested)
         var paths: [Int: String] = [:]
         for u in wanted {
             let order = nested.order[u].map(String.init).joined(separator: ",")

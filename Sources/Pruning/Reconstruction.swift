@@ -22,7 +22,7 @@ public enum ReconstructionMethod: String, Codable, Sendable, CaseIterable {
 /// block; with fewer calibration tokens T than k the same W′ comes from the T × T system of the push-through
 /// identity, W′ = W_k + (W Hᵀ − W_k H_kᵀ)(H_k H_kᵀ + λI)⁻¹ H_k, which is smaller and better conditioned. λ is
 /// `ridge` times the mean of G_kk's diagonal. A vision MLP (`fc2` has a bias) is re-fitted with its bias as an
-/// unpenalised intercept: G is taken over `[h; 1]`. Loaded Gram matrices, shared products and re-fits are kept up
+/// unpenalised intercept (Qwen2.5-VL's `down_proj` too): G is taken over `[h; 1]`. Loaded Gram matrices, shared products and re-fits are kept up
 /// to a memory budget.
 public final class Reconstruction: @unchecked Sendable {
     public let units: [PrunableUnit]
@@ -70,8 +70,8 @@ public final class Reconstruction: @unchecked Sendable {
     public static func sequential(nested: NestedModel, calibration: Calibration, ridge: Double, sizes: [Int]) throws -> Reconstruction {
         try nested.check(sizes: sizes)
         let dense = try GramMatrices.accumulate(nested: nested, calibration: calibration,
-                                                wanted: try GramMatrices.refitted(nested).filter { nested.units[$0].location?.tower == .vision })
-        var grams = nested.units.indices.map { dense.has($0) ? try? dense.gram($0) : nil }
+                                                wanted: GramMatrices.refittedUnits(nested).filter { nested.units[$0].location?.tower == .vision })
+        var grams: [Gram?] = try nested.units.indices.map { dense.has($0) ? try dense.gram($0) : nil }
         var downs: [Int: Tensor] = [:]
         let language = nested.units.enumerated().compactMap { i, u in u.location.flatMap { $0.tower == .language ? (i, $0.layer) : nil } }
             .sorted { $0.1 < $1.1 }
@@ -127,16 +127,19 @@ public final class Reconstruction: @unchecked Sendable {
     /// The re-fitted down-projection `[hidden, keep]` of a language unit.
     public func down(unit u: Int, keep k: Int) throws -> Tensor { try refitted(unit: u, keep: k).weight }
 
-    /// A vision MLP's fc2 bias.
-    static func outputBias(_ model: Model, _ unit: PrunableUnit) -> Tensor? {
-        guard case .llava(let m) = model, let (tower, layer) = unit.location, tower == .vision else { return nil }
-        return m.vision.layers[layer].fc2Bias.value
-    }
+    /// A vision MLP's output bias (`fc2`, or Qwen2.5-VL's `down_proj`).
+    static func outputBias(_ model: Model, _ unit: PrunableUnit) -> Tensor? { outputBiasParameter(model, unit)?.value }
 
-    /// The name of a vision MLP's fc2 bias (replaced with the re-fitted one in a written model).
-    public func outputBiasName(_ u: Int) -> String? {
-        guard case .llava(let m) = model, let (tower, layer) = units[u].location, tower == .vision else { return nil }
-        return m.vision.layers[layer].fc2Bias.name
+    /// The name of a vision MLP's output bias (replaced with the re-fitted one in a written model).
+    public func outputBiasName(_ u: Int) -> String? { Self.outputBiasParameter(model, units[u])?.name }
+
+    static func outputBiasParameter(_ model: Model, _ unit: PrunableUnit) -> Parameter? {
+        guard let (tower, layer) = unit.location, tower == .vision else { return nil }
+        switch model {
+        case .llama: return nil
+        case .llava(let m): return m.vision.layers[layer].fc2Bias
+        case .qwenVL(let m): return m.vision.blocks[layer].downBias
+        }
     }
 
     /// W′ = (W G[:, :k] + λ W_k)(G_kk + λI)⁻¹ with λ = max(ridge, 10⁻¹⁰) · mean(diag G_kk), for W `rows × width`:
