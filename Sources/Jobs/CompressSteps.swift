@@ -159,7 +159,9 @@ enum StrategyChoice {
         }
         if let prediction, plan.method != .search, fallback == nil { return .predicted(prediction) }
         stage(.strategy, 0.05, "searching" + (fallback.map { " (\($0))" } ?? ""))
-        let (result, written) = try base.search(budget, overrides: overrides, reconstruction: plan.reconstruction, job: job, context: context) { done, total, bestLoss in
+        let gramPasses = { (done: Int, total: Int) in stage(.strategy, 0.05, "reconstruction: Gram matrices, calibration pass \(done)/\(total)") }
+        let (result, written) = try base.search(budget, overrides: overrides, reconstruction: plan.reconstruction, job: job, context: context,
+                                                gramPasses: gramPasses) { done, total, bestLoss in
             stage(.strategy, 0.05 + 0.5 * Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
         }
         return .searched(result, samplesWritten: written, fallback: fallback, prediction: prediction)

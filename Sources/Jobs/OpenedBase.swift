@@ -51,13 +51,13 @@ struct OpenedBase {
 
     /// Searches a strategy for `budget` on this model as a search job would (samples stored under the job's key).
     func search(_ budget: Budget, overrides: [String: AnyJSON]?, reconstruction: ReconstructionMethod, job: Job, context: JobContext,
-                report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
+                gramPasses: @escaping (Int, Int) -> Void, report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
         var request = try SearchRequest(options: SearchOptions(model: folder, calibration: prepared.calibration.name,
                                                                importance: prepared.pruner.importance, search: overrides,
                                                                reconstruction: reconstruction),
                                         budget: budget, config: config)
         request.bounds = bounds
-        return try request.runStored(prepared, job: job, context: context, report: report)
+        return try request.runStored(prepared, job: job, context: context, gramPasses: gramPasses, report: report)
     }
 
     /// The least-squares reconstruction at the configured ridge, or nil for `none`.

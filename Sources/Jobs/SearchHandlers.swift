@@ -76,7 +76,8 @@ public struct SearchHandler: JobHandler {
         request.model = try modelFolder(request.model, pool: context.queue.pool, config: config)
         context.progress(0, "loading \(request.model) and ranking neurons")
         let prepared = try request.prepare()
-        let (result, written) = try request.runStored(prepared, job: job, context: context) { done, total, bestLoss in
+        let gramPasses = { (done: Int, total: Int) in context.progress(0, "reconstruction: Gram matrices, calibration pass \(done)/\(total)") }
+        let (result, written) = try request.runStored(prepared, job: job, context: context, gramPasses: gramPasses) { done, total, bestLoss in
             context.progress(Double(done) / Double(total), String(format: "simulation %d/%d, best loss %.4f", done, total, bestLoss))
         }
         return JobOutcome(SearchSummary(request: request, prepared: prepared, result: result, samplesWritten: written))

@@ -83,10 +83,11 @@ public struct SearchRequest: Sendable {
 
     /// Runs the search on prepared parts. Stored scores in `preload` are reused (a resumed search);
     /// `sample` receives every evaluated strategy as a row of `lop.samples`; `report` the simulations done and the best
-    /// loss so far.
+    /// loss so far; `gramPasses` each calibration pass of a first least-squares search's Gram matrices (done, of all).
     public func run(_ prepared: Prepared, searchKey: String, jobId: Int64?, preload: [Sample] = [],
                     sample: (Sample) throws -> Void = { _ in }, report: (Int, Int, Double) -> Void = { _, _, _ in },
-                    checkStop: () throws -> Void = {}) throws -> SearchResult {
+                    gramPasses: @escaping (Int, Int) -> Void = { _, _ in }, checkStop: () throws -> Void = {}) throws -> SearchResult {
+        prepared.pruner.reconstructionProgress = gramPasses
         let refit = try prepared.pruner.reconstruction(reconstruction, ridge: ridge)
         let evaluator = try StrategyEvaluator(pruner: prepared.pruner, calibration: prepared.calibration,
                                               reuseVisionFeatures: settings.reuseVisionFeatures, cache: settings.cacheEvaluations,
@@ -146,7 +147,7 @@ public struct PreparedModel {
 extension SearchRequest {
     /// Runs the search for a job: samples go to `lop.samples` in batches under the search key `job:ID`, and a
     /// retried job first reloads what its earlier attempts stored, so it resumes without re-evaluating them.
-    public func runStored(_ prepared: Prepared, job: Job, context: JobContext,
+    public func runStored(_ prepared: Prepared, job: Job, context: JobContext, gramPasses: @escaping (Int, Int) -> Void = { _, _ in },
                           report: (Int, Int, Double) -> Void) throws -> (result: SearchResult, samplesWritten: Int) {
         let store = SampleStore(pool: context.queue.pool)
         let key = "job:\(job.id)"
@@ -155,7 +156,7 @@ extension SearchRequest {
         let result: SearchResult
         do {
             result = try run(prepared, searchKey: key, jobId: job.id, preload: stored, sample: writer.add, report: report,
-                             checkStop: context.checkCancelled)
+                             gramPasses: gramPasses, checkStop: context.checkCancelled)
         } catch {
             try? writer.flush()  // what was evaluated stays useful to the retry
             throw error
