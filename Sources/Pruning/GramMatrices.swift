@@ -272,6 +272,7 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
                 case .matrix(let g, _): finite = g.allSatisfy(\.isFinite)
                 }
                 guard finite else { throw BudgetError("\(nested.units[u].name): the calibration activations are not finite") }
+                guard gram.rowCount != 0 else { throw BudgetError("\(nested.units[u].name): no calibration token reached it") }
                 try finished(u, gram)
             }
             progress(done + 1, groups.count)
