@@ -190,7 +190,8 @@ public final class GramMatrices: @unchecked Sendable {  // immutable after init;
         }
     }
 
-    /// Whether the unit's projection has a bias, re-fitted as an unpenalised intercept over `[h; 1]` (vision fc2).
+    /// Whether the unit's projection has a bias, re-fitted as an unpenalised intercept over `[h; 1]` (a vision MLP's
+    /// fc2, or Qwen2.5-VL's down_proj).
     static func intercept(_ unit: PrunableUnit) -> Bool { unit.location?.tower == .vision }
     static func side(_ unit: PrunableUnit) -> Int { unit.width + (intercept(unit) ? 1 : 0) }
 
