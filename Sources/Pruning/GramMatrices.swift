@@ -51,18 +51,6 @@ public enum Gram: Sendable {
         return out
     }
 
-    /// G[S, S] (`s × s`) for feature indices S.
-    func submatrix(_ s: [Int]) -> [Double] {
-        switch self {
-        case .matrix(let g, let n):
-            return s.flatMap { p in s.map { g[p * n + $0] } }
-        case .rows(let h):
-            var a = [Double](repeating: 0, count: s.count * s.count)
-            LinearAlgebra.accumulateGram(&a, rows: columns(s), count: h.shape[0], width: s.count)
-            return a
-        }
-    }
-
     /// The part of W̃ G every kept count shares, for W̃ `out × n`: W̃ Hᵀ (`out × T`) from rows, W̃ G (`out × n`)
     /// from a matrix.
     func project(_ w: [Double], rows out: Int) -> [Double] {
@@ -75,14 +63,17 @@ public enum Gram: Sendable {
         }
     }
 
-    /// W̃ G[:, S] (`out × s`) from `project`'s result.
-    func rightHandSides(_ projected: [Double], rows out: Int, _ s: [Int]) -> [Double] {
+    /// The normal equations' blocks for feature indices S: G[S, S] (`s × s`) and W̃ G[:, S] (`out × s`) from
+    /// `project`'s result; from rows, H's columns S are read once for both.
+    func system(_ s: [Int], projected: [Double], rows out: Int) -> (gram: [Double], rightHandSides: [Double]) {
         switch self {
-        case .matrix(_, let n):
-            return (0..<out).flatMap { r in s.map { projected[r * n + $0] } }
+        case .matrix(let g, let n):
+            return (s.flatMap { p in s.map { g[p * n + $0] } }, (0..<out).flatMap { r in s.map { projected[r * n + $0] } })
         case .rows(let h):
-            let t = h.shape[0]
-            return LinearAlgebra.multiply(projected, columns(s), m: out, n: s.count, k: t, lda: t, ldb: s.count)
+            let t = h.shape[0], hs = columns(s)
+            var a = [Double](repeating: 0, count: s.count * s.count)
+            LinearAlgebra.accumulateGram(&a, rows: hs, count: t, width: s.count)
+            return (a, LinearAlgebra.multiply(projected, hs, m: out, n: s.count, k: t, lda: t, ldb: s.count))
         }
     }
 

@@ -45,7 +45,7 @@ public final class Reconstruction: @unchecked Sendable {
 
     /// Re-fits `nested`'s units from `grams`, keeping at most `memoryBytes` of loaded matrices and results.
     public init(nested: NestedModel, grams: GramMatrices, ridge: Double, memoryBytes: Int = Reconstruction.defaultMemoryBytes) throws(BudgetError) {
-        guard ridge.isFinite, ridge >= 0 else { throw BudgetError("reconstruction ridge \(ridge) is not a non-negative number") }
+        try Self.check(ridge: ridge)
         precondition(grams.units == nested.units, "Gram matrices of other units")
         units = nested.units
         self.ridge = ridge
@@ -56,8 +56,12 @@ public final class Reconstruction: @unchecked Sendable {
 
     /// Accumulates the Gram matrices over `calibration` on the dense nested model, in memory.
     public convenience init(nested: NestedModel, calibration: Calibration, ridge: Double) throws {
-        guard ridge.isFinite, ridge >= 0 else { throw BudgetError("reconstruction ridge \(ridge) is not a non-negative number") }
+        try Self.check(ridge: ridge)  // before the accumulation, which is the long part
         try self.init(nested: nested, grams: try GramMatrices.accumulate(nested: nested, calibration: calibration), ridge: ridge)
+    }
+
+    static func check(ridge: Double) throws(BudgetError) {
+        guard ridge.isFinite, ridge >= 0 else { throw BudgetError("reconstruction ridge \(ridge) is not a non-negative number") }
     }
 
     /// `pruning.reconstruction_memory_mib`'s default.
@@ -110,8 +114,13 @@ public final class Reconstruction: @unchecked Sendable {
         }
         let solved: [Double]
         do {
-            let w = weights.output.value
-            let kept = (0..<out).flatMap { r in w.data[(r * width)..<(r * width + k)].map(Double.init) }
+            // W_k: a stored weight widens only its kept columns.
+            let (w, columns): (Tensor, Int)
+            switch weights.output.weight {
+            case .stored(let m): (w, columns) = (m.leading(columns: k).widened(), k)
+            case .float(let t): (w, columns) = (t, width)
+            }
+            let kept = (0..<out).flatMap { r in w.data[(r * columns)..<(r * columns + k)].map(Double.init) }
             solved = try Self.solve(gram: gram, projected: projected, kept: kept, rows: out, width: width, keep: k, ridge: ridge, intercept: bias != nil)
         } catch {
             throw BudgetError("\(units[u].name): the least-squares re-fit for \(k) neurons failed: \(error) (raise pruning.reconstruction_ridge)")
@@ -184,12 +193,11 @@ public final class Reconstruction: @unchecked Sendable {
         // The selected features: the leading k neurons, and the constant when there is an intercept.
         let selected = Array(0..<k) + (intercept ? [width] : [])
         let s = selected.count
-        var a = gram.submatrix(selected)
+        var (a, m) = gram.system(selected, projected: projected, rows: out)
         let lambda = max(ridge, 1e-10) * (0..<k).reduce(0.0) { $0 + a[$1 * s + $1] } / Double(k)
         for i in 0..<k { a[i * s + i] += lambda }
         // A is symmetric, so W′ A = M (M = W̃ G[:, S] + λ [W_k | 0]) is one solve per row of W′: A w′ᵣ = mᵣ. The rows
         // of M are the right-hand sides, and the solutions are the rows of W′.
-        var m = gram.rightHandSides(projected, rows: out, selected)
         for r in 0..<out { for j in 0..<k { m[r * s + j] += lambda * kept[r * k + j] } }
         return try LinearAlgebra.solvePositiveDefinite(a, n: s, rightHandSides: m, count: out)
     }

@@ -169,6 +169,23 @@ import TestSupport
         #expect(throws: (any Error).self) { _ = try GramMatrices.read(cache + "/" + files[0], side: units[0].width + 1) }
     }
 
+    /// Weights kept in their stored type (F16, seen through the nested order) re-fit exactly as the same weights
+    /// widened at load: W_k is read from the stored view's leading columns.
+    @Test func storedWeightsRefitAsWidenedOnes() throws {
+        let folder = TestDatabase.repositoryRoot + "/Fixtures/tiny-llama"
+        let widened = try Model.load(directory: folder)
+        let stored = try Model.load(directory: folder, storedMinimumElements: 0)
+        guard case .stored = stored.language.layers[0].down.weight else { Issue.record("down_proj was widened at load"); return }
+        let calibration = try DataSpec.corpus.calibration(for: widened, samples: 4)
+        var downs: [[Float]] = []
+        for model in [widened, stored] {
+            let pruner = try Pruner(model: model, importance: .lop, calibration: calibration)
+            let (_, sizes) = try pruner.allocate(.uniform, budget: .fraction(0.5))
+            downs.append(try pruner.reconstruction(ridge: 0.01).downs(sizes: sizes).sorted { $0.key < $1.key }.flatMap(\.value.data))
+        }
+        #expect(!downs[0].isEmpty && downs[0] == downs[1])
+    }
+
     /// The budgeted cache drops the least recently used values first and never keeps one larger than itself.
     @Test func theBoundedCacheDropsTheLeastRecentlyUsed() {
         let cache = BoundedCache<Int, String>(budget: 10)
